@@ -1,0 +1,1 @@
+//! larder-cache (being built).

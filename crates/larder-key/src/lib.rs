@@ -1,0 +1,542 @@
+//! Stable, injective cache keys.
+//!
+//! A cache shared by several worker processes only works if every process computes the same
+//! key for the same arguments. Python's `hash()` is seeded per process, and so are Rust's
+//! `DefaultHasher` and `RandomState`; `#[derive(Hash)]` output is not even specified across
+//! Rust releases or word sizes. Keys built from them miss in every worker but the one that
+//! wrote the entry. This crate builds keys that cannot have that bug:
+//!
+//! * [`StableKey`] writes a **canonical, injective encoding** of a value: every value carries a
+//!   type tag and every variable-length part a length prefix, so `("ab", "c")` and
+//!   `("a", "bc")`, `Some(0)` and `0`, `1u32` and `1u64` never encode alike. Integers are
+//!   little-endian and fixed-width (`usize` as 64 bits), hash maps and sets are sorted by
+//!   their encoded bytes, so nothing about the process, platform or iteration order leaks in.
+//! * [`KeySpace`] names a family of keys (`namespace` + `version`) and turns an encoding into
+//!   a [`CacheKey`]: `{namespace}:v{version}:{digest}`, where the digest is 160 bits of
+//!   **keyed BLAKE3**, written in lowercase base32. With a deployment secret
+//!   ([`KeySecret`]) key names reveal nothing about the inputs (a phone number in an argument
+//!   cannot be recovered by hashing guesses), and callers who control inputs cannot craft
+//!   collisions.
+//! * `#[derive(StableKey)]` (feature `derive`, on by default) covers your own structs and enums;
+//!   the type's name and a schema version are part of the encoding.
+//!
+//! The format is specified byte by byte in `docs/key-format.md`, with test vectors in
+//! `docs/key-vectors.json`, so another language can compute the same keys.
+//!
+//! # Example
+//!
+//! ```
+//! use larder_key::{KeySpace, StableKey};
+//!
+//! #[derive(StableKey)]
+//! struct LoanQuote { user_id: u64, amount_won: u64, rate_bp: u32, term_months: u32 }
+//!
+//! let space = KeySpace::new("loan_calc", 1)?;
+//! let key = space.key(&LoanQuote { user_id: 7, amount_won: 5_000_000, rate_bp: 450, term_months: 36 })?;
+//! assert!(key.as_str().starts_with("loan_calc:v1:"));
+//! // The same value gives the same key in every process, on every host, after every restart.
+//! let again = space.key(&LoanQuote { user_id: 7, amount_won: 5_000_000, rate_bp: 450, term_months: 36 })?;
+//! assert_eq!(key, again);
+//! # Ok::<(), larder_key::KeyError>(())
+//! ```
+//!
+//! # What this crate does not do
+//!
+//! * It does not implement `StableKey` for types that only implement `std::hash::Hash`: such
+//!   an implementation would inherit exactly the instability this crate exists to remove.
+//! * It does not normalize your data's meaning (e-mail case, money rounding): say so with
+//!   `#[stable_key(with = path)]` on the field.
+//! * NaN is refused ([`KeyError::NaN`]) rather than silently mapped: a NaN argument is almost
+//!   always a bug, and NaN is not equal to itself, so no key could honestly stand for it.
+//!   `-0.0` is written as `0.0`, since the two compare equal.
+//! * It is not a password hash or a MAC for untrusted data; it names cache entries.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod encoder;
+mod impls;
+mod impls_ext;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+
+pub use encoder::{shape, tag, Encoder};
+
+#[cfg(feature = "derive")]
+pub use larder_macros::StableKey;
+
+/// A value with a canonical, injective, platform-independent encoding.
+///
+/// Implement it with `#[derive(StableKey)]`; write it by hand only for types with a
+/// normalization of their own, and then only through the [`Encoder`] methods, so the result
+/// stays injective.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache key: it does not implement `StableKey`",
+    label = "not `StableKey`",
+    note = "add `#[derive(StableKey)]` to the type, or key on fields that are `StableKey`",
+    note = "`std::hash::Hash` is not enough: its output is seeded per process and not stable across Rust releases"
+)]
+pub trait StableKey {
+    /// Writes this value's canonical encoding.
+    fn encode(&self, enc: &mut Encoder);
+
+    /// Writes a sequence of values given as consecutive slices. The default writes a
+    /// [`tag::SEQ`] with every element; `u8` overrides it to write one byte string.
+    #[doc(hidden)]
+    fn encode_slices(parts: &[&[Self]], enc: &mut Encoder)
+    where
+        Self: Sized,
+    {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        enc.tag(tag::SEQ);
+        enc.len(n);
+        for p in parts {
+            for item in *p {
+                item.encode(enc);
+            }
+        }
+    }
+}
+
+/// The largest canonical encoding a [`KeySpace`] hashes unless told otherwise: 64 KiB.
+pub const DEFAULT_MAX_ENCODED_LEN: usize = 64 * 1024;
+
+/// Length of the digest inside a key, in bytes (160 bits).
+pub const DIGEST_LEN: usize = 20;
+
+/// The BLAKE3 `derive_key` context that turns a secret into the digest key.
+pub const DIGEST_KEY_CONTEXT: &str = "larder 2026-11 cache key digest v1";
+
+/// Why a key could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The namespace is empty, longer than 64 bytes, or has a character outside `[a-z0-9_.-]`.
+    InvalidNamespace {
+        /// The namespace as given.
+        namespace: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The canonical encoding is longer than the space's limit; it was not hashed.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A floating-point argument was NaN.
+    NaN,
+    /// One length inside the value does not fit the format's 32-bit length field.
+    LengthOverflow,
+    /// A configured secret is malformed (for example, not 64 hex digits).
+    InvalidSecret(&'static str),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::InvalidNamespace { namespace, reason } => {
+                write!(f, "invalid key namespace {namespace:?}: {reason}")
+            }
+            KeyError::TooLarge { limit } => write!(
+                f,
+                "value too large for a cache key: its encoding exceeds {limit} bytes (raise the limit with KeySpace::with_max_encoded_len, or key on fewer fields)"
+            ),
+            KeyError::NaN => write!(f, "a floating-point key argument is NaN, which cannot be a cache key"),
+            KeyError::LengthOverflow => write!(f, "a string or collection in the key is longer than 2^32-1"),
+            KeyError::InvalidSecret(why) => write!(f, "invalid key secret: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<encoder::EncodeFault> for KeyError {
+    fn from(f: encoder::EncodeFault) -> Self {
+        match f {
+            encoder::EncodeFault::NaN => KeyError::NaN,
+            encoder::EncodeFault::LengthOverflow => KeyError::LengthOverflow,
+            // The limit is filled in by the caller, which knows it.
+            encoder::EncodeFault::TooLarge => KeyError::TooLarge { limit: 0 },
+        }
+    }
+}
+
+/// Encodes `value` canonically, refusing encodings over `limit` bytes.
+pub fn encode_with_limit<T: StableKey + ?Sized>(value: &T, limit: usize) -> Result<Vec<u8>, KeyError> {
+    let mut enc = Encoder::with_limit(limit);
+    value.encode(&mut enc);
+    match enc.fault() {
+        None => Ok(enc.into_bytes()),
+        Some(encoder::EncodeFault::TooLarge) => Err(KeyError::TooLarge { limit }),
+        Some(f) => Err(f.into()),
+    }
+}
+
+/// Encodes `value` canonically with the default limit ([`DEFAULT_MAX_ENCODED_LEN`]).
+pub fn encode<T: StableKey + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
+    encode_with_limit(value, DEFAULT_MAX_ENCODED_LEN)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Encoder> = RefCell::new(Encoder::with_limit(DEFAULT_MAX_ENCODED_LEN));
+}
+
+/// Runs `f` on the canonical encoding of `value` without allocating, using a per-thread
+/// scratch buffer.
+pub fn with_encoding<T: StableKey + ?Sized, R>(
+    value: &T,
+    limit: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, KeyError> {
+    let run = |enc: &mut Encoder| {
+        enc.reset(limit);
+        value.encode(enc);
+        match enc.fault() {
+            None => Ok(f(enc.as_bytes())),
+            Some(encoder::EncodeFault::TooLarge) => Err(KeyError::TooLarge { limit }),
+            Some(fault) => Err(fault.into()),
+        }
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut enc) => {
+            let out = run(&mut enc);
+            if enc.as_bytes().len() > 4096 {
+                // Do not keep a large buffer alive for the thread's lifetime.
+                *enc = Encoder::with_limit(DEFAULT_MAX_ENCODED_LEN);
+            }
+            out
+        }
+        // Re-entered from inside an `encode` (unusual): use a fresh buffer.
+        Err(_) => run(&mut Encoder::with_limit(limit)),
+    })
+}
+
+/// The secret that keys the digest inside every cache key of a deployment.
+///
+/// All processes that share a cache must use the same secret. Without one, the fixed default
+/// (BLAKE3 `derive_key(DIGEST_KEY_CONTEXT, "")`) is used: keys are still stable and
+/// injective, but anyone can recompute them from guessed inputs.
+#[derive(Clone)]
+pub struct KeySecret {
+    key: Box<[u8; 32]>,
+}
+
+impl KeySecret {
+    /// Derives the digest key from secret bytes of any length (at least 16).
+    pub fn from_bytes(secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.len() < 16 {
+            return Err(KeyError::InvalidSecret("a key secret must be at least 16 bytes"));
+        }
+        Ok(KeySecret { key: Box::new(blake3::derive_key(DIGEST_KEY_CONTEXT, secret)) })
+    }
+
+    /// Parses a secret written as hex digits (at least 32 of them).
+    pub fn from_hex(hex: &str) -> Result<Self, KeyError> {
+        let hex = hex.trim();
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeyError::InvalidSecret("expected an even number of hex digits"));
+        }
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+        let out = Self::from_bytes(&bytes);
+        drop(zeroize_vec(bytes));
+        out
+    }
+
+    /// Reads the secret from the `LARDER_KEY_SECRET` environment variable (hex), if set.
+    pub fn from_env() -> Result<Option<Self>, KeyError> {
+        match std::env::var("LARDER_KEY_SECRET") {
+            Ok(v) if !v.trim().is_empty() => Self::from_hex(&v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The fixed, documented default digest key.
+    pub fn default_key() -> Self {
+        KeySecret { key: Box::new(blake3::derive_key(DIGEST_KEY_CONTEXT, b"")) }
+    }
+
+    /// The derived 32-byte BLAKE3 key. Other larder crates derive their own keys from it
+    /// (for example the cache's value MAC key) with a distinct context.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key(context);
+        h.update(&self.key[..]);
+        *h.finalize().as_bytes()
+    }
+
+    fn digest(&self, encoding: &[u8]) -> [u8; DIGEST_LEN] {
+        let full = blake3::keyed_hash(&self.key, encoding);
+        let mut out = [0u8; DIGEST_LEN];
+        out.copy_from_slice(&full.as_bytes()[..DIGEST_LEN]);
+        out
+    }
+}
+
+fn zeroize_vec(mut v: Vec<u8>) -> Vec<u8> {
+    for b in v.iter_mut() {
+        *b = 0;
+    }
+    std::hint::black_box(&v);
+    v
+}
+
+impl Drop for KeySecret {
+    fn drop(&mut self) {
+        for b in self.key.iter_mut() {
+            *b = 0;
+        }
+        std::hint::black_box(&self.key);
+    }
+}
+
+impl fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeySecret(..)")
+    }
+}
+
+struct SpaceInner {
+    namespace: String,
+    version: u32,
+    prefix: String,
+    secret: KeySecret,
+    max_len: usize,
+}
+
+/// A family of cache keys: a namespace, a version, the digest key and a size limit.
+///
+/// Cheap to clone (an `Arc` inside). Bump the version when the meaning of the cached values
+/// changes: every old key is then unreachable at once.
+#[derive(Clone)]
+pub struct KeySpace {
+    inner: Arc<SpaceInner>,
+}
+
+impl fmt::Debug for KeySpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpace")
+            .field("namespace", &self.inner.namespace)
+            .field("version", &self.inner.version)
+            .field("max_encoded_len", &self.inner.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a namespace: 1 to 64 bytes of `[a-z0-9_.-]`.
+pub fn validate_namespace(namespace: &str) -> Result<(), KeyError> {
+    let bad = |reason| Err(KeyError::InvalidNamespace { namespace: namespace.to_owned(), reason });
+    if namespace.is_empty() {
+        return bad("it is empty");
+    }
+    if namespace.len() > 64 {
+        return bad("it is longer than 64 bytes");
+    }
+    if !namespace
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return bad("only lowercase ASCII letters, digits, '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+impl KeySpace {
+    /// A key space with the default digest key (or `LARDER_KEY_SECRET` is *not* read here:
+    /// pass it explicitly with [`with_secret`](Self::with_secret)).
+    pub fn new(namespace: &str, version: u32) -> Result<Self, KeyError> {
+        validate_namespace(namespace)?;
+        Ok(KeySpace {
+            inner: Arc::new(SpaceInner {
+                namespace: namespace.to_owned(),
+                version,
+                prefix: format!("{namespace}:v{version}:"),
+                secret: KeySecret::default_key(),
+                max_len: DEFAULT_MAX_ENCODED_LEN,
+            }),
+        })
+    }
+
+    fn rebuild(&self, secret: KeySecret, max_len: usize) -> Self {
+        KeySpace {
+            inner: Arc::new(SpaceInner {
+                namespace: self.inner.namespace.clone(),
+                version: self.inner.version,
+                prefix: self.inner.prefix.clone(),
+                secret,
+                max_len,
+            }),
+        }
+    }
+
+    /// The same space with a deployment secret keying the digest.
+    #[must_use]
+    pub fn with_secret(&self, secret: &KeySecret) -> Self {
+        self.rebuild(secret.clone(), self.inner.max_len)
+    }
+
+    /// The same space with another limit on the encoding's size.
+    #[must_use]
+    pub fn with_max_encoded_len(&self, max: usize) -> Self {
+        self.rebuild(self.inner.secret.clone(), max)
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The version.
+    pub fn version(&self) -> u32 {
+        self.inner.version
+    }
+
+    /// The limit on an encoding's size, in bytes.
+    pub fn max_encoded_len(&self) -> usize {
+        self.inner.max_len
+    }
+
+    /// `{namespace}:v{version}:`, the prefix of every key text in this space.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The canonical encoding of `value`, checked against the size limit.
+    pub fn encode<T: StableKey + ?Sized>(&self, value: &T) -> Result<Vec<u8>, KeyError> {
+        encode_with_limit(value, self.inner.max_len)
+    }
+
+    /// The cache key of `value`.
+    pub fn key<T: StableKey + ?Sized>(&self, value: &T) -> Result<CacheKey, KeyError> {
+        with_encoding(value, self.inner.max_len, |bytes| self.key_from_encoding(bytes))
+    }
+
+    /// The cache key of an encoding produced earlier by [`encode`](Self::encode).
+    pub fn key_from_encoding(&self, encoding: &[u8]) -> CacheKey {
+        let digest = self.inner.secret.digest(encoding);
+        let mut text = String::with_capacity(self.inner.prefix.len() + 32);
+        text.push_str(&self.inner.prefix);
+        base32_lower(&digest, &mut text);
+        CacheKey { text, digest, prefix_len: self.inner.prefix.len() }
+    }
+}
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// RFC 4648 base32, lowercase, no padding. 20 bytes give exactly 32 characters.
+fn base32_lower(bytes: &[u8], out: &mut String) {
+    let mut acc: u64 = 0;
+    let mut bits = 0u32;
+    for &b in bytes {
+        acc = (acc << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(BASE32[((acc << (5 - bits)) & 31) as usize]));
+    }
+}
+
+/// A cache key: `{namespace}:v{version}:{digest}`, at most 109 bytes of ASCII.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey {
+    text: String,
+    digest: [u8; DIGEST_LEN],
+    prefix_len: usize,
+}
+
+impl CacheKey {
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The raw 160-bit digest.
+    pub fn digest(&self) -> &[u8; DIGEST_LEN] {
+        &self.digest
+    }
+
+    /// `{namespace}:v{version}:`.
+    pub fn prefix(&self) -> &str {
+        &self.text[..self.prefix_len]
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.text)
+    }
+}
+
+impl AsRef<str> for CacheKey {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_of_20_bytes_is_32_chars() {
+        let mut s = String::new();
+        base32_lower(&[0xff; 20], &mut s);
+        assert_eq!(s, "7".repeat(32));
+        let mut s = String::new();
+        base32_lower(b"foobar", &mut s);
+        assert_eq!(s, "mzxw6ytboi"); // RFC 4648 test vector, lowercased, unpadded
+    }
+
+    #[test]
+    fn namespace_rules() {
+        assert!(KeySpace::new("loan_calc", 1).is_ok());
+        assert!(KeySpace::new("a.b-c_9", 1).is_ok());
+        for bad in ["", "Loan", "a b", "a:b", "ü", &"x".repeat(65)] {
+            let err = KeySpace::new(bad, 1).unwrap_err();
+            assert!(matches!(err, KeyError::InvalidNamespace { .. }), "{bad:?} -> {err}");
+        }
+        assert!(KeySpace::new(&"x".repeat(64), 1).is_ok());
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let space = KeySpace::new("t", 1).unwrap().with_max_encoded_len(100);
+        let err = space.key(&"x".repeat(200)).unwrap_err();
+        assert_eq!(err, KeyError::TooLarge { limit: 100 });
+        assert!(err.to_string().contains("100 bytes"));
+        assert!(space.key(&"x".repeat(50)).is_ok());
+    }
+
+    #[test]
+    fn nan_is_refused_and_negative_zero_normalized() {
+        let space = KeySpace::new("t", 1).unwrap();
+        assert_eq!(space.key(&f64::NAN).unwrap_err(), KeyError::NaN);
+        assert_eq!(space.key(&(1u8, f32::NAN)).unwrap_err(), KeyError::NaN);
+        assert_eq!(space.key(&-0.0f64).unwrap(), space.key(&0.0f64).unwrap());
+    }
+
+    #[test]
+    fn secret_changes_digest_but_not_prefix() {
+        let space = KeySpace::new("t", 3).unwrap();
+        let secret = KeySecret::from_hex(&"ab".repeat(32)).unwrap();
+        let a = space.key(&42u64).unwrap();
+        let b = space.with_secret(&secret).key(&42u64).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.prefix(), "t:v3:");
+        assert_eq!(b.prefix(), "t:v3:");
+        assert_eq!(a.as_str().len(), "t:v3:".len() + 32);
+        assert!(KeySecret::from_hex("abc").is_err());
+        assert!(KeySecret::from_bytes(b"short").is_err());
+        assert_eq!(format!("{secret:?}"), "KeySecret(..)");
+    }
+}

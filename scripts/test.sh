@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real servers, installing what is missing:
+#   - redis-server / redis-cli from Debian's packages (tests start their own servers),
+#   - moto[server] from PyPI into ./.venv (the AWS KMS wire protocol for the envelope tests).
+# Works on a fresh Debian machine with only the Rust toolchain and Python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: cannot install packages (not root, no sudo). Install them by hand: $*" >&2
+    exit 1
+  fi
+}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "== installing redis-server (Debian package)"
+  need_root apt-get update -qq
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+# The package starts a system-wide server on 6379; the tests never use it (they start their own
+# on free ports and unix sockets), so it is left alone.
+
+if ! .venv/bin/moto_server --help >/dev/null 2>&1; then
+  echo "== installing moto[server] into .venv (PyPI)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+
+export LARDER_REDIS_SERVER="$(command -v redis-server)"
+export LARDER_REDIS_CLI="$(command -v redis-cli)"
+export LARDER_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+echo "== cargo test --workspace --all-features"
+cargo test --workspace --all-features "$@"
