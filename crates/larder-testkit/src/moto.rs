@@ -1,0 +1,1 @@
+//! moto's KMS server (being built).

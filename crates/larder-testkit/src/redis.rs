@@ -1,0 +1,1 @@
+//! redis-server and Redis Cluster (being built).
