@@ -1,1 +1,6 @@
-//! larder-cache (being built).
+//! The memo cache (being built; see issue 3).
+#![forbid(unsafe_code)]
+
+pub mod tier;
+
+pub use tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};

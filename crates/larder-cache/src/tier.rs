@@ -1,0 +1,110 @@
+//! The shared tier interface: what the SQLite, Redis and Redis Cluster stores implement.
+//!
+//! A shared tier stores opaque frames (see `docs/cache-value-format.md`) under key texts and
+//! coordinates workers: leases let one worker compute a value while others wait for it, and
+//! invalidation messages keep other processes' local tiers honest. The cache core
+//! (single-flight, XFetch, circuit breaker, framing and MACs) lives above this trait, so a
+//! tier never interprets the bytes it stores.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed, sendable future (keeps [`SharedTier`] usable as `dyn SharedTier`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A failure of the shared tier. The cache treats every one of them as "tier unavailable":
+/// it answers by computing (fail-open) and feeds its circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TierError {
+    /// The server could not be reached, the connection broke, or the database is locked.
+    Unavailable(String),
+    /// The call did not finish within its timeout.
+    Timeout,
+    /// The server answered with an error.
+    Server(String),
+    /// The tier was configured wrongly (bad URL, unusable path).
+    Config(String),
+}
+
+impl fmt::Display for TierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TierError::Unavailable(d) => write!(f, "cache tier unavailable: {d}"),
+            TierError::Timeout => write!(f, "cache tier call timed out"),
+            TierError::Server(d) => write!(f, "cache tier server error: {d}"),
+            TierError::Config(d) => write!(f, "cache tier configuration error: {d}"),
+        }
+    }
+}
+
+impl std::error::Error for TierError {}
+
+/// The outcome of asking for a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This caller holds the lease and should compute the value.
+    Acquired,
+    /// Another worker holds it; wait for the value (or for the lease to expire).
+    HeldByOther,
+}
+
+/// Receives invalidations published by other processes (key texts).
+pub type InvalidationHandler = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A store shared by every worker process: SQLite on one host, Redis beyond.
+///
+/// Every method must return within the tier's configured timeout. Implementations must be
+/// safe to call from many tasks and threads at once.
+pub trait SharedTier: Send + Sync + 'static {
+    /// A short name for metrics and logs (`sqlite`, `redis`, `redis-cluster`).
+    fn name(&self) -> &'static str;
+
+    /// The frame stored under `key`, if any (expired entries may be returned; the frame
+    /// carries its own expiry and the core checks it).
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>>;
+
+    /// Stores `frame` under `key`; the store may drop it after `ttl`.
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        frame: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), TierError>>;
+
+    /// Removes `key`.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>>;
+
+    /// Tries to take the compute lease for `key` with a random `token`, held for at most
+    /// `ttl` (a holder that dies loses it when it expires).
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a [u8; 16],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease, TierError>>;
+
+    /// Releases the lease if, and only if, it is still held with `token`.
+    fn release_lease<'a>(&'a self, key: &'a str, token: &'a [u8; 16])
+        -> BoxFuture<'a, Result<(), TierError>>;
+
+    /// Waits up to `timeout` for a value to appear under `key` while another worker holds its
+    /// lease (by notification or bounded polling), returning it, or `None` when the timeout
+    /// passes or the lease disappears without a value.
+    fn wait_for_value<'a>(
+        &'a self,
+        key: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>>;
+
+    /// Tells other processes that `key` changed, so they drop it from their local tiers.
+    /// Tiers without a backplane return `Ok(())` and do nothing.
+    fn publish_invalidation<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>>;
+
+    /// Registers `handler` to be called with the key text of every invalidation published by
+    /// any process (including this one). Returns `false` if the tier has no backplane.
+    fn subscribe_invalidations(&self, handler: InvalidationHandler) -> bool;
+}
