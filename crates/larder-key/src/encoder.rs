@@ -37,6 +37,10 @@ pub mod tag {
     pub const STR: u8 = 0x10;
     /// Byte strings (`[u8]`, `Vec<u8>`, `[u8; N]`): `u32` LE length, then the bytes.
     pub const BYTES: u8 = 0x11;
+    /// A JSON number kept as its text (only with serde_json's `arbitrary_precision` feature,
+    /// for numbers that are not integers fitting 64 bits nor exactly an `f64`): `u32` LE
+    /// length, then the text as serde_json prints it.
+    pub const NUMBER_TEXT: u8 = 0x12;
     /// `Option::None`.
     pub const NONE: u8 = 0x20;
     /// `Option::Some`, followed by the value.
@@ -138,6 +142,10 @@ impl Encoder {
         &self.buf
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
@@ -154,7 +162,7 @@ impl Encoder {
         if self.fault.is_some() {
             return;
         }
-        if self.buf.len() + bytes.len() > self.limit {
+        if bytes.len() > self.limit.saturating_sub(self.buf.len()) {
             self.set_fault(EncodeFault::TooLarge);
             return;
         }
@@ -272,16 +280,9 @@ impl Encoder {
     {
         self.tag(tag::SET);
         self.len(items.len());
-        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(items.len());
-        for item in items {
-            let mut sub = Encoder::with_limit(self.remaining());
-            item.encode(&mut sub);
-            if let Some(f) = sub.fault {
-                self.set_fault(f);
-                return;
-            }
-            parts.push(sub.buf);
-        }
+        let Some(mut parts) = self.encode_parts(items.map(|item| (item, None::<&'a T>))) else {
+            return;
+        };
         parts.sort_unstable();
         for p in &parts {
             self.raw(p);
@@ -289,6 +290,12 @@ impl Encoder {
     }
 
     /// Writes (key, value) pairs as a map, sorted bytewise by the key's encoding.
+    ///
+    /// Two distinct keys can share an encoding only through a user's normalization
+    /// (`#[stable_key(with)]`, `#[stable_key(skip)]`); such ties are broken by the value's
+    /// encoding, so the result never depends on iteration order. Since every encoding is
+    /// self-delimiting (no encoding is a proper prefix of another of the same type), sorting
+    /// whole `key ‖ value` entries is the same as sorting by key, then by value.
     pub fn map<'a, K, V, I>(&mut self, entries: I)
     where
         K: crate::StableKey + ?Sized + 'a,
@@ -297,21 +304,49 @@ impl Encoder {
     {
         self.tag(tag::MAP);
         self.len(entries.len());
-        let mut parts: Vec<(Vec<u8>, &'a V)> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            let mut sub = Encoder::with_limit(self.remaining());
-            k.encode(&mut sub);
+        let Some(mut parts) = self.encode_parts(entries.map(|(k, v)| (k, Some(v)))) else {
+            return;
+        };
+        parts.sort_unstable();
+        for p in &parts {
+            self.raw(p);
+        }
+    }
+
+    /// Encodes each `(a, b)` (b optional) into its own buffer, within the space left under
+    /// the limit, all parts together. `None` when a fault was recorded.
+    fn encode_parts<'a, A, B, I>(&mut self, items: I) -> Option<Vec<Vec<u8>>>
+    where
+        A: crate::StableKey + ?Sized + 'a,
+        B: crate::StableKey + ?Sized + 'a,
+        I: ExactSizeIterator<Item = (&'a A, Option<&'a B>)>,
+    {
+        if self.fault.is_some() {
+            return None;
+        }
+        let mut left = self.remaining();
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(items.len().min(left));
+        for (a, b) in items {
+            let mut sub = Encoder::with_limit(left);
+            a.encode(&mut sub);
+            if let Some(b) = b {
+                b.encode(&mut sub);
+            }
             if let Some(f) = sub.fault {
                 self.set_fault(f);
-                return;
+                return None;
             }
-            parts.push((sub.buf, v));
+            left -= sub.buf.len();
+            parts.push(sub.buf);
         }
-        parts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in parts {
-            self.raw(&k);
-            v.encode(self);
-        }
+        Some(parts)
+    }
+
+    /// True once a fault (NaN, too large, length overflow) has been recorded; further writes
+    /// are ignored. Hand-written impls looping over many elements may stop early on it.
+    #[inline]
+    pub fn is_faulted(&self) -> bool {
+        self.fault.is_some()
     }
 
     fn remaining(&self) -> usize {

@@ -8,7 +8,8 @@ use crate::StableKey;
 
 /// A JSON value encodes like the Rust value it would deserialize to most directly: `null`
 /// as `()`, booleans as `bool`, numbers as `u64` when non-negative integers, `i64` when
-/// negative integers, `f64` otherwise; strings as `str`, arrays as sequences and objects as
+/// negative integers, `f64` otherwise (with serde_json's `arbitrary_precision`, a number no
+/// `f64` holds exactly keeps its text under [`tag::NUMBER_TEXT`]); strings as `str`, arrays as sequences and objects as
 /// maps sorted by key (so member order in the JSON text never changes the key).
 #[cfg(feature = "serde_json")]
 impl StableKey for serde_json::Value {
@@ -22,11 +23,19 @@ impl StableKey for serde_json::Value {
                     u.encode(enc)
                 } else if let Some(i) = n.as_i64() {
                     i.encode(enc)
-                } else if let Some(f) = n.as_f64() {
-                    enc.f64(f)
                 } else {
-                    // Arbitrary-precision numbers (serde_json feature) keep their text.
-                    enc.str(&n.to_string())
+                    match n.as_f64() {
+                        // Without serde_json's `arbitrary_precision` feature every other
+                        // number is an `f64` and takes this branch. With it, a number is its
+                        // text, and two texts can round to one `f64`: only a number whose
+                        // text is exactly the `f64`'s canonical form is written as that
+                        // `f64`; any other keeps its text, under its own tag.
+                        Some(f) if serde_json::Number::from_f64(f).as_ref() == Some(n) => enc.f64(f),
+                        _ => {
+                            enc.tag(tag::NUMBER_TEXT);
+                            enc.name(&n.to_string());
+                        }
+                    }
                 }
             }
             Value::String(s) => enc.str(s),

@@ -57,7 +57,7 @@ mod encoder;
 mod impls;
 mod impls_ext;
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -93,6 +93,11 @@ pub trait StableKey {
         enc.len(n);
         for p in parts {
             for item in *p {
+                // Stop early once faulted: a `Vec<()>` can be billions of elements long
+                // without using memory, and every further write would be ignored anyway.
+                if enc.is_faulted() {
+                    return;
+                }
                 item.encode(enc);
             }
         }
@@ -179,8 +184,14 @@ pub fn encode<T: StableKey + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Encoder> = RefCell::new(Encoder::with_limit(DEFAULT_MAX_ENCODED_LEN));
+    /// A per-thread scratch encoder, taken out while in use (so a re-entrant call simply finds
+    /// none and uses a fresh one) and put back afterwards unless it grew large.
+    static SCRATCH: Cell<Option<Encoder>> = const { Cell::new(None) };
 }
+
+/// Scratch buffers larger than this are dropped after use rather than kept for the thread's
+/// lifetime.
+const SCRATCH_KEEP: usize = 4096;
 
 /// Runs `f` on the canonical encoding of `value` without allocating, using a per-thread
 /// scratch buffer.
@@ -189,27 +200,20 @@ pub fn with_encoding<T: StableKey + ?Sized, R>(
     limit: usize,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, KeyError> {
-    let run = |enc: &mut Encoder| {
-        enc.reset(limit);
-        value.encode(enc);
-        match enc.fault() {
-            None => Ok(f(enc.as_bytes())),
-            Some(encoder::EncodeFault::TooLarge) => Err(KeyError::TooLarge { limit }),
-            Some(fault) => Err(fault.into()),
-        }
+    // `try_with` fails only while the thread's locals are being destroyed (a key made from a
+    // `Drop`): a fresh buffer does then, rather than a panic.
+    let mut enc = SCRATCH.try_with(Cell::take).ok().flatten().unwrap_or_else(|| Encoder::with_limit(limit));
+    enc.reset(limit);
+    value.encode(&mut enc);
+    let out = match enc.fault() {
+        None => Ok(f(enc.as_bytes())),
+        Some(encoder::EncodeFault::TooLarge) => Err(KeyError::TooLarge { limit }),
+        Some(fault) => Err(fault.into()),
     };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut enc) => {
-            let out = run(&mut enc);
-            if enc.as_bytes().len() > 4096 {
-                // Do not keep a large buffer alive for the thread's lifetime.
-                *enc = Encoder::with_limit(DEFAULT_MAX_ENCODED_LEN);
-            }
-            out
-        }
-        // Re-entered from inside an `encode` (unusual): use a fresh buffer.
-        Err(_) => run(&mut Encoder::with_limit(limit)),
-    })
+    if enc.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(|cell| cell.set(Some(enc)));
+    }
+    out
 }
 
 /// The secret that keys the digest inside every cache key of a deployment.
