@@ -53,6 +53,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// Lets `#[derive(StableKey)]` refer to this crate as `::larder_key` from inside it, too.
+extern crate self as larder_key;
+
 mod encoder;
 mod impls;
 mod impls_ext;
@@ -490,6 +493,27 @@ impl AsRef<str> for CacheKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The derive inside this crate: through `extern crate self as larder_key` by default,
+    // and with an explicit path override.
+    #[derive(crate::StableKey)]
+    struct ByDefaultPath {
+        a: u8,
+    }
+
+    #[derive(crate::StableKey)]
+    #[stable_key(crate = "crate", name = "ByDefaultPath")]
+    struct ByCratePath {
+        a: u8,
+    }
+
+    #[test]
+    fn derive_inside_the_crate() {
+        let a = encode(&ByDefaultPath { a: 3 }).unwrap();
+        let b = encode(&ByCratePath { a: 3 }).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0], tag::STRUCT);
+    }
 
     #[test]
     fn base32_of_20_bytes_is_32_chars() {

@@ -19,6 +19,35 @@ struct FieldAttrs {
     with: Option<syn::Path>,
 }
 
+/// The path of the `larder_key` crate as the crate being compiled sees it, from its
+/// `Cargo.toml` (through `proc-macro-crate`, which honours renames):
+///
+/// 1. a dependency on `larder-key` (also `larder-key` itself, whose root declares
+///    `extern crate self as larder_key;`): `::larder_key` or the renamed name;
+/// 2. else a dependency on the facade `larder`: `::larder::key` (or the renamed name);
+/// 3. else `::larder_key`, so the compiler's error names the crate that is missing.
+pub(crate) fn key_crate_path() -> TokenStream {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    let ident = |name: &str| syn::Ident::new(name, proc_macro2::Span::call_site());
+    match crate_name("larder-key") {
+        Ok(FoundCrate::Name(name)) => {
+            let id = ident(&name);
+            return quote!(::#id);
+        }
+        Ok(FoundCrate::Itself) => return quote!(::larder_key),
+        Err(_) => {}
+    }
+    match crate_name("larder") {
+        Ok(FoundCrate::Name(name)) => {
+            let id = ident(&name);
+            quote!(::#id::key)
+        }
+        // Deriving inside the facade crate's own code.
+        Ok(FoundCrate::Itself) => quote!(crate::key),
+        Err(_) => quote!(::larder_key),
+    }
+}
+
 fn type_attrs(attrs: &[syn::Attribute]) -> syn::Result<TypeAttrs> {
     let mut out = TypeAttrs { name: None, version: 1, krate: None };
     for attr in attrs.iter().filter(|a| a.path().is_ident("stable_key")) {
@@ -113,7 +142,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
     let attrs = type_attrs(&input.attrs)?;
     let k = match &attrs.krate {
         Some(p) => quote!(#p),
-        None => quote!(::larder_key),
+        None => key_crate_path(),
     };
     let ident = &input.ident;
     let name = attrs.name.clone().unwrap_or_else(|| ident.to_string());
@@ -150,6 +179,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         }
         Data::Enum(e) => {
             let mut arms = Vec::new();
+            let mut seen: Vec<(String, &syn::Ident)> = Vec::new();
             for v in &e.variants {
                 let vident = &v.ident;
                 let mut vname = vident.to_string();
@@ -164,6 +194,16 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                         }
                     })?;
                 }
+                // Two variants written under one name would encode alike: refuse it.
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == vname) {
+                    return Err(syn::Error::new(
+                        vident.span(),
+                        format!(
+                            "variant name {vname:?} is already used by `{first}`: each variant needs its own name in the key encoding"
+                        ),
+                    ));
+                }
+                seen.push((vname.clone(), vident));
                 let binders: Vec<syn::Ident> =
                     (0..v.fields.len()).map(|i| quote::format_ident!("__f{}", i)).collect();
                 let plans = plan_fields(&v.fields, |i, _| {

@@ -6,4 +6,6 @@
 pub mod key {
     pub use larder_key::*;
 }
+// `StableKey` names both the trait and `#[derive(StableKey)]`; this one `use` re-exports both.
+// The derive finds the trait at `::larder::key` when the user's crate depends on `larder` only.
 pub use larder_key::{CacheKey, KeyError, KeySecret, KeySpace, StableKey};
