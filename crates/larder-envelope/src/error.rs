@@ -47,6 +47,82 @@ pub enum EnvelopeError {
     NotUtf8,
     /// A caller mistake (API misuse), never caused by untrusted data.
     ApiMisuse(&'static str),
+    /// The local keyring file could not be created, read or parsed.
+    KeyringFile(KeyringFileError),
+}
+
+/// What is wrong with a local keyring file (see `docs/keyring-format.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyringFileError {
+    /// An I/O error (`kind` is the `std::io::ErrorKind` name).
+    Io {
+        /// The file.
+        path: String,
+        /// `std::io::ErrorKind` as text.
+        kind: String,
+        /// The OS message.
+        message: String,
+    },
+    /// `init` refuses to overwrite an existing keyring file.
+    AlreadyExists(String),
+    /// The file is readable or writable by group or others (like ssh, larder refuses it).
+    InsecurePermissions {
+        /// The file.
+        path: String,
+        /// Its permission bits, e.g. `0o644`.
+        mode: u32,
+    },
+    /// The path is not a regular file.
+    NotAFile(String),
+    /// The file is larger than any keyring larder writes (1 MiB).
+    TooLarge(String),
+    /// The first line is not `larder-keyring <version>`.
+    BadHeader,
+    /// The keyring format version is not one this build reads.
+    UnsupportedVersion(String),
+    /// A line could not be parsed: 1-based line number and what is wrong.
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The same key id appears twice.
+    DuplicateKeyId(String),
+    /// No key is marked `primary`.
+    NoPrimary,
+    /// More than one key is marked `primary`.
+    MultiplePrimaries,
+    /// Another `rotate` is in progress (or crashed and left its temporary file behind).
+    RotationInProgress(String),
+}
+
+impl fmt::Display for KeyringFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyringFileError::Io { path, kind, message } => write!(f, "{path}: {kind}: {message}"),
+            KeyringFileError::AlreadyExists(p) => {
+                write!(f, "{p} already exists; refusing to overwrite a keyring (use rotate to add a key)")
+            }
+            KeyringFileError::InsecurePermissions { path, mode } => write!(
+                f,
+                "{path} has permissions {mode:#o}; a keyring must not be accessible by group or others \
+                 (run: chmod 600 {path})"
+            ),
+            KeyringFileError::NotAFile(p) => write!(f, "{p} is not a regular file"),
+            KeyringFileError::TooLarge(p) => write!(f, "{p} is larger than 1 MiB; not a larder keyring"),
+            KeyringFileError::BadHeader => write!(f, "first line must be `larder-keyring 1`"),
+            KeyringFileError::UnsupportedVersion(v) => write!(f, "unsupported keyring format version {v:?}"),
+            KeyringFileError::BadLine { line, problem } => write!(f, "line {line}: {problem}"),
+            KeyringFileError::DuplicateKeyId(id) => write!(f, "key id {id:?} appears more than once"),
+            KeyringFileError::NoPrimary => write!(f, "no key is marked primary"),
+            KeyringFileError::MultiplePrimaries => write!(f, "more than one key is marked primary"),
+            KeyringFileError::RotationInProgress(p) => {
+                write!(f, "{p} exists: another rotation is running, or one crashed (then delete that file)")
+            }
+        }
+    }
 }
 
 impl fmt::Display for EnvelopeError {
@@ -78,6 +154,7 @@ impl fmt::Display for EnvelopeError {
             EnvelopeError::PlaintextTooLarge => write!(f, "plaintext too large"),
             EnvelopeError::NotUtf8 => write!(f, "decrypted value is not UTF-8 text"),
             EnvelopeError::ApiMisuse(d) => write!(f, "API misuse: {d}"),
+            EnvelopeError::KeyringFile(e) => write!(f, "keyring file: {e}"),
         }
     }
 }

@@ -1,10 +1,110 @@
-//! Envelope encryption of personal data fields (being built; see issue 4).
+//! Envelope encryption of personal data fields (phone numbers, names, addresses) with a
+//! data-key cache that is safe under any concurrency by construction.
+//!
+//! # What it is for
+//!
+//! A service that stores personal data encrypts each field with a *data key*; the data key is
+//! generated and encrypted by a master key in a KMS (or the local keyring file), and its
+//! encrypted copy (EDK) is stored in every ciphertext. Calling the KMS for every field costs
+//! money and hits request quotas, so data keys are cached. This crate does that caching so that
+//! the bug behind it (one mutable key buffer shared by many threads, garbled keys, customers
+//! seeing blank phone numbers) cannot happen:
+//!
+//! - **roles**: a [`Keyring`] makes and opens data keys ([`LocalKeyring`], AWS KMS behind the
+//!   `aws-kms` feature) → the data-key cache keeps one active key per (master key, context)
+//!   with exact limits → the [`Envelope`] seals and opens fields in [ciphertext format
+//!   v1](format);
+//! - key material is immutable after derivation, shared through `Arc`, zeroized on drop, and
+//!   has no `Clone`, `Debug` output, `Display` or serde;
+//! - usage limits (age, messages, bytes) are reserved with atomics, so they hold exactly under
+//!   any number of threads; the lock-free fast path never waits on a keyring;
+//! - any number of concurrent callers on a cold, expired or exhausted key cause exactly one
+//!   keyring call (single flight, also on the decrypt side), and a key nearing its limits is
+//!   replaced in the background;
+//! - every decryption failure is a typed [`EnvelopeError`], never empty or partial plaintext;
+//! - [`mask`] renders phone numbers, e-mail addresses and names for display.
+//!
+//! # What it does not do
+//!
+//! - It is **not a KMS**: master keys live in AWS KMS or in a local keyring file; this crate
+//!   never exports them.
+//! - It does **not rotate KMS master keys** (that is KMS's job); [`LocalKeyring::rotate`] only
+//!   adds a new local master key, and nothing re-encrypts old ciphertexts.
+//! - **No deterministic or searchable encryption**: the same plaintext encrypts differently
+//!   every time (random nonces), so encrypted columns cannot be indexed or compared. Use a
+//!   keyed digest (larder-key) in a separate column if you need lookups.
+//! - It does not store the encryption context; the caller must present the same context to
+//!   decrypt.
+//! - It is not fork-safe: build envelopes after forking worker processes, never before (a
+//!   forked child would share the parent's cached data key and random-number state).
+//!
+//! # Example
+//!
+//! ```
+//! use larder_envelope::{mask, DataKeyLimits, EncryptionContext, Envelope, LocalKeyring};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("larder-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("keyring");
+//! # let _ = std::fs::remove_file(&path);
+//! // `larder keys init` does this once; the file gets mode 0600.
+//! let keyring = LocalKeyring::init(&path)?;
+//! let envelope = Envelope::builder(keyring)
+//!     .data_key_limits(DataKeyLimits {
+//!         max_age: Duration::from_secs(300),
+//!         max_messages: 1 << 20,
+//!         max_bytes: 1 << 32,
+//!     })
+//!     .build();
+//! let context = EncryptionContext::new().with("table", "inquiries").with("column", "phone");
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(async {
+//!     let stored: String = envelope.encrypt_text("010-1234-5678", &context).await?;
+//!     assert!(stored.starts_with("lv1."));
+//!     let phone = envelope.decrypt_text(&stored, &context).await?;
+//!     assert_eq!(mask::phone(&phone).as_deref(), Some("010-****-5678"));
+//!     // Another context (another column) cannot open it.
+//!     let other = EncryptionContext::new().with("table", "inquiries").with("column", "name");
+//!     assert!(envelope.decrypt_text(&stored, &other).await.is_err());
+//!     Ok::<_, larder_envelope::EnvelopeError>(())
+//! })?;
+//! assert_eq!(envelope.stats().generate_calls, 1);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
+mod blocking;
+mod cache;
 mod context;
+pub mod cost;
+mod crypto;
+mod envelope;
 mod error;
+pub mod format;
 mod keyring;
+mod local;
+pub mod mask;
 
+#[cfg(feature = "aws-kms")]
+mod aws;
+#[cfg(feature = "aws-kms")]
+pub use aws::*;
+
+pub use blocking::BlockingEnvelope;
+pub use cache::{DataKeyLimits, HARD_MAX_MESSAGES};
 pub use context::EncryptionContext;
-pub use error::EnvelopeError;
+pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
+#[doc(hidden)]
+pub use envelope::dangerous_encrypt_with_fixed_key_and_nonce;
+pub use envelope::{
+    Envelope, EnvelopeBuilder, DEFAULT_DECRYPT_CAPACITY, DEFAULT_DECRYPT_TTL, DEFAULT_MAX_PARTITIONS,
+};
+pub use error::{EnvelopeError, KeyringFileError};
+pub use format::HeaderInfo;
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
+pub use local::{LocalKeyInfo, LocalKeyring};

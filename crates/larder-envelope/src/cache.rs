@@ -1,0 +1,515 @@
+//! The data-key caches: encrypt side (one active data key per partition, exact usage limits,
+//! single-flight generation, refresh ahead of expiry) and decrypt side (opened data keys by
+//! digest, TTL and capacity, single-flight).
+//!
+//! Why the seed's bug cannot happen here: key material is a [`KeyMaterial`] built once from a
+//! data key and never mutated afterwards; threads share it through `Arc` and only ever take
+//! `&` references to it. There is no buffer with a position, no `clear()`, no mutable view.
+//! The only shared mutable state is usage counters (atomics) and the `Option<Arc<..>>` slots
+//! that say which key is current (short locks, never held around crypto or `.await`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{FutureExt, Shared};
+use sha2::{Digest, Sha256};
+
+use crate::cost::Counters;
+use crate::crypto::KeyMaterial;
+use crate::format;
+use crate::keyring::{BoxFuture, GeneratedKey, Keyring};
+use crate::{EncryptionContext, EnvelopeError};
+
+/// The largest `max_messages` accepted: 2^32 messages per data key, the NIST SP 800-38D bound
+/// for random 96-bit nonces (collision probability ≤ 2^-32).
+pub const HARD_MAX_MESSAGES: u64 = 1 << 32;
+/// AES-GCM's per-message limit (2^36 − 32 bytes).
+const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+
+/// When a cached data key is retired: at whichever limit comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataKeyLimits {
+    /// Maximum time since the data key was generated. Default 5 minutes.
+    pub max_age: Duration,
+    /// Maximum number of ciphertexts made with one data key. Default 2^20; clamped to
+    /// `1..=2^32`.
+    pub max_messages: u64,
+    /// Maximum plaintext bytes encrypted with one data key. Default 2^32.
+    pub max_bytes: u64,
+}
+
+impl Default for DataKeyLimits {
+    fn default() -> Self {
+        DataKeyLimits { max_age: Duration::from_secs(300), max_messages: 1 << 20, max_bytes: 1 << 32 }
+    }
+}
+
+impl DataKeyLimits {
+    pub(crate) fn clamped(self) -> Self {
+        DataKeyLimits {
+            max_age: self.max_age.max(Duration::from_millis(1)),
+            max_messages: self.max_messages.clamp(1, HARD_MAX_MESSAGES),
+            max_bytes: self.max_bytes.max(1),
+        }
+    }
+}
+
+/// A SHA-256 digest naming an (EDK, context) pair in the decrypt cache.
+pub(crate) type EdkDigest = [u8; 32];
+
+/// `SHA-256(edk_fields || canonical context)`; both parts are self-delimiting, so the input is
+/// an injective encoding of (keyring kind, key id, EDK bytes, context).
+pub(crate) fn edk_digest(edk_fields: &[u8], ctx_bytes: &[u8]) -> EdkDigest {
+    let mut h = Sha256::new();
+    h.update(edk_fields);
+    h.update(ctx_bytes);
+    h.finalize().into()
+}
+
+/// A data key in use on the encrypt side, with its precomputed header and usage counters.
+pub(crate) struct ActiveKey {
+    pub(crate) material: Arc<KeyMaterial>,
+    /// `header || canonical context` — the AAD; the header is its first `header_len` bytes.
+    pub(crate) aad: Vec<u8>,
+    pub(crate) header_len: usize,
+    expires: Instant,
+    refresh_at: Instant,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    max_messages: u64,
+    max_bytes: u64,
+    refresh_messages: u64,
+    refresh_claimed: AtomicBool,
+}
+
+pub(crate) enum Reservation {
+    /// The caller may make one ciphertext; `refresh` asks it to start the refresh flight.
+    Granted {
+        refresh: bool,
+    },
+    Exhausted,
+}
+
+impl ActiveKey {
+    pub(crate) fn new(
+        material: Arc<KeyMaterial>,
+        edk_fields: &[u8],
+        ctx_bytes: &[u8],
+        limits: &DataKeyLimits,
+        refresh_fraction: f64,
+        now: Instant,
+    ) -> Self {
+        let header = format::header(edk_fields, material.commitment());
+        let header_len = header.len();
+        let mut aad = header;
+        aad.extend_from_slice(ctx_bytes);
+        let refresh_messages = ((limits.max_messages as f64) * refresh_fraction).ceil() as u64;
+        ActiveKey {
+            material,
+            aad,
+            header_len,
+            expires: now + limits.max_age,
+            refresh_at: now + limits.max_age.mul_f64(refresh_fraction),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            max_messages: limits.max_messages,
+            max_bytes: limits.max_bytes,
+            refresh_messages: refresh_messages.clamp(1, limits.max_messages),
+            refresh_claimed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn header(&self) -> &[u8] {
+        self.aad.get(..self.header_len).unwrap_or(&[])
+    }
+
+    /// Reserves one message of `len` bytes. Exact under any concurrency: the message counter
+    /// only grants the first `max_messages` increments, the byte budget is a CAS loop.
+    pub(crate) fn reserve(&self, len: u64, now: Instant) -> Reservation {
+        if now >= self.expires {
+            return Reservation::Exhausted;
+        }
+        let mut cur = self.bytes.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = cur.checked_add(len).filter(|n| *n <= self.max_bytes) else {
+                return Reservation::Exhausted;
+            };
+            match self.bytes.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
+        // Granted bytes of a refused message are simply never used: limits are upper bounds.
+        let prev = self.messages.fetch_add(1, Ordering::Relaxed);
+        if prev >= self.max_messages {
+            return Reservation::Exhausted;
+        }
+        let near_end = prev + 1 >= self.refresh_messages || now >= self.refresh_at;
+        let refresh = near_end
+            && !self.refresh_claimed.load(Ordering::Relaxed)
+            && !self.refresh_claimed.swap(true, Ordering::AcqRel);
+        Reservation::Granted { refresh }
+    }
+
+    /// True while the key can still serve some message.
+    pub(crate) fn usable(&self, now: Instant) -> bool {
+        now < self.expires
+            && self.messages.load(Ordering::Relaxed) < self.max_messages
+            && self.bytes.load(Ordering::Relaxed) < self.max_bytes
+    }
+}
+
+type KeyResult = Result<Arc<ActiveKey>, EnvelopeError>;
+type KeyFlight = Shared<BoxFuture<'static, KeyResult>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlightKind {
+    /// Started because a caller had no usable key: the result becomes the active key.
+    Replace,
+    /// Started ahead of expiry: the result waits as standby while the active key is usable.
+    Refresh,
+}
+
+struct Flight {
+    id: u64,
+    shared: KeyFlight,
+}
+
+#[derive(Default)]
+struct Slot {
+    standby: Option<Arc<ActiveKey>>,
+    flight: Option<Flight>,
+}
+
+/// One encrypt-side partition: (keyring primary key id, canonical context).
+pub(crate) struct Partition {
+    context: EncryptionContext,
+    ctx_bytes: Vec<u8>,
+    /// The key the fast path uses. Lock order: `slot` before `active`.
+    active: RwLock<Option<Arc<ActiveKey>>>,
+    slot: Mutex<Slot>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these short locks cannot leave the data inconsistent (every
+    // critical section is a few field assignments), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Partition {
+    pub(crate) fn active(&self) -> Option<Arc<ActiveKey>> {
+        read(&self.active).clone()
+    }
+
+    pub(crate) fn ctx_bytes(&self) -> &[u8] {
+        &self.ctx_bytes
+    }
+
+    /// Called once by a finished flight (inside the shared future, so exactly once).
+    fn finish(&self, id: u64, kind: FlightKind, result: &KeyResult) {
+        let mut slot = lock(&self.slot);
+        if slot.flight.as_ref().is_some_and(|f| f.id == id) {
+            slot.flight = None;
+        }
+        let Ok(key) = result else { return };
+        let now = Instant::now();
+        let mut active = write(&self.active);
+        let keep_current = kind == FlightKind::Refresh && active.as_ref().is_some_and(|a| a.usable(now));
+        if keep_current {
+            slot.standby = Some(key.clone());
+        } else {
+            *active = Some(key.clone());
+        }
+    }
+}
+
+/// Shared configuration and state of the encrypt-side cache.
+pub(crate) struct EncryptCache {
+    keyring: Arc<dyn Keyring>,
+    limits: DataKeyLimits,
+    refresh_fraction: f64,
+    max_partitions: usize,
+    partitions: RwLock<HashMap<Vec<u8>, Arc<Partition>>>,
+    next_flight: AtomicU64,
+    counters: Arc<Counters>,
+    decrypt_cache: Option<Arc<DecryptCache>>,
+}
+
+/// Builds an [`ActiveKey`] from a generated key and seeds the decrypt cache with it, so the
+/// process that encrypted never asks the keyring to open its own EDK.
+fn activate(
+    generated: GeneratedKey,
+    ctx_bytes: &[u8],
+    limits: &DataKeyLimits,
+    refresh_fraction: f64,
+    decrypt_cache: Option<&DecryptCache>,
+) -> KeyResult {
+    let material = Arc::new(KeyMaterial::derive(&generated.plaintext));
+    drop(generated.plaintext);
+    let fields = format::edk_fields(&generated.edk)?;
+    if let Some(dc) = decrypt_cache {
+        dc.insert(edk_digest(&fields, ctx_bytes), material.clone());
+    }
+    Ok(Arc::new(ActiveKey::new(material, &fields, ctx_bytes, limits, refresh_fraction, Instant::now())))
+}
+
+impl EncryptCache {
+    pub(crate) fn new(
+        keyring: Arc<dyn Keyring>,
+        limits: DataKeyLimits,
+        refresh_fraction: f64,
+        max_partitions: usize,
+        counters: Arc<Counters>,
+        decrypt_cache: Option<Arc<DecryptCache>>,
+    ) -> Self {
+        EncryptCache {
+            keyring,
+            limits: limits.clamped(),
+            refresh_fraction: refresh_fraction.clamp(0.05, 1.0),
+            max_partitions: max_partitions.max(1),
+            partitions: RwLock::new(HashMap::new()),
+            next_flight: AtomicU64::new(1),
+            counters,
+            decrypt_cache,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &DataKeyLimits {
+        &self.limits
+    }
+
+    /// The partition for `context` under the keyring's current primary key.
+    pub(crate) fn partition(&self, context: &EncryptionContext) -> Arc<Partition> {
+        let ctx_bytes = context.canonical_bytes();
+        let primary = self.keyring.primary_key_id();
+        let mut pkey = Vec::with_capacity(2 + primary.len() + ctx_bytes.len());
+        pkey.extend_from_slice(&(primary.len() as u16).to_be_bytes());
+        pkey.extend_from_slice(primary.as_bytes());
+        pkey.extend_from_slice(&ctx_bytes);
+        if let Some(p) = read(&self.partitions).get(&pkey) {
+            return p.clone();
+        }
+        let mut map = write(&self.partitions);
+        if let Some(p) = map.get(&pkey) {
+            return p.clone();
+        }
+        if map.len() >= self.max_partitions {
+            // Drop partitions that hold no usable key and no flight; if still full, drop all
+            // idle ones. Dropped partitions only cost a new data key if their context returns.
+            let now = Instant::now();
+            map.retain(|_, p| {
+                Arc::strong_count(p) > 1
+                    || lock(&p.slot).flight.is_some()
+                    || read(&p.active).as_ref().is_some_and(|a| a.usable(now))
+            });
+            if map.len() >= self.max_partitions {
+                map.retain(|_, p| Arc::strong_count(p) > 1);
+            }
+        }
+        let p = Arc::new(Partition {
+            context: context.clone(),
+            ctx_bytes,
+            active: RwLock::new(None),
+            slot: Mutex::new(Slot::default()),
+        });
+        map.insert(pkey, p.clone());
+        p
+    }
+
+    fn new_flight(&self, part: &Arc<Partition>, kind: FlightKind) -> Flight {
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let weak: Weak<Partition> = Arc::downgrade(part);
+        let keyring = self.keyring.clone();
+        let context = part.context.clone();
+        let ctx_bytes = part.ctx_bytes.clone();
+        let limits = self.limits;
+        let refresh_fraction = self.refresh_fraction;
+        let counters = self.counters.clone();
+        let decrypt_cache = self.decrypt_cache.clone();
+        let fut: BoxFuture<'static, KeyResult> = Box::pin(async move {
+            counters.record_generate(keyring.kind());
+            let result = match keyring.generate_data_key(&context).await {
+                Ok(g) => activate(g, &ctx_bytes, &limits, refresh_fraction, decrypt_cache.as_deref()),
+                Err(e) => {
+                    counters.record_keyring_error();
+                    Err(e)
+                }
+            };
+            if let Some(part) = weak.upgrade() {
+                part.finish(id, kind, &result);
+            }
+            result
+        });
+        Flight { id, shared: fut.shared() }
+    }
+
+    /// Slow path: a usable key for `part`, other than `stale` (a key that just refused the
+    /// caller). Joins the flight in progress or starts one; exactly one keyring call per flight.
+    pub(crate) async fn acquire(&self, part: &Arc<Partition>, stale: Option<&Arc<ActiveKey>>) -> KeyResult {
+        let flight = {
+            let mut slot = lock(&part.slot);
+            let now = Instant::now();
+            let not_stale = |k: &Arc<ActiveKey>| stale.is_none_or(|s| !Arc::ptr_eq(s, k));
+            if let Some(a) = read(&part.active).as_ref() {
+                if not_stale(a) && a.usable(now) {
+                    return Ok(a.clone());
+                }
+            }
+            if let Some(sb) = slot.standby.take() {
+                if not_stale(&sb) && sb.usable(now) {
+                    *write(&part.active) = Some(sb.clone());
+                    return Ok(sb);
+                }
+            }
+            match &slot.flight {
+                Some(f) => f.shared.clone(),
+                None => {
+                    let f = self.new_flight(part, FlightKind::Replace);
+                    let shared = f.shared.clone();
+                    slot.flight = Some(f);
+                    shared
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Starts a refresh flight ahead of expiry unless one is running or a standby key waits.
+    /// With a Tokio runtime the flight runs as a background task and nobody waits; without one
+    /// the returned future must be awaited by the caller that claimed the refresh (after it
+    /// has made its own ciphertext), so other callers are still not blocked.
+    pub(crate) fn start_refresh(&self, part: &Arc<Partition>) -> Option<impl Future<Output = ()> + Send> {
+        let shared = {
+            let mut slot = lock(&part.slot);
+            if slot.flight.is_some() || slot.standby.as_ref().is_some_and(|s| s.usable(Instant::now())) {
+                return None;
+            }
+            let f = self.new_flight(part, FlightKind::Refresh);
+            let shared = f.shared.clone();
+            slot.flight = Some(f);
+            shared
+        };
+        let fut = async move {
+            let _ = shared.await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                drop(handle.spawn(fut));
+                None
+            }
+            Err(_) => Some(fut),
+        }
+    }
+
+    /// No-cache mode helper: one fresh data key for one message.
+    pub(crate) async fn one_shot(&self, context: &EncryptionContext) -> KeyResult {
+        self.counters.record_generate(self.keyring.kind());
+        let g = self
+            .keyring
+            .generate_data_key(context)
+            .await
+            .inspect_err(|_| self.counters.record_keyring_error())?;
+        let limits = DataKeyLimits { max_messages: 1, ..self.limits };
+        activate(g, &context.canonical_bytes(), &limits, 1.0, None)
+    }
+
+    pub(crate) fn max_plaintext(&self) -> u64 {
+        self.limits.max_bytes.min(GCM_MAX_PLAINTEXT)
+    }
+}
+
+type MaterialResult = Result<Arc<KeyMaterial>, EnvelopeError>;
+
+struct DecryptEntry {
+    material: Arc<KeyMaterial>,
+    expires: Instant,
+}
+
+/// Decrypt side: opened data keys by [`edk_digest`], with TTL and a capacity bound.
+pub(crate) struct DecryptCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<EdkDigest, DecryptEntry>>,
+    flights: Mutex<HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>>,
+}
+
+impl DecryptCache {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+        DecryptCache {
+            ttl: ttl.max(Duration::from_millis(1)),
+            capacity: capacity.max(1),
+            entries: RwLock::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn get(&self, digest: &EdkDigest) -> Option<Arc<KeyMaterial>> {
+        let map = read(&self.entries);
+        let e = map.get(digest)?;
+        (Instant::now() < e.expires).then(|| e.material.clone())
+    }
+
+    pub(crate) fn insert(&self, digest: EdkDigest, material: Arc<KeyMaterial>) {
+        let now = Instant::now();
+        let mut map = write(&self.entries);
+        if map.len() >= self.capacity && !map.contains_key(&digest) {
+            map.retain(|_, e| e.expires > now);
+            if map.len() >= self.capacity {
+                // Evict the oldest eighth (at least one) in one pass.
+                let mut by_age: Vec<(Instant, EdkDigest)> =
+                    map.iter().map(|(k, e)| (e.expires, *k)).collect();
+                let n = (self.capacity / 8).max(1).min(by_age.len());
+                if n > 0 && n < by_age.len() {
+                    by_age.select_nth_unstable(n - 1);
+                }
+                for (_, k) in by_age.iter().take(n) {
+                    map.remove(k);
+                }
+            }
+        }
+        map.insert(digest, DecryptEntry { material, expires: now + self.ttl });
+    }
+
+    /// Single-flight open: concurrent callers with the same digest share one keyring call.
+    pub(crate) fn open_shared(
+        self: &Arc<Self>,
+        digest: EdkDigest,
+        make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
+    ) -> Shared<BoxFuture<'static, MaterialResult>> {
+        let mut flights = lock(&self.flights);
+        if let Some(f) = flights.get(&digest) {
+            return f.clone();
+        }
+        let inner = make();
+        let me = Arc::downgrade(self);
+        let fut: BoxFuture<'static, MaterialResult> = Box::pin(async move {
+            let result = inner.await;
+            if let Some(me) = me.upgrade() {
+                if let Ok(m) = &result {
+                    me.insert(digest, m.clone());
+                }
+                lock(&me.flights).remove(&digest);
+            }
+            result
+        });
+        let shared = fut.shared();
+        flights.insert(digest, shared.clone());
+        shared
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        read(&self.entries).len()
+    }
+}

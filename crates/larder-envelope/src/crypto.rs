@@ -1,0 +1,184 @@
+//! Per-data-key cryptographic state: the expanded AES-256-GCM key and the key commitment,
+//! derived once from a [`DataKey`] and then shared read-only by every thread.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInOut, Nonce, Tag};
+use aes_gcm::{Aes256Gcm, KeyInit};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::{DataKey, EnvelopeError};
+
+/// Length of the AES-GCM nonce (96 bits).
+pub(crate) const NONCE_LEN: usize = 12;
+/// Length of the AES-GCM tag.
+pub(crate) const TAG_LEN: usize = 16;
+/// Length of the key commitment.
+pub(crate) const COMMITMENT_LEN: usize = 32;
+
+/// HMAC label of the key commitment (format v1, algorithm 1).
+const COMMIT_LABEL: &[u8] = b"larder-envelope v1 key commitment";
+/// HMAC label of the AES-256-GCM message key (format v1, algorithm 1).
+const ENC_LABEL: &[u8] = b"larder-envelope v1 message encryption key";
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac_label(key: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
+    // HMAC accepts keys of any length, so this cannot fail for a 32-byte key; the fallback
+    // keeps library code free of unwrap.
+    let mut out = Zeroizing::new([0u8; 32]);
+    if let Ok(mut mac) = <HmacSha256 as hmac::KeyInit>::new_from_slice(key) {
+        mac.update(label);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// Everything derived from one data key. Immutable after construction; shared through `Arc`.
+///
+/// The AES key schedule and GHASH key are computed once here, so warm operations only run the
+/// cipher. `Aes256Gcm` zeroizes its state on drop (aes-gcm's `zeroize` feature).
+pub(crate) struct KeyMaterial {
+    cipher: Aes256Gcm,
+    commitment: [u8; COMMITMENT_LEN],
+}
+
+impl KeyMaterial {
+    /// Derives the message key and the commitment from a data key:
+    /// `enc_key = HMAC-SHA-256(data_key, ENC_LABEL)`, `commitment = HMAC-SHA-256(data_key,
+    /// COMMIT_LABEL)`.
+    pub(crate) fn derive(key: &DataKey) -> Self {
+        let enc = hmac_label(key.expose_secret(), ENC_LABEL);
+        let commit = hmac_label(key.expose_secret(), COMMIT_LABEL);
+        let cipher = Aes256Gcm::new(&(*enc).into());
+        KeyMaterial { cipher, commitment: *commit }
+    }
+
+    pub(crate) fn commitment(&self) -> &[u8; COMMITMENT_LEN] {
+        &self.commitment
+    }
+
+    /// Constant-time comparison with a commitment read from a ciphertext.
+    pub(crate) fn commitment_matches(&self, other: &[u8]) -> bool {
+        other.len() == COMMITMENT_LEN && bool::from(self.commitment.ct_eq(other))
+    }
+
+    /// Appends `nonce || ciphertext || tag` of `plaintext` to `out`, authenticating `aad`.
+    pub(crate) fn seal_into(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let body = out.get_mut(start..).ok_or(EnvelopeError::ApiMisuse("buffer"))?;
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), aad, body.into())
+            .map_err(|_| EnvelopeError::PlaintextTooLarge)?;
+        out.extend_from_slice(tag.as_slice());
+        Ok(())
+    }
+
+    /// Opens `ciphertext || tag` (the nonce is passed separately), authenticating `aad`.
+    /// On failure no plaintext is returned (the partially decrypted buffer is zeroized).
+    pub(crate) fn open(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        ciphertext_and_tag: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| EnvelopeError::AuthenticationFailed)?;
+        let body_len =
+            ciphertext_and_tag.len().checked_sub(TAG_LEN).ok_or(EnvelopeError::AuthenticationFailed)?;
+        let (body, tag) = ciphertext_and_tag.split_at(body_len);
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| EnvelopeError::AuthenticationFailed)?;
+        let mut buf = Zeroizing::new(body.to_vec());
+        self.cipher
+            .decrypt_inout_detached(
+                &Nonce::<Aes256Gcm>::from(nonce),
+                aad,
+                buf.as_mut_slice().into(),
+                &Tag::<Aes256Gcm>::from(tag),
+            )
+            .map_err(|_| EnvelopeError::AuthenticationFailed)?;
+        Ok(buf)
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyMaterial(AES-256-GCM, ..)")
+    }
+}
+
+/// A fresh 96-bit nonce from the thread-local ChaCha12 CSPRNG (seeded and periodically
+/// reseeded from the OS; see docs/ciphertext-format.md for why not the OS RNG per call).
+#[inline]
+pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut n);
+    n
+}
+
+/// Fills a fresh 32-byte key from the thread-local CSPRNG.
+pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(k.as_mut());
+    k
+}
+
+/// Seals with a raw AES-256-GCM key (used by the local keyring to wrap data keys).
+pub(crate) fn wrap_with(
+    master: &Aes256Gcm,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let body = out.get_mut(NONCE_LEN..).ok_or(EnvelopeError::ApiMisuse("buffer"))?;
+    let tag = master
+        .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), aad, body.into())
+        .map_err(|_| EnvelopeError::PlaintextTooLarge)?;
+    out.extend_from_slice(tag.as_slice());
+    Ok(out)
+}
+
+/// Opens `nonce || ciphertext || tag` made by [`wrap_with`].
+pub(crate) fn unwrap_with(
+    master: &Aes256Gcm,
+    aad: &[u8],
+    wrapped: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let bad = || EnvelopeError::InvalidEncryptedDataKey("wrapped data key failed authentication".into());
+    let nonce = wrapped.get(..NONCE_LEN).ok_or_else(bad)?;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| bad())?;
+    let rest = wrapped.get(NONCE_LEN..).ok_or_else(bad)?;
+    let body_len = rest.len().checked_sub(TAG_LEN).ok_or_else(bad)?;
+    let (body, tag) = rest.split_at(body_len);
+    let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| bad())?;
+    let mut buf = Zeroizing::new(body.to_vec());
+    master
+        .decrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(nonce),
+            aad,
+            buf.as_mut_slice().into(),
+            &Tag::<Aes256Gcm>::from(tag),
+        )
+        .map_err(|_| bad())?;
+    Ok(buf)
+}
+
+/// Builds an AES-256-GCM instance from raw key bytes.
+pub(crate) fn aes_from(key: &[u8; 32]) -> Aes256Gcm {
+    Aes256Gcm::new(&(*key).into())
+}

@@ -1,0 +1,349 @@
+//! [`Envelope`]: what users call — encrypt and decrypt fields with cached data keys.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::cache::{edk_digest, ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
+use crate::cost::{Counters, EnvelopeStats};
+use crate::crypto::{random_nonce, KeyMaterial, NONCE_LEN, TAG_LEN};
+use crate::format::{self, HeaderInfo};
+use crate::keyring::{BoxFuture, EncryptedDataKey, Keyring};
+use crate::{EncryptionContext, EnvelopeError};
+
+/// Default time an opened data key stays in the decrypt cache.
+pub const DEFAULT_DECRYPT_TTL: Duration = Duration::from_secs(300);
+/// Default number of opened data keys the decrypt cache holds.
+pub const DEFAULT_DECRYPT_CAPACITY: usize = 10_000;
+/// Default number of encrypt-side partitions (distinct contexts) kept.
+pub const DEFAULT_MAX_PARTITIONS: usize = 10_000;
+
+/// Configures an [`Envelope`]. Made by [`Envelope::builder`].
+#[must_use]
+pub struct EnvelopeBuilder {
+    keyring: Arc<dyn Keyring>,
+    limits: DataKeyLimits,
+    decrypt_ttl: Duration,
+    decrypt_capacity: usize,
+    refresh_fraction: f64,
+    max_partitions: usize,
+    cache: bool,
+}
+
+impl EnvelopeBuilder {
+    /// Limits after which a cached data key is retired (default: 5 minutes, 2^20 messages,
+    /// 2^32 bytes). `max_messages` is clamped to `1..=2^32`, `max_bytes` to at least 1 and
+    /// `max_age` to at least 1 ms.
+    pub fn data_key_limits(mut self, limits: DataKeyLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Decrypt-side cache: how long an opened data key is kept and how many are kept (default
+    /// 5 minutes, 10,000 keys).
+    pub fn decrypt_cache(mut self, ttl: Duration, capacity: usize) -> Self {
+        self.decrypt_ttl = ttl;
+        self.decrypt_capacity = capacity;
+        self
+    }
+
+    /// Fraction of a data key's age or message budget after which a replacement is generated in
+    /// the background (default 0.75; clamped to 0.05..=1.0). The replacement waits as a standby
+    /// and takes over when the current key is exhausted, so message budgets are used in full.
+    pub fn refresh_at(mut self, fraction: f64) -> Self {
+        self.refresh_fraction = fraction;
+        self
+    }
+
+    /// Maximum number of encrypt-side partitions (one per distinct encryption context and
+    /// primary key); idle ones are dropped beyond it (default 10,000).
+    pub fn max_partitions(mut self, n: usize) -> Self {
+        self.max_partitions = n;
+        self
+    }
+
+    /// No caching at all: one keyring `generate_data_key` per encrypt and one
+    /// `decrypt_data_key` per decrypt, like Tink's KMS envelope AEAD. For comparisons.
+    pub fn no_cache(mut self) -> Self {
+        self.cache = false;
+        self
+    }
+
+    /// Builds the envelope.
+    pub fn build(self) -> Envelope {
+        let counters = Arc::new(Counters::default());
+        let decrypt_cache =
+            self.cache.then(|| Arc::new(DecryptCache::new(self.decrypt_ttl, self.decrypt_capacity)));
+        let encrypt = EncryptCache::new(
+            self.keyring.clone(),
+            self.limits,
+            self.refresh_fraction,
+            self.max_partitions,
+            counters.clone(),
+            decrypt_cache.clone(),
+        );
+        Envelope {
+            inner: Arc::new(Inner {
+                keyring: self.keyring,
+                encrypt,
+                decrypt_cache,
+                counters,
+                cache: self.cache,
+            }),
+        }
+    }
+}
+
+struct Inner {
+    keyring: Arc<dyn Keyring>,
+    encrypt: EncryptCache,
+    decrypt_cache: Option<Arc<DecryptCache>>,
+    counters: Arc<Counters>,
+    cache: bool,
+}
+
+/// Envelope encryption of small values (phone numbers, names, addresses) under a [`Keyring`].
+///
+/// Cheap to clone (an `Arc` inside), `Send + Sync`: build one per keyring and share it with
+/// every thread and task. See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct Envelope {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("keyring", &self.inner.keyring.kind().name())
+            .field("primary_key_id", &self.inner.keyring.primary_key_id())
+            .field("limits", self.inner.encrypt.limits())
+            .field("cache", &self.inner.cache)
+            .finish()
+    }
+}
+
+impl Envelope {
+    /// Starts configuring an envelope over `keyring`.
+    pub fn builder(keyring: impl Keyring) -> EnvelopeBuilder {
+        Self::builder_shared(Arc::new(keyring))
+    }
+
+    /// [`Envelope::builder`] for a keyring already behind an `Arc`.
+    pub fn builder_shared(keyring: Arc<dyn Keyring>) -> EnvelopeBuilder {
+        EnvelopeBuilder {
+            keyring,
+            limits: DataKeyLimits::default(),
+            decrypt_ttl: DEFAULT_DECRYPT_TTL,
+            decrypt_capacity: DEFAULT_DECRYPT_CAPACITY,
+            refresh_fraction: 0.75,
+            max_partitions: DEFAULT_MAX_PARTITIONS,
+            cache: true,
+        }
+    }
+
+    /// The keyring this envelope uses.
+    pub fn keyring(&self) -> &Arc<dyn Keyring> {
+        &self.inner.keyring
+    }
+
+    /// Counters since the envelope was built (keyring calls, cache hits and misses).
+    pub fn stats(&self) -> EnvelopeStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Encrypts `plaintext` bound to `context` into the binary ciphertext format v1.
+    ///
+    /// Uses the partition's cached data key when it has budget left; otherwise waits for the
+    /// single keyring call that all concurrent callers share.
+    pub async fn encrypt(
+        &self,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let enc = &self.inner.encrypt;
+        let len = plaintext.len() as u64;
+        if len > enc.max_plaintext() {
+            return Err(EnvelopeError::PlaintextTooLarge);
+        }
+        if !self.inner.cache {
+            let key = enc.one_shot(context).await?;
+            return seal(&key, plaintext);
+        }
+        let part = enc.partition(context);
+        let mut key = part.active();
+        let mut stale: Option<Arc<ActiveKey>> = None;
+        let mut hit = true;
+        loop {
+            let k = match key.take() {
+                Some(k) => k,
+                None => {
+                    hit = false;
+                    enc.acquire(&part, stale.as_ref()).await?
+                }
+            };
+            match k.reserve(len, std::time::Instant::now()) {
+                Reservation::Granted { refresh } => {
+                    self.inner.counters.encrypt_cache(hit);
+                    let out = seal(&k, plaintext)?;
+                    if refresh {
+                        if let Some(fut) = enc.start_refresh(&part) {
+                            fut.await;
+                        }
+                    }
+                    return Ok(out);
+                }
+                Reservation::Exhausted => stale = Some(k),
+            }
+        }
+    }
+
+    /// Decrypts a binary ciphertext made under `context`. Any alteration, a wrong context or an
+    /// unknown key is an error; there is never empty or partial plaintext.
+    pub async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let p = format::parse(ciphertext)?;
+        let ctx_bytes = context.canonical_bytes();
+        let material = self.data_key_for(p.kind, p.key_id, p.edk, p.edk_fields, &ctx_bytes, context).await?;
+        if !material.commitment_matches(p.commitment) {
+            return Err(EnvelopeError::KeyCommitmentMismatch);
+        }
+        let mut aad = Vec::with_capacity(p.header.len() + ctx_bytes.len());
+        aad.extend_from_slice(p.header);
+        aad.extend_from_slice(&ctx_bytes);
+        material.open(p.nonce, &aad, p.body)
+    }
+
+    async fn data_key_for(
+        &self,
+        kind: crate::KeyringKind,
+        key_id: &str,
+        edk: &[u8],
+        edk_fields: &[u8],
+        ctx_bytes: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Arc<KeyMaterial>, EnvelopeError> {
+        let digest = match &self.inner.decrypt_cache {
+            Some(cache) => {
+                let digest = edk_digest(edk_fields, ctx_bytes);
+                if let Some(m) = cache.get(&digest) {
+                    self.inner.counters.decrypt_cache(true);
+                    return Ok(m);
+                }
+                self.inner.counters.decrypt_cache(false);
+                Some(digest)
+            }
+            None => None,
+        };
+        let open = {
+            let keyring = self.inner.keyring.clone();
+            let counters = self.inner.counters.clone();
+            let edk = EncryptedDataKey { kind, key_id: key_id.to_owned(), ciphertext: edk.to_vec() };
+            let context = context.clone();
+            move || -> BoxFuture<'static, Result<Arc<KeyMaterial>, EnvelopeError>> {
+                Box::pin(async move {
+                    if edk.kind != keyring.kind() {
+                        return Err(EnvelopeError::UnsupportedKeyring(edk.kind.to_byte()));
+                    }
+                    counters.record_decrypt(edk.kind);
+                    match keyring.decrypt_data_key(&edk, &context).await {
+                        Ok(k) => Ok(Arc::new(KeyMaterial::derive(&k))),
+                        Err(e) => {
+                            counters.record_keyring_error();
+                            Err(e)
+                        }
+                    }
+                })
+            }
+        };
+        match (&self.inner.decrypt_cache, digest) {
+            (Some(cache), Some(digest)) => cache.open_shared(digest, open).await,
+            _ => open().await,
+        }
+    }
+
+    /// [`Envelope::encrypt`] of UTF-8 text into the text form (`lv1.` + base64url).
+    pub async fn encrypt_text(
+        &self,
+        plaintext: &str,
+        context: &EncryptionContext,
+    ) -> Result<String, EnvelopeError> {
+        Ok(format::to_text(&self.encrypt(plaintext.as_bytes(), context).await?))
+    }
+
+    /// [`Envelope::decrypt`] of the text form back into UTF-8 text.
+    pub async fn decrypt_text(
+        &self,
+        ciphertext: &str,
+        context: &EncryptionContext,
+    ) -> Result<String, EnvelopeError> {
+        let bin = format::from_text(ciphertext)?;
+        let plain = self.decrypt(&bin, context).await?;
+        String::from_utf8(plain.to_vec()).map_err(|e| {
+            let mut bytes = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut bytes);
+            EnvelopeError::NotUtf8
+        })
+    }
+
+    /// Reads the header of a binary ciphertext (no key needed, nothing secret).
+    pub fn inspect(ciphertext: &[u8]) -> Result<HeaderInfo, EnvelopeError> {
+        format::inspect(ciphertext)
+    }
+
+    /// [`Envelope::inspect`] for the text form.
+    pub fn inspect_text(ciphertext: &str) -> Result<HeaderInfo, EnvelopeError> {
+        format::inspect(&format::from_text(ciphertext)?)
+    }
+
+    /// Size in bytes of the ciphertext of an `n`-byte plaintext with the given EDK.
+    pub fn ciphertext_len(edk: &EncryptedDataKey, n: usize) -> usize {
+        2 + 1
+            + 1
+            + edk.key_id.len()
+            + 2
+            + edk.ciphertext.len()
+            + crate::crypto::COMMITMENT_LEN
+            + NONCE_LEN
+            + n
+            + TAG_LEN
+    }
+}
+
+fn seal(key: &ActiveKey, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let header = key.header();
+    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(header);
+    key.material.seal_into(random_nonce(), &key.aad, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// Test-vector path: encrypts with a given data key, EDK and nonce. Deterministic, so it must
+/// never be used for real data (a repeated nonce under one data key breaks AES-GCM).
+#[doc(hidden)]
+pub fn dangerous_encrypt_with_fixed_key_and_nonce(
+    generated: crate::GeneratedKey,
+    nonce: [u8; 12],
+    plaintext: &[u8],
+    context: &EncryptionContext,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let material = Arc::new(KeyMaterial::derive(&generated.plaintext));
+    let fields = format::edk_fields(&generated.edk)?;
+    let key = ActiveKey::new(
+        material,
+        &fields,
+        &context.canonical_bytes(),
+        &DataKeyLimits::default(),
+        1.0,
+        std::time::Instant::now(),
+    );
+    let header = key.header();
+    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(header);
+    key.material.seal_into(nonce, &key.aad, plaintext, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,257 @@
+//! Ciphertext format v1: building and defensive parsing.
+//!
+//! ```text
+//! offset  size      field
+//! 0       1         version            = 0x01
+//! 1       1         algorithm id       = 0x01 (AES-256-GCM, HMAC-SHA-256 key commitment,
+//!                                               96-bit random nonce)
+//! 2       1         keyring kind       (1 = local, 2 = AWS KMS)
+//! 3       1         key id length L    (1..=255)
+//! 4       L         key id             (UTF-8)
+//! 4+L     2         EDK length E       (u16 big-endian, 1..=65535)
+//! 6+L     E         EDK bytes
+//! 6+L+E   32        key commitment
+//! 38+L+E  12        nonce
+//! 50+L+E  n + 16    AES-256-GCM ciphertext and tag
+//! ```
+//!
+//! The header is every byte before the nonce. AAD = header || canonical context bytes.
+//! See `docs/ciphertext-format.md` for the rationale.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::crypto::{COMMITMENT_LEN, NONCE_LEN, TAG_LEN};
+use crate::{EncryptedDataKey, EnvelopeError, KeyringKind};
+
+/// Format version written by this build.
+pub const VERSION_1: u8 = 1;
+/// Algorithm 1: AES-256-GCM with an HMAC-SHA-256 key commitment and a 96-bit random nonce.
+pub const ALG_AES256GCM_HMACSHA256_COMMIT: u8 = 1;
+/// Prefix of the text form (`lv1.` + base64url without padding of the binary form).
+pub const TEXT_PREFIX: &str = "lv1.";
+/// Bytes of fixed overhead outside the EDK fields: version, algorithm, commitment, nonce, tag.
+pub const FIXED_OVERHEAD: usize = 1 + 1 + COMMITMENT_LEN + NONCE_LEN + TAG_LEN;
+
+/// A bounds-checked reader over untrusted bytes: every read returns
+/// [`EnvelopeError::Malformed`] with the offset instead of panicking.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn offset(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], EnvelopeError> {
+        let end = self.pos.checked_add(n).ok_or(EnvelopeError::Malformed { what, offset: self.pos })?;
+        let s = self.buf.get(self.pos..end).ok_or(EnvelopeError::Malformed { what, offset: self.pos })?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, EnvelopeError> {
+        let s = self.take(1, what)?;
+        s.first().copied().ok_or(EnvelopeError::Malformed { what, offset: self.pos })
+    }
+
+    pub(crate) fn u16_be(&mut self, what: &'static str) -> Result<u16, EnvelopeError> {
+        let s = self.take(2, what)?;
+        let arr: [u8; 2] = s.try_into().map_err(|_| EnvelopeError::Malformed { what, offset: self.pos })?;
+        Ok(u16::from_be_bytes(arr))
+    }
+
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let s = self.buf.get(self.pos..).unwrap_or(&[]);
+        self.pos = self.buf.len();
+        s
+    }
+}
+
+/// A parsed v1 ciphertext, borrowing from the input.
+#[derive(Debug)]
+pub(crate) struct Parsed<'a> {
+    pub(crate) kind: KeyringKind,
+    pub(crate) key_id: &'a str,
+    pub(crate) edk: &'a [u8],
+    /// The EDK fields (kind, key-id length, key id, EDK length, EDK), used for cache keys.
+    pub(crate) edk_fields: &'a [u8],
+    pub(crate) commitment: &'a [u8],
+    /// Everything before the nonce (the AAD prefix).
+    pub(crate) header: &'a [u8],
+    pub(crate) nonce: &'a [u8],
+    /// AES-GCM ciphertext followed by the 16-byte tag.
+    pub(crate) body: &'a [u8],
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("version byte")?;
+    if version != VERSION_1 {
+        return Err(EnvelopeError::UnsupportedVersion(version));
+    }
+    let alg = r.u8("algorithm id")?;
+    if alg != ALG_AES256GCM_HMACSHA256_COMMIT {
+        return Err(EnvelopeError::UnsupportedAlgorithm(alg));
+    }
+    let fields_start = r.offset();
+    let kind_byte = r.u8("keyring kind")?;
+    let kind = KeyringKind::from_byte(kind_byte).ok_or(EnvelopeError::UnsupportedKeyring(kind_byte))?;
+    let id_len_at = r.offset();
+    let id_len = r.u8("key id length")?;
+    if id_len == 0 {
+        return Err(EnvelopeError::Malformed { what: "empty key id", offset: id_len_at });
+    }
+    let id_at = r.offset();
+    let key_id = std::str::from_utf8(r.take(usize::from(id_len), "key id")?)
+        .map_err(|_| EnvelopeError::Malformed { what: "key id is not UTF-8", offset: id_at })?;
+    let edk_len_at = r.offset();
+    let edk_len = r.u16_be("EDK length")?;
+    if edk_len == 0 {
+        return Err(EnvelopeError::Malformed { what: "empty EDK", offset: edk_len_at });
+    }
+    let edk = r.take(usize::from(edk_len), "EDK bytes")?;
+    let fields_end = r.offset();
+    let commitment = r.take(COMMITMENT_LEN, "key commitment")?;
+    let header_end = r.offset();
+    let nonce = r.take(NONCE_LEN, "nonce")?;
+    let body_at = r.offset();
+    let body = r.rest();
+    if body.len() < TAG_LEN {
+        return Err(EnvelopeError::Malformed { what: "ciphertext shorter than the tag", offset: body_at });
+    }
+    let header = bytes.get(..header_end).ok_or(EnvelopeError::Malformed { what: "header", offset: 0 })?;
+    let edk_fields = bytes
+        .get(fields_start..fields_end)
+        .ok_or(EnvelopeError::Malformed { what: "EDK fields", offset: fields_start })?;
+    Ok(Parsed { kind, key_id, edk, edk_fields, commitment, header, nonce, body })
+}
+
+/// Serializes the EDK fields (kind, key id length, key id, EDK length, EDK).
+pub(crate) fn edk_fields(edk: &EncryptedDataKey) -> Result<Vec<u8>, EnvelopeError> {
+    let id = edk.key_id.as_bytes();
+    let id_len = u8::try_from(id.len())
+        .ok()
+        .filter(|l| *l > 0)
+        .ok_or(EnvelopeError::Keyring(format!("key id must be 1..=255 bytes, got {}", id.len())))?;
+    let edk_len = u16::try_from(edk.ciphertext.len()).ok().filter(|l| *l > 0).ok_or(
+        EnvelopeError::Keyring(format!("EDK must be 1..=65535 bytes, got {}", edk.ciphertext.len())),
+    )?;
+    let mut out = Vec::with_capacity(4 + id.len() + edk.ciphertext.len());
+    out.push(edk.kind.to_byte());
+    out.push(id_len);
+    out.extend_from_slice(id);
+    out.extend_from_slice(&edk_len.to_be_bytes());
+    out.extend_from_slice(&edk.ciphertext);
+    Ok(out)
+}
+
+/// The full header for a data key: version, algorithm, EDK fields, commitment.
+pub(crate) fn header(edk_fields: &[u8], commitment: &[u8; COMMITMENT_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + edk_fields.len() + COMMITMENT_LEN);
+    out.push(VERSION_1);
+    out.push(ALG_AES256GCM_HMACSHA256_COMMIT);
+    out.extend_from_slice(edk_fields);
+    out.extend_from_slice(commitment);
+    out
+}
+
+/// Binary → text form.
+pub(crate) fn to_text(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
+    s.push_str(TEXT_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut s);
+    s
+}
+
+/// Text form → binary. Offsets in errors count characters of the text.
+pub(crate) fn from_text(text: &str) -> Result<Vec<u8>, EnvelopeError> {
+    let body = text
+        .strip_prefix(TEXT_PREFIX)
+        .ok_or(EnvelopeError::Malformed { what: "text form must start with \"lv1.\"", offset: 0 })?;
+    URL_SAFE_NO_PAD.decode(body).map_err(|_| EnvelopeError::Malformed {
+        what: "text form is not base64url without padding",
+        offset: 4,
+    })
+}
+
+/// Header information of a ciphertext, for `larder inspect`. Contains no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderInfo {
+    /// Format version.
+    pub version: u8,
+    /// Algorithm id.
+    pub algorithm: u8,
+    /// A readable name of the algorithm.
+    pub algorithm_name: &'static str,
+    /// Keyring kind that can open the data key.
+    pub keyring: KeyringKind,
+    /// Master key id (local key id or KMS key ARN).
+    pub key_id: String,
+    /// Size of the encrypted data key in bytes.
+    pub edk_len: usize,
+    /// Size of the whole ciphertext in bytes.
+    pub total_len: usize,
+    /// Size of the encrypted plaintext in bytes.
+    pub plaintext_len: usize,
+    /// Bytes added to the plaintext (header, nonce, tag).
+    pub overhead: usize,
+}
+
+pub(crate) fn inspect(bytes: &[u8]) -> Result<HeaderInfo, EnvelopeError> {
+    let p = parse(bytes)?;
+    let plaintext_len = p.body.len().saturating_sub(TAG_LEN);
+    Ok(HeaderInfo {
+        version: VERSION_1,
+        algorithm: ALG_AES256GCM_HMACSHA256_COMMIT,
+        algorithm_name: "AES-256-GCM, HMAC-SHA-256 key commitment, 96-bit random nonce",
+        keyring: p.kind,
+        key_id: p.key_id.to_owned(),
+        edk_len: p.edk.len(),
+        total_len: bytes.len(),
+        plaintext_len,
+        overhead: bytes.len().saturating_sub(plaintext_len),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_never_panics_on_short_input() {
+        for len in 0..80 {
+            let bytes = vec![1u8; len];
+            let _ = parse(&bytes);
+        }
+        assert!(matches!(parse(&[]), Err(EnvelopeError::Malformed { offset: 0, .. })));
+        assert_eq!(parse(&[2]).unwrap_err(), EnvelopeError::UnsupportedVersion(2));
+        assert_eq!(parse(&[1, 9]).unwrap_err(), EnvelopeError::UnsupportedAlgorithm(9));
+        assert_eq!(parse(&[1, 1, 7]).unwrap_err(), EnvelopeError::UnsupportedKeyring(7));
+        assert_eq!(
+            parse(&[1, 1, 1, 0]).unwrap_err(),
+            EnvelopeError::Malformed { what: "empty key id", offset: 3 }
+        );
+        assert_eq!(
+            parse(&[1, 1, 1, 3, b'a']).unwrap_err(),
+            EnvelopeError::Malformed { what: "key id", offset: 4 }
+        );
+    }
+
+    #[test]
+    fn text_form_round_trips_and_rejects_garbage() {
+        let t = to_text(&[1, 2, 3, 255]);
+        assert!(t.starts_with("lv1."));
+        assert_eq!(from_text(&t).unwrap(), vec![1, 2, 3, 255]);
+        assert!(from_text("lv2.AQID").is_err());
+        assert!(from_text("lv1.AQ=D").is_err());
+        assert!(from_text("").is_err());
+    }
+}

@@ -1,0 +1,489 @@
+//! [`LocalKeyring`]: AES-256 master keys kept in a local keyring file.
+//!
+//! The file format is documented in `docs/keyring-format.md`:
+//!
+//! ```text
+//! larder-keyring 1
+//! # comments and blank lines are ignored
+//! key k1 1763895600 old AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+//! key k2 1763899200 primary BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aes_gcm::Aes256Gcm;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::crypto::{aes_from, random_key, random_nonce, unwrap_with, wrap_with, NONCE_LEN};
+use crate::error::KeyringFileError;
+use crate::keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
+use crate::{EncryptionContext, EnvelopeError};
+
+const HEADER: &str = "larder-keyring";
+const FORMAT_VERSION: &str = "1";
+const MAX_FILE_LEN: u64 = 1 << 20;
+const WRAP_LABEL: &[u8] = b"larder-envelope local wrap v1";
+
+/// One master key: the expanded AES key (zeroized on drop) and its metadata.
+struct MasterKey {
+    cipher: Aes256Gcm,
+    created_unix: u64,
+}
+
+/// Public, secret-free facts about one key of a local keyring (for `larder keys list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalKeyInfo {
+    /// The key id written into ciphertexts.
+    pub id: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// True for the key new data keys are generated under.
+    pub primary: bool,
+}
+
+/// A keyring of AES-256 master keys held in memory, usually loaded from a keyring file.
+///
+/// Data keys are random 256-bit keys wrapped with AES-256-GCM under the primary master key; the
+/// AAD binds the wrapped key to the key id and the encryption context. The keyring refuses to
+/// open an EDK whose key id is not in the file. Meant for development, tests, the demo and
+/// single-host deployments; production on AWS uses the KMS keyring.
+pub struct LocalKeyring {
+    keys: BTreeMap<String, MasterKey>,
+    primary: String,
+}
+
+impl fmt::Debug for LocalKeyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKeyring")
+            .field("primary", &self.primary)
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The parsed file, raw key bytes included (kept only while reading or rewriting the file).
+struct FileKey {
+    id: String,
+    created_unix: u64,
+    primary: bool,
+    key: Zeroizing<[u8; 32]>,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> EnvelopeError {
+    EnvelopeError::KeyringFile(KeyringFileError::Io {
+        path: path.display().to_string(),
+        kind: format!("{:?}", e.kind()),
+        message: e.to_string(),
+    })
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn bad(line: usize, problem: &'static str) -> EnvelopeError {
+    EnvelopeError::KeyringFile(KeyringFileError::BadLine { line, problem })
+}
+
+fn parse_file(text: &str) -> Result<Vec<FileKey>, EnvelopeError> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    });
+    let (_, first) = lines.next().ok_or(EnvelopeError::KeyringFile(KeyringFileError::BadHeader))?;
+    let mut head = first.split_ascii_whitespace();
+    if head.next() != Some(HEADER) {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::BadHeader));
+    }
+    match (head.next(), head.next()) {
+        (Some(FORMAT_VERSION), None) => {}
+        (Some(v), None) => {
+            return Err(EnvelopeError::KeyringFile(KeyringFileError::UnsupportedVersion(
+                v.chars().take(16).collect(),
+            )))
+        }
+        _ => return Err(EnvelopeError::KeyringFile(KeyringFileError::BadHeader)),
+    }
+    let mut keys: Vec<FileKey> = Vec::new();
+    for (idx, line) in lines {
+        let n = idx + 1;
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [tag, id, created, role, key_b64] = fields.as_slice() else {
+            return Err(bad(n, "expected `key <id> <created-unix-seconds> <primary|old> <base64url key>`"));
+        };
+        if *tag != "key" {
+            return Err(bad(n, "unknown record (expected `key`)"));
+        }
+        if !valid_key_id(id) {
+            return Err(bad(n, "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -"));
+        }
+        let created_unix: u64 =
+            created.parse().map_err(|_| bad(n, "created time is not a number of seconds"))?;
+        let primary = match *role {
+            "primary" => true,
+            "old" => false,
+            _ => return Err(bad(n, "role must be `primary` or `old`")),
+        };
+        let raw = Zeroizing::new(
+            URL_SAFE_NO_PAD.decode(key_b64).map_err(|_| bad(n, "key is not base64url without padding"))?,
+        );
+        let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad(n, "key is not 32 bytes"))?;
+        let key = Zeroizing::new(arr);
+        if keys.iter().any(|k| k.id == *id) {
+            return Err(EnvelopeError::KeyringFile(KeyringFileError::DuplicateKeyId((*id).to_owned())));
+        }
+        keys.push(FileKey { id: (*id).to_owned(), created_unix, primary, key });
+    }
+    match keys.iter().filter(|k| k.primary).count() {
+        0 => Err(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary)),
+        1 => Ok(keys),
+        _ => Err(EnvelopeError::KeyringFile(KeyringFileError::MultiplePrimaries)),
+    }
+}
+
+fn render_file(keys: &[FileKey]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::new());
+    s.push_str("larder-keyring 1\n");
+    s.push_str("# larder local keyring: AES-256 master keys. Secret: keep mode 0600, never commit.\n");
+    s.push_str("# key <id> <created-unix-seconds> <primary|old> <base64url 32-byte key>\n");
+    for k in keys {
+        let b64 = Zeroizing::new(URL_SAFE_NO_PAD.encode(k.key.as_ref()));
+        s.push_str(&format!(
+            "key {} {} {} {}\n",
+            k.id,
+            k.created_unix,
+            if k.primary { "primary" } else { "old" },
+            b64.as_str()
+        ));
+    }
+    s
+}
+
+#[cfg(unix)]
+fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), EnvelopeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::InsecurePermissions {
+            path: path.display().to_string(),
+            mode,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<(), EnvelopeError> {
+    Ok(())
+}
+
+fn create_new_private(path: &Path) -> Result<fs::File, EnvelopeError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            EnvelopeError::KeyringFile(KeyringFileError::AlreadyExists(path.display().to_string()))
+        } else {
+            io_err(path, e)
+        }
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<FileKey>, EnvelopeError> {
+    let mut file = fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let meta = file.metadata().map_err(|e| io_err(path, e))?;
+    if !meta.is_file() {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::NotAFile(path.display().to_string())));
+    }
+    check_permissions(path, &meta)?;
+    if meta.len() > MAX_FILE_LEN {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::TooLarge(path.display().to_string())));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    (&mut file).take(MAX_FILE_LEN + 1).read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::TooLarge(path.display().to_string())));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad(1, "file is not UTF-8 text"))?;
+    parse_file(text)
+}
+
+fn write_new(path: &Path, keys: &[FileKey]) -> Result<(), EnvelopeError> {
+    let mut f = create_new_private(path)?;
+    let text = render_file(keys);
+    f.write_all(text.as_bytes()).map_err(|e| io_err(path, e))?;
+    f.sync_all().map_err(|e| io_err(path, e))
+}
+
+impl LocalKeyring {
+    /// Creates a new keyring file at `path` (mode 0600) holding one fresh primary key `k1`, and
+    /// returns the keyring. Refuses to overwrite an existing file.
+    pub fn init(path: impl AsRef<Path>) -> Result<Self, EnvelopeError> {
+        let path = path.as_ref();
+        let keys =
+            vec![FileKey { id: "k1".into(), created_unix: now_unix(), primary: true, key: random_key() }];
+        write_new(path, &keys)?;
+        Self::from_file_keys(&keys)
+    }
+
+    /// Loads a keyring file. Refuses files readable or writable by group or others, files that
+    /// are not regular files, and anything that does not parse exactly (typed errors).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, EnvelopeError> {
+        Self::from_file_keys(&read_file(path.as_ref())?)
+    }
+
+    /// Adds a fresh key to the file at `path` and makes it the primary; older keys stay (as
+    /// `old`) so existing ciphertexts still decrypt. Returns the new key id. The file is replaced
+    /// atomically (written to `<path>.rotate` with mode 0600, synced, renamed); a concurrent
+    /// rotation fails with [`KeyringFileError::RotationInProgress`] instead of losing a key.
+    /// Running processes keep their loaded keyring until they load the file again.
+    pub fn rotate(path: impl AsRef<Path>) -> Result<String, EnvelopeError> {
+        let path = path.as_ref();
+        let tmp = {
+            let mut p = path.as_os_str().to_owned();
+            p.push(".rotate");
+            std::path::PathBuf::from(p)
+        };
+        let mut f = create_new_private(&tmp).map_err(|e| match e {
+            EnvelopeError::KeyringFile(KeyringFileError::AlreadyExists(p)) => {
+                EnvelopeError::KeyringFile(KeyringFileError::RotationInProgress(p))
+            }
+            other => other,
+        })?;
+        let result = (|| {
+            let mut keys = read_file(path)?;
+            let next = keys
+                .iter()
+                .filter_map(|k| k.id.strip_prefix('k').and_then(|n| n.parse::<u64>().ok()))
+                .max()
+                .unwrap_or(0)
+                .saturating_add(1);
+            let mut id = format!("k{next}");
+            while keys.iter().any(|k| k.id == id) {
+                id.push('x');
+            }
+            for k in &mut keys {
+                k.primary = false;
+            }
+            keys.push(FileKey { id: id.clone(), created_unix: now_unix(), primary: true, key: random_key() });
+            let text = render_file(&keys);
+            f.write_all(text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
+            f.sync_all().map_err(|e| io_err(&tmp, e))?;
+            fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+            Ok(id)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A keyring of one primary key given in memory (for tests and test vectors). `id` must be
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    pub fn from_key_bytes(id: &str, key: [u8; 32]) -> Result<Self, EnvelopeError> {
+        let key = Zeroizing::new(key);
+        if !valid_key_id(id) {
+            return Err(EnvelopeError::Keyring(
+                "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        Self::from_file_keys(&[FileKey { id: id.into(), created_unix: now_unix(), primary: true, key }])
+    }
+
+    fn from_file_keys(keys: &[FileKey]) -> Result<Self, EnvelopeError> {
+        let mut map = BTreeMap::new();
+        let mut primary = None;
+        for k in keys {
+            if k.primary {
+                primary = Some(k.id.clone());
+            }
+            map.insert(k.id.clone(), MasterKey { cipher: aes_from(&k.key), created_unix: k.created_unix });
+        }
+        let primary = primary.ok_or(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary))?;
+        Ok(LocalKeyring { keys: map, primary })
+    }
+
+    /// Ids, creation times and the primary marker of the keys (no key material).
+    pub fn key_infos(&self) -> Vec<LocalKeyInfo> {
+        self.keys
+            .iter()
+            .map(|(id, k)| LocalKeyInfo {
+                id: id.clone(),
+                created_unix: k.created_unix,
+                primary: *id == self.primary,
+            })
+            .collect()
+    }
+
+    fn wrap_aad(key_id: &str, context: &EncryptionContext) -> Vec<u8> {
+        let ctx = context.canonical_bytes();
+        let mut aad = Vec::with_capacity(WRAP_LABEL.len() + 1 + key_id.len() + ctx.len());
+        aad.extend_from_slice(WRAP_LABEL);
+        // Key ids are at most 64 bytes (checked on load), so the length fits a byte.
+        aad.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
+        aad.extend_from_slice(key_id.as_bytes());
+        aad.extend_from_slice(&ctx);
+        aad
+    }
+
+    fn generate_sync(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
+        let master =
+            self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
+        let key = random_key();
+        let wrapped =
+            wrap_with(&master.cipher, random_nonce(), &Self::wrap_aad(&self.primary, context), key.as_ref())?;
+        Ok(GeneratedKey {
+            plaintext: DataKey::from_array(*key),
+            edk: EncryptedDataKey {
+                kind: KeyringKind::Local,
+                key_id: self.primary.clone(),
+                ciphertext: wrapped,
+            },
+        })
+    }
+
+    fn decrypt_sync(
+        &self,
+        edk: &EncryptedDataKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, EnvelopeError> {
+        if edk.kind != KeyringKind::Local {
+            return Err(EnvelopeError::UnsupportedKeyring(edk.kind.to_byte()));
+        }
+        let master =
+            self.keys.get(&edk.key_id).ok_or_else(|| EnvelopeError::UnknownKeyId(edk.key_id.clone()))?;
+        if edk.ciphertext.len() != NONCE_LEN + 32 + crate::crypto::TAG_LEN {
+            return Err(EnvelopeError::InvalidEncryptedDataKey(
+                "wrapped data key has the wrong length".into(),
+            ));
+        }
+        let plain = unwrap_with(&master.cipher, &Self::wrap_aad(&edk.key_id, context), &edk.ciphertext)?;
+        DataKey::from_slice(&plain)
+    }
+
+    /// Test-vector path: wraps a given data key with a given nonce. Deterministic output;
+    /// never use outside test vectors (reusing a nonce under a master key breaks AES-GCM).
+    #[doc(hidden)]
+    pub fn dangerous_wrap_fixed(
+        &self,
+        data_key: [u8; 32],
+        nonce: [u8; 12],
+        context: &EncryptionContext,
+    ) -> Result<GeneratedKey, EnvelopeError> {
+        let data_key = Zeroizing::new(data_key);
+        let master =
+            self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
+        let wrapped =
+            wrap_with(&master.cipher, nonce, &Self::wrap_aad(&self.primary, context), data_key.as_ref())?;
+        Ok(GeneratedKey {
+            plaintext: DataKey::from_array(*data_key),
+            edk: EncryptedDataKey {
+                kind: KeyringKind::Local,
+                key_id: self.primary.clone(),
+                ciphertext: wrapped,
+            },
+        })
+    }
+}
+
+impl Keyring for LocalKeyring {
+    fn kind(&self) -> KeyringKind {
+        KeyringKind::Local
+    }
+
+    fn primary_key_id(&self) -> String {
+        self.primary.clone()
+    }
+
+    fn generate_data_key<'a>(
+        &'a self,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
+        Box::pin(async move { self.generate_sync(context) })
+    }
+
+    fn decrypt_data_key<'a>(
+        &'a self,
+        edk: &'a EncryptedDataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
+        Box::pin(async move { self.decrypt_sync(edk, context) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_bad_files_with_typed_errors() {
+        let k = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let ok = format!("larder-keyring 1\nkey k1 10 primary {k}\n");
+        assert_eq!(parse_file(&ok).unwrap().len(), 1);
+        let cases: Vec<(String, EnvelopeError)> = vec![
+            (String::new(), EnvelopeError::KeyringFile(KeyringFileError::BadHeader)),
+            ("nope 1\n".into(), EnvelopeError::KeyringFile(KeyringFileError::BadHeader)),
+            (
+                "larder-keyring 2\n".into(),
+                EnvelopeError::KeyringFile(KeyringFileError::UnsupportedVersion("2".into())),
+            ),
+            ("larder-keyring 1\n".into(), EnvelopeError::KeyringFile(KeyringFileError::NoPrimary)),
+            (
+                format!("larder-keyring 1\nkey k1 10 primary {k}\nkey k1 11 old {k}\n"),
+                EnvelopeError::KeyringFile(KeyringFileError::DuplicateKeyId("k1".into())),
+            ),
+            (
+                format!("larder-keyring 1\nkey k1 10 primary {k}\nkey k2 11 primary {k}\n"),
+                EnvelopeError::KeyringFile(KeyringFileError::MultiplePrimaries),
+            ),
+            (
+                format!("larder-keyring 1\nkey k1 x primary {k}\n"),
+                bad(2, "created time is not a number of seconds"),
+            ),
+            (format!("larder-keyring 1\nkey k1 10 boss {k}\n"), bad(2, "role must be `primary` or `old`")),
+            ("larder-keyring 1\nkey k1 10 primary AAAA\n".into(), bad(2, "key is not 32 bytes")),
+            (
+                "larder-keyring 1\nkey k1 10 primary !!!!\n".into(),
+                bad(2, "key is not base64url without padding"),
+            ),
+            (
+                format!("larder-keyring 1\nkey k/1 10 primary {k}\n"),
+                bad(2, "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+            ),
+            (
+                format!("larder-keyring 1\nkey k1 10 primary {k} extra\n"),
+                bad(2, "expected `key <id> <created-unix-seconds> <primary|old> <base64url key>`"),
+            ),
+            (format!("larder-keyring 1\nkye k1 10 primary {k}\n"), bad(2, "unknown record (expected `key`)")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_file(&text).err(), Some(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn debug_prints_ids_only() {
+        let kr = LocalKeyring::from_key_bytes("k1", [0x42; 32]).unwrap();
+        let d = format!("{kr:?}");
+        assert_eq!(d, "LocalKeyring { primary: \"k1\", key_ids: [\"k1\"] }");
+    }
+}
