@@ -1,0 +1,65 @@
+//! Writes the checked-in seed corpora of the fuzz targets (valid inputs the fuzzer mutates):
+//!   cd fuzz && cargo run --example gen_seeds
+//! Ciphertexts are made with the fuzz targets' fixed test master key, so the targets' oracles
+//! (a decrypted plaintext ends with its own BLAKE3 trailer) hold for them.
+
+use std::fs;
+use std::future::Future;
+use std::path::Path;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use larder_envelope::{EncryptionContext, Envelope, LocalKeyring};
+
+fn now<T>(fut: impl Future<Output = T>) -> T {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("not ready"),
+    }
+}
+
+fn with_trailer(msg: &[u8]) -> Vec<u8> {
+    // Same rule as the target's `trailer_of`: 4 bytes of BLAKE3(msg), in hex.
+    let mut v = msg.to_vec();
+    for b in &blake3::hash(msg).as_bytes()[..4] {
+        v.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    v
+}
+
+fn write(dir: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new("corpus").join(dir);
+    fs::create_dir_all(&dir).expect("create corpus dir");
+    fs::write(dir.join(name), bytes).expect("write seed");
+}
+
+fn main() {
+    // Envelope ciphertexts: binary (mode 0/2) and text (mode 1/3), plus encrypt-then-alter
+    // (mode 4) inputs.
+    let keyring = LocalKeyring::from_key_bytes("fuzz-k1", [0x42; 32]).expect("key id");
+    let env = Envelope::builder(keyring).build();
+    let ctx = EncryptionContext::new().with("tenant", "fuzz").with("field", "phone");
+    let messages: [&[u8]; 4] = [b"010-1234-5678", b"", "홍길동".as_bytes(), &&[b'x'; 300][..]];
+    for (i, msg) in messages.iter().enumerate() {
+        let pt = with_trailer(msg);
+        let ct = now(env.encrypt(&pt, &ctx)).expect("encrypt");
+        for mode in [0u8, 2] {
+            let mut seed = vec![mode];
+            seed.extend_from_slice(&ct);
+            write("envelope_decrypt", &format!("bin{i}_m{mode}"), &seed);
+        }
+        let text = now(env.encrypt_text(std::str::from_utf8(&pt).unwrap_or("010-1234-5678"), &ctx)).expect("text");
+        if std::str::from_utf8(&pt).is_ok() {
+            for mode in [1u8, 3] {
+                let mut seed = vec![mode];
+                seed.extend_from_slice(text.as_bytes());
+                write("envelope_decrypt", &format!("text{i}_m{mode}"), &seed);
+            }
+        }
+        let mut alter = vec![4u8, i as u8 * 7, 0, (i % 9) as u8];
+        alter.extend_from_slice(msg);
+        write("envelope_decrypt", &format!("alter{i}"), &alter);
+    }
+    println!("seeds written under fuzz/corpus/");
+}
