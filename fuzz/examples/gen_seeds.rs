@@ -61,5 +61,23 @@ fn main() {
         alter.extend_from_slice(msg);
         write("envelope_decrypt", &format!("alter{i}"), &alter);
     }
+    // Keyring files: `LocalKeyring::init` + `rotate` write real ones; a hand-written one with
+    // comments, blank lines and the envelope seeds' master key.
+    let tmp = std::env::temp_dir().join(format!("larder-gen-seeds-{}", std::process::id()));
+    fs::create_dir_all(&tmp).expect("tmp dir");
+    let path = tmp.join("keyring");
+    let _ = fs::remove_file(&path);
+    LocalKeyring::init(&path).expect("init keyring");
+    write("keyring_file", "init", &fs::read(&path).expect("read keyring"));
+    LocalKeyring::rotate(&path).expect("rotate");
+    LocalKeyring::rotate(&path).expect("rotate");
+    write("keyring_file", "rotated_twice", &fs::read(&path).expect("read keyring"));
+    let _ = fs::remove_dir_all(&tmp);
+    let key = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI"; // 32 × 0x42, base64url
+    let text = format!(
+        "# larder keyring for the fuzz seeds\n\nlarder-keyring 1\n# old key\nkey k0 1763895600 old {}\nkey fuzz-k1 1763899200 primary {key}\n",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    write("keyring_file", "hand_written", text.as_bytes());
     println!("seeds written under fuzz/corpus/");
 }
