@@ -1,6 +1,120 @@
-//! The memo cache (being built; see issue 3).
+//! A memo cache shared by every worker: each distinct input is computed once for the whole
+//! fleet, hot keys do not stampede, and an outage of the cache server never takes the service
+//! down.
+//!
+//! # Roles
+//!
+//! * **Keys** come from `larder-key`: a [`KeySpace`](larder_key::KeySpace) (namespace +
+//!   version) and arguments that implement [`StableKey`](larder_key::StableKey), so every
+//!   process computes the same key text for the same arguments.
+//! * **Tiers**: an optional in-process *local* tier (quick_cache, keyed by the canonical
+//!   encoding so a hit never pays for a digest) in front of an optional *shared* tier — a
+//!   SQLite file for every process on one host (`sqlite:PATH`, the embedded default), or Redis /
+//!   Redis Cluster beyond one host. Shared tiers implement [`SharedTier`] and store opaque,
+//!   MAC-authenticated [frames](frame).
+//! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
+//!   XFetch early recomputation, TTL jitter, fail-safe, fail-open with a circuit breaker,
+//!   invalidation across processes, `metrics` counters and [`Cache::stats`].
+//! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use larder_cache::Cache;
+//! use larder_key::KeySpace;
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("larder.db");
+//! // Every worker process on the host opens the same file.
+//! let cache = Cache::from_url(&format!("local:10000,sqlite:{}", path.display()))?;
+//! let space = KeySpace::new("loan_calc", 1)?;
+//! let quote = cache.get_or_compute_blocking(&space, &(7u64, 5_000_000u64), Duration::from_secs(600), || {
+//!     // 100 ms of work, done once per distinct input across all workers.
+//!     5_000_000u64 * 45 / 1000
+//! });
+//! assert_eq!(quote, 225_000);
+//! // The second call is a local hit.
+//! let again = cache.get_or_compute_blocking(&space, &(7u64, 5_000_000u64), Duration::from_secs(600), || 0u64);
+//! assert_eq!(again, 225_000);
+//! assert_eq!(cache.stats().computations, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Guarantees and their limits
+//!
+//! * **Never fails because of the cache.** Every call returns the function's answer: a shared
+//!   tier that is down, slow (every call is bounded by `op_timeout`), or holds corrupt, forged
+//!   or foreign entries is treated as a miss and counted.
+//! * **Once per input, per fleet — while the shared tier is healthy.** Concurrent misses in one
+//!   process run the function once; across processes, one worker holds a lease and the others
+//!   wait for its value up to `lease_wait`, then compute themselves. When the tier is down the
+//!   cache fails open: each process computes (still once per process per key).
+//! * **Local tiers are eventually consistent.** With Redis, invalidations reach other
+//!   processes' local tiers through pub/sub; with SQLite (no backplane) another process's
+//!   local copy lives at most [`NO_BACKPLANE_LOCAL_TTL`] after an invalidation.
+//!
+//! # What this crate does not do
+//!
+//! * It is not a database: entries can vanish at any time (eviction, sweeps, server restarts).
+//! * It does not cache `Err` unless asked (`#[memoize(cache_err)]`), and never shares a value
+//!   across [`KeySpace`](larder_key::KeySpace) namespaces or versions.
+//! * Its async API needs a Tokio runtime (timeouts use Tokio's timer); the blocking API brings
+//!   its own.
+//! * It does not stale-while-revalidate in the background: XFetch refreshes hot keys before
+//!   they expire, inside a caller's request.
+//!
+//! Design, defaults and the reasons for them: `docs/cache.md`. Frame format:
+//! `docs/cache-value-format.md`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+mod breaker;
+mod cache;
+pub mod config;
+mod flight;
+pub mod frame;
+mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+mod stats;
 pub mod tier;
 
+pub use cache::{
+    default_cache, Cache, CacheBuilder, CacheError, CacheValue, Lookup, Pending, TierOptions,
+    NO_BACKPLANE_LOCAL_TTL,
+};
+pub use larder_key::{KeySecret, KeySpace, StableKey};
+pub use stats::CacheStats;
 pub use tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
+
+/// Support for `#[memoize]`-generated code. Not a stable interface.
+#[doc(hidden)]
+pub mod __private {
+    pub use larder_key::{KeySpace, StableKey};
+    use std::sync::OnceLock;
+
+    /// The key space of a memoized function, with `LARDER_KEY_SECRET` applied when set.
+    /// `None` if the namespace is invalid (the macro checks it at compile time, so this only
+    /// guards against misuse) or the secret is malformed: the function then runs uncached.
+    pub fn memo_space(cell: &'static OnceLock<Option<KeySpace>>, namespace: &str, version: u32) -> Option<&'static KeySpace> {
+        cell.get_or_init(|| {
+            let space = KeySpace::new(namespace, version).ok()?;
+            match larder_key::KeySecret::from_env() {
+                Ok(Some(secret)) => Some(space.with_secret(&secret)),
+                Ok(None) => Some(space),
+                Err(e) => {
+                    tracing::error!(error = %e, "LARDER_KEY_SECRET is invalid; memoized calls run uncached");
+                    None
+                }
+            }
+        })
+        .as_ref()
+    }
+
+    /// Asserts at compile time that a memoized argument is `StableKey`.
+    #[inline(always)]
+    pub fn assert_stable_key<T: StableKey + ?Sized>(_: &T) {}
+}

@@ -1,0 +1,1268 @@
+//! The cache core: tiers, single-flight, leases, XFetch, fail-open.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use larder_key::{KeySecret, KeySpace, StableKey};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::breaker::{Breaker, Permit};
+use crate::flight::{Flights, Joined, LeaderGuard, Outcome, Waited};
+use crate::frame::{self, FrameMeta, MacKey};
+use crate::local::{LocalEntry, LocalKey, LocalTier};
+use crate::stats::{bump, CacheStats, Counters};
+use crate::tier::{Lease, SharedTier, TierError};
+
+/// Why a cache could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The configuration string or a builder setting is invalid.
+    Config(String),
+    /// A shared tier could not be opened.
+    Tier(TierError),
+    /// The cache's background runtime could not be started.
+    Runtime(String),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Config(d) => write!(f, "invalid cache configuration: {d}"),
+            CacheError::Tier(e) => write!(f, "cannot open cache tier: {e}"),
+            CacheError::Runtime(d) => write!(f, "cannot start the cache runtime: {d}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+impl From<TierError> for CacheError {
+    fn from(e: TierError) -> Self {
+        CacheError::Tier(e)
+    }
+}
+
+/// Tunables shared by the core and handed to tiers when they are opened.
+#[derive(Debug, Clone)]
+pub struct TierOptions {
+    /// Longest any one tier call may take.
+    pub op_timeout: Duration,
+    /// How often a tier without notifications polls while waiting for a value.
+    pub poll_interval: Duration,
+    /// A runtime handle for background work (connections, subscriptions, blocking calls).
+    pub runtime: tokio::runtime::Handle,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) op_timeout: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) lease_wait: Duration,
+    pub(crate) xfetch_beta: f64,
+    pub(crate) ttl_jitter: f64,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) local_max_ttl: Option<Duration>,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            op_timeout: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(5),
+            xfetch_beta: 1.0,
+            ttl_jitter: 0.1,
+            max_value_bytes: 1 << 20,
+            fail_safe: None,
+            local_max_ttl: None,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// How the shared tier will be opened by `build()`.
+pub(crate) enum SharedSpec {
+    None,
+    Url(String),
+    Tier(Arc<dyn SharedTier>),
+}
+
+/// Builds a [`Cache`]. Every setting has a default; see each method.
+#[must_use]
+pub struct CacheBuilder {
+    local: Option<(u64, bool)>,
+    shared: SharedSpec,
+    secret: Option<KeySecret>,
+    opts: Options,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder").field("local", &self.local).field("opts", &self.opts).finish()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder { local: None, shared: SharedSpec::None, secret: None, opts: Options::default() }
+    }
+}
+
+impl CacheBuilder {
+    /// An in-process tier holding at most `entries` values (default: none; a cache with no
+    /// tier at all still coalesces concurrent calls but stores nothing).
+    pub fn local(mut self, entries: u64) -> Self {
+        self.local = Some((entries, false));
+        self
+    }
+
+    /// An in-process tier bounded by approximate bytes (payload + key + 64 per entry).
+    pub fn local_bytes(mut self, bytes: u64) -> Self {
+        self.local = Some((bytes, true));
+        self
+    }
+
+    /// A shared tier given by URL: `sqlite:PATH`, `redis://…`, `rediss://…`,
+    /// `redis+unix://…`, `redis+cluster://host:port,host:port`.
+    pub fn shared_url(mut self, url: &str) -> Self {
+        self.shared = SharedSpec::Url(url.to_owned());
+        self
+    }
+
+    /// A shared tier you opened yourself.
+    pub fn shared(mut self, tier: Arc<dyn SharedTier>) -> Self {
+        self.shared = SharedSpec::Tier(tier);
+        self
+    }
+
+    /// The deployment secret that keys the value MAC (default: `LARDER_KEY_SECRET` if set,
+    /// else the fixed default key, which authenticates nothing against an attacker who can
+    /// write to the shared tier). Every process sharing a tier must use the same secret.
+    pub fn secret(mut self, secret: &KeySecret) -> Self {
+        self.secret = Some(secret.clone());
+        self
+    }
+
+    /// Longest any one shared-tier call may take (default 250 ms). A call that takes longer
+    /// counts as a tier error and the cache answers without the tier.
+    pub fn op_timeout(mut self, t: Duration) -> Self {
+        self.opts.op_timeout = t;
+        self
+    }
+
+    /// How long a compute lease is held at most (default 10 s): a holder that dies stops
+    /// blocking others after this long. Make it longer than your slowest computation.
+    pub fn lease_ttl(mut self, t: Duration) -> Self {
+        self.opts.lease_ttl = t;
+        self
+    }
+
+    /// How long a worker waits for another worker's lease before computing itself (default 5 s).
+    pub fn lease_wait(mut self, t: Duration) -> Self {
+        self.opts.lease_wait = t;
+        self
+    }
+
+    /// XFetch's β (default 1.0; 0 disables early recomputation; larger refreshes earlier).
+    pub fn xfetch_beta(mut self, beta: f64) -> Self {
+        self.opts.xfetch_beta = if beta.is_finite() && beta > 0.0 { beta } else { 0.0 };
+        self
+    }
+
+    /// TTL jitter as a fraction (default 0.1: each stored TTL is shortened by up to 10%, so
+    /// entries written together do not expire together).
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.opts.ttl_jitter = if fraction.is_finite() { fraction.clamp(0.0, 0.9) } else { 0.0 };
+        self
+    }
+
+    /// Largest serialized value stored (default 1 MiB). Larger values are computed and
+    /// returned but not stored (counted as `oversize_values`).
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.opts.max_value_bytes = n;
+        self
+    }
+
+    /// Fail-safe: when the function fails, serve the last value for up to `window` past its
+    /// expiry (default off). Entries are kept in the shared tier that much longer.
+    pub fn fail_safe(mut self, window: Duration) -> Self {
+        self.opts.fail_safe = Some(window);
+        self
+    }
+
+    /// Caps how long the local tier keeps a value (default: no cap beyond the entry's TTL when
+    /// the shared tier has an invalidation backplane, 30 s when it has none, such as SQLite, so
+    /// an invalidation in another process is seen within that time).
+    pub fn local_max_ttl(mut self, t: Duration) -> Self {
+        self.opts.local_max_ttl = Some(t);
+        self
+    }
+
+    /// Circuit breaker: open after `failures` consecutive shared-tier errors, skip the tier
+    /// for `cooldown`, then probe (default 5 failures, 5 s).
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.opts.breaker_threshold = failures;
+        self.opts.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Poll interval for tiers that wait by polling (SQLite; default 10 ms).
+    pub fn poll_interval(mut self, t: Duration) -> Self {
+        self.opts.poll_interval = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Opens the tiers and builds the cache.
+    pub fn build(self) -> Result<Cache, CacheError> {
+        let secret = match self.secret {
+            Some(s) => s,
+            None => KeySecret::from_env()
+                .map_err(|e| CacheError::Config(format!("LARDER_KEY_SECRET: {e}")))?
+                .unwrap_or_else(KeySecret::default_key),
+        };
+        let shared: Option<Arc<dyn SharedTier>> = match self.shared {
+            SharedSpec::None => None,
+            SharedSpec::Tier(t) => Some(t),
+            SharedSpec::Url(url) => {
+                let rt = runtime()?;
+                let topts = TierOptions {
+                    op_timeout: self.opts.op_timeout,
+                    poll_interval: self.opts.poll_interval,
+                    runtime: rt.handle().clone(),
+                };
+                // Tiers that spawn background tasks when opened find the cache's runtime.
+                let _entered = rt.enter();
+                Some(crate::config::open_shared(&url, &topts)?)
+            }
+        };
+        let opts = self.opts;
+        let shared_name = shared.as_ref().map_or("none", |t| t.name());
+        let inner = Arc::new(Inner {
+            local: self.local.map(|(n, by_bytes)| LocalTier::new(n, by_bytes)),
+            shared: shared.clone(),
+            breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
+            mac: MacKey::from_secret(&secret),
+            counters: Counters::new(shared_name),
+            flights: Flights::default(),
+            opts: opts.clone(),
+        });
+        let mut local_cap = opts.local_max_ttl;
+        if let Some(tier) = &shared {
+            let weak = Arc::downgrade(&inner);
+            let has_backplane = tier.subscribe_invalidations(Arc::new(move |key_text: &str| {
+                if let Some(inner) = weak.upgrade() {
+                    if let Some(local) = &inner.local {
+                        if local.remove_by_text(key_text) {
+                            bump(&inner.counters.invalidations_received);
+                        }
+                    }
+                }
+            }));
+            if !has_backplane && local_cap.is_none() {
+                local_cap = Some(NO_BACKPLANE_LOCAL_TTL);
+            }
+        }
+        Ok(Cache { inner, local_cap })
+    }
+}
+
+/// The local tier's cap on an entry's life when the shared tier cannot broadcast
+/// invalidations (SQLite): another process's `invalidate` is seen within this time.
+pub const NO_BACKPLANE_LOCAL_TTL: Duration = Duration::from_secs(30);
+
+/// The process-wide runtime that drives tier calls made from blocking code and tiers'
+/// background work (one worker thread, started on first use).
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, CacheError> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(16)
+            .thread_name("larder-cache")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| CacheError::Runtime(e.clone()))
+}
+
+pub(crate) struct Inner {
+    local: Option<LocalTier>,
+    shared: Option<Arc<dyn SharedTier>>,
+    breaker: Breaker,
+    mac: MacKey,
+    counters: Counters,
+    flights: Flights,
+    opts: Options,
+}
+
+/// A memo cache: an optional in-process tier in front of an optional shared tier.
+///
+/// Cheap to clone (an `Arc` inside); clones share everything.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+    local_cap: Option<Duration>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("local", &self.inner.local.is_some())
+            .field("shared", &self.inner.shared.as_ref().map(|t| t.name()))
+            .finish()
+    }
+}
+
+/// The bounds on cached values: serializable, cloneable, shareable.
+pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// The result of [`Cache::lookup`]: a fresh local hit, or what is needed to finish the call.
+pub enum Lookup<V> {
+    /// Found in the local tier.
+    Hit(V),
+    /// Not found locally: finish with [`Pending::compute`] or [`Pending::compute_blocking`].
+    Miss(Pending),
+}
+
+/// A call that missed the local tier: the key, already encoded, and the cache.
+pub struct Pending {
+    cache: Cache,
+    space: KeySpace,
+    /// `None` when the arguments could not be encoded (NaN, too large): compute, store nothing.
+    key: Option<LocalKey>,
+    ttl: Duration,
+    /// A still-fresh local value whose early refresh this caller claimed.
+    fallback: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").field("space", &self.space).field("ttl", &self.ttl).finish()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A uniform random number in (0, 1].
+fn rand_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 1.0;
+    }
+    let x = u64::from_le_bytes(b) >> 11; // 53 bits
+    ((x as f64) + 1.0) / ((1u64 << 53) as f64)
+}
+
+fn random_token() -> [u8; 16] {
+    let mut t = [0u8; 16];
+    if getrandom::fill(&mut t).is_err() {
+        // Tokens only need to differ between workers; fall back to time and pid.
+        let n = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        t.copy_from_slice(&(n ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+    }
+    t
+}
+
+/// XFetch (Vattani et al., VLDB 2015): recompute early when `now − δ·β·ln(rand) ≥ expiry`.
+pub(crate) fn xfetch_due(now_ms: u64, expires_ms: u64, delta_ms: u32, beta: f64) -> bool {
+    if beta <= 0.0 || delta_ms == 0 {
+        return now_ms >= expires_ms;
+    }
+    let gap = -(f64::from(delta_ms)) * beta * rand_unit().ln(); // ≥ 0
+    (now_ms as f64) + gap >= expires_ms as f64
+}
+
+enum Fetched<V> {
+    /// A fresh value: done.
+    Value(V),
+    /// Compute; `lease` says whether we hold the shared lease; `stale` is a value to serve if
+    /// the computation fails.
+    Compute { key_text: Option<String>, lease: Option<[u8; 16]>, stale: Option<V> },
+}
+
+impl Cache {
+    /// A builder with every default (no tiers).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// Builds a cache from a configuration string, e.g. `local:10000,sqlite:/var/tmp/larder.db`
+    /// (see [`crate::config`] for the grammar).
+    pub fn from_url(spec: &str) -> Result<Cache, CacheError> {
+        crate::config::parse(spec)?.build()
+    }
+
+    /// Builds a cache from `LARDER_CACHE`, or a local-only cache of 10,000 entries when it
+    /// is unset or empty.
+    pub fn from_env() -> Result<Cache, CacheError> {
+        match std::env::var("LARDER_CACHE") {
+            Ok(s) if !s.trim().is_empty() => Cache::from_url(&s),
+            _ => Cache::builder().local(crate::config::DEFAULT_LOCAL_ENTRIES).build(),
+        }
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Is the circuit breaker in front of the shared tier open (tier being skipped)?
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// The shared tier's name (`sqlite`, `redis`, …), if there is one.
+    pub fn shared_tier_name(&self) -> Option<&'static str> {
+        self.inner.shared.as_ref().map(|t| t.name())
+    }
+
+    /// Entries in the local tier of this process (0 without one).
+    pub fn local_len(&self) -> usize {
+        self.inner.local.as_ref().map_or(0, LocalTier::len)
+    }
+
+    /// Empties the local tier of this process.
+    pub fn clear_local(&self) {
+        if let Some(l) = &self.inner.local {
+            l.clear();
+        }
+    }
+
+    /// Looks `args` up in the local tier only. A hit costs an encoding, an in-process hash and
+    /// a clone of the value — never a digest. On a miss, finish the call with the returned
+    /// [`Pending`].
+    #[inline]
+    pub fn lookup<A, V>(&self, space: &KeySpace, args: &A, ttl: Duration) -> Lookup<V>
+    where
+        A: StableKey + ?Sized,
+        V: Clone + Send + Sync + 'static,
+    {
+        let local = self.inner.local.as_ref();
+        let prefix = space.prefix();
+        let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            if let Some(entry) = local.and_then(|l| l.get(prefix, enc)) {
+                let now = Instant::now();
+                if let Some(v) = entry.fresh::<V>(now) {
+                    if !entry.claim_refresh(now) {
+                        return Ok(v);
+                    }
+                    return Err((LocalKey::new(prefix, enc), Some(v)));
+                }
+            }
+            Err((LocalKey::new(prefix, enc), None))
+        });
+        match r {
+            Ok(Ok(v)) => {
+                self.inner.counters.local_hits.incr();
+                self.inner.counters.m.local_hit.increment(1);
+                Lookup::Hit(v)
+            }
+            Ok(Err((key, fallback))) => {
+                if local.is_some() {
+                    bump(&self.inner.counters.local_misses);
+                    self.inner.counters.m.local_miss.increment(1);
+                }
+                if fallback.is_some() {
+                    bump(&self.inner.counters.early_refreshes);
+                    self.inner.counters.m.early_refresh.increment(1);
+                }
+                Lookup::Miss(Pending {
+                    cache: self.clone(),
+                    space: space.clone(),
+                    key: Some(key),
+                    ttl,
+                    fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
+                })
+            }
+            Err(e) => {
+                tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
+                Lookup::Miss(Pending { cache: self.clone(), space: space.clone(), key: None, ttl, fallback: None })
+            }
+        }
+    }
+
+    /// Returns the cached value for `args` in `space`, or runs `f` once (across this
+    /// process's concurrent callers, and across processes when the shared tier has leases),
+    /// stores its result for `ttl`, and returns it.
+    ///
+    /// Never fails because of the cache: if the shared tier is down, slow or holds a corrupt
+    /// entry, the value is computed. The arguments are encoded before this returns, so the
+    /// future does not borrow them.
+    pub fn get_or_compute<A, V, F, Fut>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> impl Future<Output = V> + use<A, V, F, Fut>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let looked = self.lookup::<A, V>(space, args, ttl);
+        async move {
+            match looked {
+                Lookup::Hit(v) => v,
+                Lookup::Miss(p) => p.compute(f).await,
+            }
+        }
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute) for a fallible function: only `Ok` is
+    /// cached; concurrent callers in this process share the leader's `Err` (hence `E: Clone`;
+    /// wrap non-`Clone` errors in an `Arc`).
+    pub fn try_get_or_compute<A, V, E, F, Fut>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<V, E>> + use<A, V, E, F, Fut>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let looked = self.lookup::<A, V>(space, args, ttl);
+        async move {
+            match looked {
+                Lookup::Hit(v) => Ok(v),
+                Lookup::Miss(p) => p.try_compute(f).await,
+            }
+        }
+    }
+
+    /// The blocking twin of [`get_or_compute`](Self::get_or_compute), for sync code. `f` runs
+    /// on the calling thread.
+    pub fn get_or_compute_blocking<A, V, F>(&self, space: &KeySpace, args: &A, ttl: Duration, f: F) -> V
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.lookup::<A, V>(space, args, ttl) {
+            Lookup::Hit(v) => v,
+            Lookup::Miss(p) => p.compute_blocking(f),
+        }
+    }
+
+    /// The blocking twin of [`try_get_or_compute`](Self::try_get_or_compute).
+    pub fn try_get_or_compute_blocking<A, V, E, F>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> Result<V, E>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        match self.lookup::<A, V>(space, args, ttl) {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(p) => p.try_compute_blocking(f),
+        }
+    }
+
+    fn owned_key<A: StableKey + ?Sized>(space: &KeySpace, args: &A) -> Option<(LocalKey, String)> {
+        let enc = space.encode(args).ok()?;
+        let text = space.key_from_encoding(&enc).as_str().to_owned();
+        Some((LocalKey::new(space.prefix(), &enc), text))
+    }
+
+    /// The cached value, if a tier has a fresh one (no computation, no lease).
+    pub fn get<A, V>(&self, space: &KeySpace, args: &A) -> impl Future<Output = Option<V>> + Send + use<A, V>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        let looked = self.lookup::<A, V>(space, args, Duration::ZERO);
+        let owned = match &looked {
+            Lookup::Hit(_) => None,
+            Lookup::Miss(_) => Self::owned_key(space, args),
+        };
+        let this = self.clone();
+        async move {
+            let (key, text) = match looked {
+                Lookup::Hit(v) => return Some(v),
+                Lookup::Miss(_) => owned?,
+            };
+            let (v, meta, size) = this.inner.shared_get::<V>(&text).await?;
+            if unix_ms() >= meta.expires_ms() {
+                return None;
+            }
+            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap);
+            Some(v)
+        }
+    }
+
+    /// Blocking twin of [`get`](Self::get).
+    pub fn get_blocking<A, V>(&self, space: &KeySpace, args: &A) -> Option<V>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        block_on(self.get(space, args))
+    }
+
+    /// Stores `value` for `args` in every tier and tells other processes to drop their local
+    /// copies.
+    pub fn set<A, V>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        value: V,
+        ttl: Duration,
+    ) -> impl Future<Output = ()> + Send + use<A, V>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        let owned = Self::owned_key(space, args);
+        let this = self.clone();
+        async move {
+            let Some((key, text)) = owned else { return };
+            this.inner.store(&key, Some(&text), &value, ttl, 0, this.local_cap).await;
+            this.inner.publish(&text).await;
+        }
+    }
+
+    /// Blocking twin of [`set`](Self::set).
+    pub fn set_blocking<A, V>(&self, space: &KeySpace, args: &A, value: V, ttl: Duration)
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        block_on(self.set(space, args, value, ttl))
+    }
+
+    /// Removes the entry for `args` from the local tier, the shared tier, and (through the
+    /// backplane) every other process's local tier.
+    pub fn invalidate<A>(&self, space: &KeySpace, args: &A) -> impl Future<Output = ()> + Send + use<A>
+    where
+        A: StableKey + ?Sized,
+    {
+        let owned = Self::owned_key(space, args);
+        let this = self.clone();
+        async move {
+            let Some((key, text)) = owned else { return };
+            if let Some(l) = &this.inner.local {
+                l.remove(&key);
+            }
+            if let Some(tier) = &this.inner.shared {
+                let _ = this.inner.tier_call(tier.delete(&text)).await;
+            }
+            this.inner.publish(&text).await;
+        }
+    }
+
+    /// Blocking twin of [`invalidate`](Self::invalidate).
+    pub fn invalidate_blocking<A>(&self, space: &KeySpace, args: &A)
+    where
+        A: StableKey + ?Sized,
+    {
+        block_on(self.invalidate(space, args))
+    }
+}
+
+/// Runs a future to completion from sync code: on the cache's runtime when this thread is
+/// not inside one, else on a scoped helper thread (a sync call made from async code).
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output
+where
+    F: Send,
+    F::Output: Send,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(_) => {
+            // Without any runtime, fall back to a throwaway current-thread one.
+            return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(fut),
+                Err(e) => panic!("larder-cache: cannot start any tokio runtime: {e}"),
+            };
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        rt.block_on(fut)
+    } else {
+        std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        })
+    }
+}
+
+impl Inner {
+    async fn tier_call<T>(
+        &self,
+        fut: impl Future<Output = Result<T, TierError>>,
+    ) -> Result<T, TierError> {
+        if self.breaker.permit() == Permit::Denied {
+            bump(&self.counters.breaker_skips);
+            return Err(TierError::Unavailable("circuit breaker open".into()));
+        }
+        let r = match tokio::time::timeout(self.opts.op_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(TierError::Timeout),
+        };
+        self.tier_result(&r);
+        r
+    }
+
+    fn tier_result<T>(&self, r: &Result<T, TierError>) {
+        match r {
+            Ok(_) => {
+                if self.breaker.success() {
+                    tracing::info!("cache tier answering again; circuit breaker closed");
+                    self.counters.m.breaker_open.set(0.0);
+                }
+            }
+            Err(e) => {
+                bump(&self.counters.store_errors);
+                self.counters.m.store_errors.increment(1);
+                if self.breaker.failure() {
+                    tracing::warn!(error = %e, "cache tier failing; circuit breaker open");
+                    self.counters.m.breaker_open.set(1.0);
+                }
+            }
+        }
+    }
+
+    /// Reads, verifies and decodes an entry (fresh or not) from the shared tier.
+    async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<(V, FrameMeta, u32)> {
+        let tier = self.shared.as_ref()?;
+        let bytes = self.tier_call(tier.get(text)).await.ok()??;
+        self.decode(text, &bytes)
+    }
+
+    fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8]) -> Option<(V, FrameMeta, u32)> {
+        match frame::open(&self.mac, text, bytes) {
+            Ok(fr) => match postcard::from_bytes::<V>(fr.payload) {
+                Ok(v) => Some((v, fr.meta, u32::try_from(fr.payload.len()).unwrap_or(u32::MAX))),
+                Err(e) => {
+                    self.corrupt(text, &e.to_string());
+                    None
+                }
+            },
+            Err(e) => {
+                self.corrupt(text, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn corrupt(&self, text: &str, why: &str) {
+        bump(&self.counters.corrupt_entries);
+        self.counters.m.corrupt.increment(1);
+        tracing::warn!(key = text, reason = why, "refused a cache entry; treating it as a miss");
+    }
+
+    fn insert_local<V: CacheValue>(
+        &self,
+        key: LocalKey,
+        text: Option<&str>,
+        v: &V,
+        meta: &FrameMeta,
+        size: u32,
+        cap: Option<Duration>,
+    ) {
+        let Some(local) = &self.local else { return };
+        let now_ms = unix_ms();
+        let remaining = Duration::from_millis(meta.expires_ms().saturating_sub(now_ms));
+        let life = cap.map_or(remaining, |c| remaining.min(c));
+        if life.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let expires = now + life;
+        // XFetch sampled once per entry in this process: the first caller past `refresh_at`
+        // recomputes while the others keep being served.
+        let refresh_at = if self.opts.xfetch_beta > 0.0 && meta.delta_ms > 0 {
+            let gap = -(f64::from(meta.delta_ms)) * self.opts.xfetch_beta * rand_unit().ln();
+            let gap = Duration::from_secs_f64((gap / 1000.0).min(life.as_secs_f64()));
+            // Only for the entry's real expiry: a local cap is not a recomputation.
+            if life == remaining {
+                expires.checked_sub(gap).unwrap_or(now)
+            } else {
+                expires
+            }
+        } else {
+            expires
+        };
+        local.insert(
+            key,
+            text,
+            LocalEntry {
+                value: Box::new(v.clone()),
+                expires,
+                refresh_at,
+                refreshing: AtomicBool::new(false),
+                weight: size,
+            },
+        );
+    }
+
+    fn jittered(&self, ttl: Duration) -> Duration {
+        if self.opts.ttl_jitter <= 0.0 {
+            return ttl;
+        }
+        ttl.mul_f64(1.0 - self.opts.ttl_jitter * (1.0 - rand_unit()))
+    }
+
+    /// Serializes a value and its frame metadata; `None` (counted) when it is too large.
+    fn prepare<V: CacheValue>(&self, v: &V, ttl: Duration, delta_ms: u32) -> Option<(Vec<u8>, FrameMeta)> {
+        let ttl = self.jittered(ttl);
+        let meta = FrameMeta { written_ms: unix_ms(), ttl_ms: ms(ttl), delta_ms };
+        let payload = match postcard::to_allocvec(v) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache value could not be serialized; not stored");
+                return None;
+            }
+        };
+        if payload.len() > self.opts.max_value_bytes {
+            bump(&self.counters.oversize_values);
+            self.counters.m.oversize.increment(1);
+            return None;
+        }
+        Some((payload, meta))
+    }
+
+    /// Frames and writes a prepared value to the shared tier (failures counted, not raised).
+    async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta) {
+        let Some(tier) = &self.shared else { return };
+        let Ok(framed) = frame::seal(&self.mac, text, meta, payload) else { return };
+        let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
+        if self.tier_call(tier.set(text, &framed, keep)).await.is_ok() {
+            bump(&self.counters.shared_writes);
+        }
+    }
+
+    /// Stores a value in both tiers.
+    async fn store<V: CacheValue>(
+        &self,
+        key: &LocalKey,
+        text: Option<&str>,
+        v: &V,
+        ttl: Duration,
+        delta_ms: u32,
+        cap: Option<Duration>,
+    ) {
+        let Some((payload, meta)) = self.prepare(v, ttl, delta_ms) else { return };
+        self.insert_local(key.clone(), text, v, &meta, size_of_payload(&payload), cap);
+        if let Some(text) = text {
+            self.store_shared(text, &payload, meta).await;
+        }
+    }
+
+    async fn publish(&self, text: &str) {
+        if let Some(tier) = &self.shared {
+            let _ = self.tier_call(tier.publish_invalidation(text)).await;
+        }
+    }
+
+    /// Everything before the computation: the shared tier, XFetch and the lease.
+    async fn fetch<V: CacheValue>(&self, space: &KeySpace, key: &LocalKey, cap: Option<Duration>) -> Fetched<V> {
+        let Some(tier) = &self.shared else {
+            return Fetched::Compute { key_text: None, lease: None, stale: None };
+        };
+        let text = space.key_from_encoding(key.encoding()).as_str().to_owned();
+        let mut fresh_but_due: Option<V> = None;
+        let mut stale: Option<V> = None;
+        match self.shared_get::<V>(&text).await {
+            Some((v, meta, size)) => {
+                let now = unix_ms();
+                let expires = meta.expires_ms();
+                if now < expires {
+                    if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
+                        bump(&self.counters.shared_hits);
+                        self.counters.m.shared_hit.increment(1);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        return Fetched::Value(v);
+                    }
+                    bump(&self.counters.early_refreshes);
+                    self.counters.m.early_refresh.increment(1);
+                    fresh_but_due = Some(v);
+                } else {
+                    bump(&self.counters.shared_misses);
+                    self.counters.m.shared_miss.increment(1);
+                    if let Some(w) = self.opts.fail_safe {
+                        if now < expires.saturating_add(ms(w)) {
+                            stale = Some(v);
+                        }
+                    }
+                }
+            }
+            None => {
+                bump(&self.counters.shared_misses);
+                self.counters.m.shared_miss.increment(1);
+            }
+        }
+        let token = random_token();
+        match self.tier_call(tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
+            Ok(Lease::Acquired) => {
+                Fetched::Compute { key_text: Some(text), lease: Some(token), stale: fresh_but_due.or(stale) }
+            }
+            Ok(Lease::HeldByOther) => {
+                if let Some(v) = fresh_but_due {
+                    // Someone else is already refreshing; the current value is still good.
+                    return Fetched::Value(v);
+                }
+                bump(&self.counters.lease_waits);
+                self.counters.m.lease_waits.increment(1);
+                let wait = self.opts.lease_wait;
+                let waited = tokio::time::timeout(
+                    wait + self.opts.op_timeout,
+                    tier.wait_for_value(&text, wait),
+                )
+                .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
+                .await;
+                let got = match waited {
+                    Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(e)) => {
+                        self.tier_result::<()>(&Err(e));
+                        None
+                    }
+                    Err(_) => None,
+                };
+                if let Some((v, meta, size)) = got {
+                    if unix_ms() < meta.expires_ms() {
+                        bump(&self.counters.shared_hits);
+                        self.counters.m.shared_hit.increment(1);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        return Fetched::Value(v);
+                    }
+                }
+                bump(&self.counters.lease_timeouts);
+                self.counters.m.lease_timeouts.increment(1);
+                Fetched::Compute { key_text: Some(text), lease: None, stale }
+            }
+            Err(_) => Fetched::Compute { key_text: Some(text), lease: None, stale: fresh_but_due.or(stale) },
+        }
+    }
+
+    async fn release(&self, text: Option<&str>, lease: Option<[u8; 16]>) {
+        if let (Some(tier), Some(text), Some(token)) = (&self.shared, text, lease) {
+            let _ = self.tier_call(tier.release_lease(text, &token)).await;
+        }
+    }
+
+    fn count_computation(&self, took: Duration) {
+        bump(&self.counters.computations);
+        self.counters.m.computations.increment(1);
+        self.counters.m.compute_seconds.record(took.as_secs_f64());
+    }
+}
+
+/// What a waiter does next.
+enum Next<V, E> {
+    /// The leader's outcome.
+    Return(Result<V, E>),
+    /// The leader gave up: join again (perhaps as the new leader).
+    Retry,
+    /// The leader produced another type under the same key: compute without the flight.
+    Alone,
+}
+
+impl Pending {
+    /// Finishes a missed call with an infallible async function.
+    pub async fn compute<V, F, Fut>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        match self.try_compute(|| async move { Ok::<V, Infallible>(f().await) }).await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Finishes a missed call with an infallible blocking function.
+    pub fn compute_blocking<V, F>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.try_compute_blocking(|| Ok::<V, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
+        self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
+    }
+
+    fn waited<V: CacheValue, E: Clone + Send + Sync + 'static>(&self, w: Waited) -> Next<V, E> {
+        match w {
+            Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
+                Some(v) => Next::Return(Ok(v.clone())),
+                None => Next::Alone,
+            },
+            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<E>() {
+                Some(e) => Next::Return(Err(e.clone())),
+                None => Next::Alone,
+            },
+            Waited::Abandoned => Next::Retry,
+        }
+    }
+
+    /// Finishes a missed call with a fallible async function (only `Ok` is stored).
+    pub async fn try_compute<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let inner = self.cache.inner.clone();
+        let Some(key) = self.key.take() else {
+            let start = Instant::now();
+            let r = f().await;
+            inner.count_computation(start.elapsed());
+            return r;
+        };
+        let fallback = self.take_fallback::<V>();
+        let guard = loop {
+            match inner.flights.join(&key) {
+                Joined::Leader(g) => break Some(g),
+                Joined::Waiter(flight) => {
+                    bump(&inner.counters.coalesced);
+                    if let Some(v) = &fallback {
+                        // This caller claimed an early refresh but someone is already computing.
+                        return Ok(v.clone());
+                    }
+                    match self.waited::<V, E>(flight.wait().await) {
+                        Next::Return(r) => return r,
+                        Next::Retry => continue,
+                        Next::Alone => break None,
+                    }
+                }
+            }
+        };
+        let cap = self.cache.local_cap;
+        let fetched = match &guard {
+            Some(_) => inner.fetch::<V>(&self.space, &key, cap).await,
+            None => Fetched::Compute { key_text: None, lease: None, stale: None },
+        };
+        let (text, lease, stale) = match fetched {
+            Fetched::Value(v) => {
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                return Ok(v);
+            }
+            Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
+        };
+        let start = Instant::now();
+        let r = f().instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace())).await;
+        let took = start.elapsed();
+        inner.count_computation(took);
+        self.finish(guard, &key, text, lease, stale, r, took).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish<V, E>(
+        &self,
+        guard: Option<LeaderGuard<'_>>,
+        key: &LocalKey,
+        text: Option<String>,
+        lease: Option<[u8; 16]>,
+        stale: Option<V>,
+        r: Result<V, E>,
+        took: Duration,
+    ) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        match r {
+            Ok(v) => {
+                let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+                let prepared = inner.prepare(&v, self.ttl, delta);
+                if let Some((payload, meta)) = &prepared {
+                    let size = size_of_payload(payload);
+                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
+                }
+                // Waiters in this process are released before the shared write.
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                if let (Some((payload, meta)), Some(text)) = (prepared, text.as_deref()) {
+                    inner.store_shared(text, &payload, meta).await;
+                }
+                inner.release(text.as_deref(), lease).await;
+                Ok(v)
+            }
+            Err(e) => {
+                inner.release(text.as_deref(), lease).await;
+                if let Some(v) = stale {
+                    bump(&inner.counters.fail_safe_served);
+                    inner.counters.m.fail_safe.increment(1);
+                    complete(guard, Outcome::Value(Arc::new(v.clone())));
+                    return Ok(v);
+                }
+                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                Err(e)
+            }
+        }
+    }
+
+    /// Finishes a missed call with a fallible blocking function (only `Ok` is stored). The
+    /// function runs on the calling thread; tier calls run on the cache's runtime.
+    pub fn try_compute_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let inner = self.cache.inner.clone();
+        let Some(key) = self.key.take() else {
+            let start = Instant::now();
+            let r = f();
+            inner.count_computation(start.elapsed());
+            return r;
+        };
+        let fallback = self.take_fallback::<V>();
+        let guard = loop {
+            match inner.flights.join(&key) {
+                Joined::Leader(g) => break Some(g),
+                Joined::Waiter(flight) => {
+                    bump(&inner.counters.coalesced);
+                    if let Some(v) = &fallback {
+                        return Ok(v.clone());
+                    }
+                    match self.waited::<V, E>(flight.wait_blocking()) {
+                        Next::Return(r) => return r,
+                        Next::Retry => continue,
+                        Next::Alone => break None,
+                    }
+                }
+            }
+        };
+        let cap = self.cache.local_cap;
+        let fetched = match &guard {
+            Some(_) if inner.shared.is_some() => block_on(inner.fetch::<V>(&self.space, &key, cap)),
+            _ => Fetched::Compute { key_text: None, lease: None, stale: None },
+        };
+        let (text, lease, stale) = match fetched {
+            Fetched::Value(v) => {
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                return Ok(v);
+            }
+            Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
+        };
+        let start = Instant::now();
+        let r = f();
+        let took = start.elapsed();
+        inner.count_computation(took);
+        if inner.shared.is_none() {
+            // No tier calls: finish without touching any runtime.
+            return finish_local(&inner, guard, &key, stale, r, took, self.ttl, self.cache.local_cap);
+        }
+        block_on(self.finish(guard, &key, text, lease, stale, r, took))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_local<V, E>(
+    inner: &Inner,
+    guard: Option<LeaderGuard<'_>>,
+    key: &LocalKey,
+    stale: Option<V>,
+    r: Result<V, E>,
+    took: Duration,
+    ttl: Duration,
+    cap: Option<Duration>,
+) -> Result<V, E>
+where
+    V: CacheValue,
+    E: Clone + Send + Sync + 'static,
+{
+    match r {
+        Ok(v) => {
+            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+            if let Some((payload, meta)) = inner.prepare(&v, ttl, delta) {
+                inner.insert_local(key.clone(), None, &v, &meta, size_of_payload(&payload), cap);
+            }
+            complete(guard, Outcome::Value(Arc::new(v.clone())));
+            Ok(v)
+        }
+        Err(e) => match stale {
+            Some(v) => {
+                bump(&inner.counters.fail_safe_served);
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                Ok(v)
+            }
+            None => {
+                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                Err(e)
+            }
+        },
+    }
+}
+
+fn size_of_payload(p: &[u8]) -> u32 {
+    u32::try_from(p.len()).unwrap_or(u32::MAX)
+}
+
+fn complete(guard: Option<LeaderGuard<'_>>, outcome: Outcome) {
+    if let Some(g) = guard {
+        g.complete(outcome);
+    }
+}
+
+/// The process-wide default cache used by `#[memoize]` without `cache = …`: configured from
+/// `LARDER_CACHE` on first use, or local-only (10,000 entries) when it is unset or invalid
+/// (the error is logged with `tracing`).
+pub fn default_cache() -> &'static Cache {
+    static DEFAULT: OnceLock<Cache> = OnceLock::new();
+    DEFAULT.get_or_init(|| match Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "LARDER_CACHE is invalid; using a local-only cache");
+            local_only()
+        }
+    })
+}
+
+fn local_only() -> Cache {
+    let inner = Arc::new(Inner {
+        local: Some(LocalTier::new(crate::config::DEFAULT_LOCAL_ENTRIES, false)),
+        shared: None,
+        breaker: Breaker::new(5, Duration::from_secs(5)),
+        mac: MacKey::from_secret(&KeySecret::default_key()),
+        counters: Counters::new("none"),
+        flights: Flights::default(),
+        opts: Options::default(),
+    });
+    Cache { inner, local_cap: None }
+}

@@ -1,0 +1,176 @@
+//! In-process single-flight: concurrent misses of one key run the function once.
+//!
+//! The first caller becomes the leader and holds a [`LeaderGuard`]; later callers wait on the
+//! flight (async callers on a `Notify`, blocking callers on a `Condvar`) and share the leader's
+//! value or error. A leader that is cancelled (its future dropped) or panics drops its guard
+//! without an outcome: the flight is marked abandoned and the waiters try again, one of them
+//! becoming the new leader, so nobody is wedged.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::local::LocalKey;
+
+/// A type-erased outcome shared with waiters.
+pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// The value (`V`).
+    Value(Shared),
+    /// The error (`E`).
+    Error(Shared),
+}
+
+enum State {
+    Running,
+    Done(Outcome),
+    Abandoned,
+}
+
+pub(crate) struct Flight {
+    state: Mutex<State>,
+    cv: Condvar,
+    notify: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (plain
+    // assignments), so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a waiter learns.
+pub(crate) enum Waited {
+    Done(Outcome),
+    /// The leader gave up; try again.
+    Abandoned,
+}
+
+impl Flight {
+    fn finished(&self) -> Option<Waited> {
+        match &*lock(&self.state) {
+            State::Running => None,
+            State::Done(o) => Some(Waited::Done(o.clone())),
+            State::Abandoned => Some(Waited::Abandoned),
+        }
+    }
+
+    pub(crate) async fn wait(&self) -> Waited {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(w) = self.finished() {
+                return w;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn wait_blocking(&self) -> Waited {
+        let mut st = lock(&self.state);
+        loop {
+            match &*st {
+                State::Running => st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner),
+                State::Done(o) => return Waited::Done(o.clone()),
+                State::Abandoned => return Waited::Abandoned,
+            }
+        }
+    }
+}
+
+/// The flights in progress, by local key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<LocalKey, Arc<Flight>>>,
+}
+
+pub(crate) enum Joined<'a> {
+    Leader(LeaderGuard<'a>),
+    Waiter(Arc<Flight>),
+}
+
+impl Flights {
+    pub(crate) fn join(&self, key: &LocalKey) -> Joined<'_> {
+        let mut map = lock(&self.map);
+        if let Some(f) = map.get(key) {
+            return Joined::Waiter(f.clone());
+        }
+        let flight =
+            Arc::new(Flight { state: Mutex::new(State::Running), cv: Condvar::new(), notify: Notify::new() });
+        map.insert(key.clone(), flight.clone());
+        Joined::Leader(LeaderGuard { flights: self, key: key.clone(), flight, done: false })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+}
+
+/// Held by the one caller computing a key. Dropping it without [`complete`](Self::complete)
+/// abandons the flight.
+pub(crate) struct LeaderGuard<'a> {
+    flights: &'a Flights,
+    key: LocalKey,
+    flight: Arc<Flight>,
+    done: bool,
+}
+
+impl LeaderGuard<'_> {
+    pub(crate) fn complete(mut self, outcome: Outcome) {
+        self.finish(State::Done(outcome));
+        self.done = true;
+    }
+
+    fn finish(&self, state: State) {
+        {
+            let mut map = lock(&self.flights.map);
+            if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                map.remove(&self.key);
+            }
+        }
+        *lock(&self.flight.state) = state;
+        self.flight.cv.notify_all();
+        self.flight.notify.notify_waiters();
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(State::Abandoned);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandoned_leader_releases_waiters() {
+        let flights = Flights::default();
+        let k = LocalKey::new("t:v1:", b"k");
+        let leader = match flights.join(&k) {
+            Joined::Leader(g) => g,
+            Joined::Waiter(_) => panic!("first caller must lead"),
+        };
+        let waiter = match flights.join(&k) {
+            Joined::Waiter(f) => f,
+            Joined::Leader(_) => panic!("second caller must wait"),
+        };
+        std::thread::scope(|s| {
+            let h = s.spawn(|| matches!(waiter.wait_blocking(), Waited::Abandoned));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(leader);
+            assert!(h.join().unwrap());
+        });
+        assert_eq!(flights.len(), 0);
+        assert!(matches!(flights.join(&k), Joined::Leader(_)));
+    }
+}

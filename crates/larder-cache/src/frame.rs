@@ -1,0 +1,254 @@
+//! The value frame: what a shared tier stores for one entry (see `docs/cache-value-format.md`).
+//!
+//! ```text
+//! offset  size  field
+//!  0      2     magic "LC" (0x4c 0x43)
+//!  2      1     version (1)
+//!  3      1     flags (all bits reserved, must be 0)
+//!  4      8     write time, unix milliseconds, u64 little-endian
+//! 12      8     TTL in milliseconds, u64 LE (expiry = write time + TTL)
+//! 20      4     compute time δ in milliseconds, u32 LE (for XFetch)
+//! 24      4     payload length n, u32 LE
+//! 28      n     payload (postcard)
+//! 28+n   32     MAC: keyed BLAKE3 over bytes 0..28, then u16 LE key-text length, the key text,
+//!               then the payload
+//! ```
+//!
+//! Parsing never panics and never trusts a length it has not checked against the input.
+
+use std::fmt;
+
+/// The two magic bytes that open every frame.
+pub const MAGIC: [u8; 2] = *b"LC";
+/// The frame version this build writes and accepts.
+pub const VERSION: u8 = 1;
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 28;
+/// Length of the MAC.
+pub const MAC_LEN: usize = 32;
+/// The BLAKE3 `derive_key` context for the MAC key (applied through `KeySecret::derive`).
+pub const MAC_KEY_CONTEXT: &str = "larder cache value mac v1";
+
+/// Why a stored frame was refused. Every one of them is treated as a miss and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Shorter than a header plus a MAC, or the payload length disagrees with the size.
+    Truncated,
+    /// The first two bytes are not `LC`.
+    BadMagic,
+    /// A frame version this build does not read.
+    UnsupportedVersion(u8),
+    /// Reserved flag bits are set.
+    BadFlags(u8),
+    /// The MAC does not verify: corrupt, forged, written under another key or another secret.
+    BadMac,
+    /// The key text is longer than 65,535 bytes (cannot be bound into the MAC).
+    KeyTooLong,
+    /// The payload is longer than 4 GiB − 1.
+    PayloadTooLong,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Truncated => f.write_str("cache frame is truncated"),
+            FrameError::BadMagic => f.write_str("cache frame has a bad magic number"),
+            FrameError::UnsupportedVersion(v) => write!(f, "cache frame version {v} is not supported"),
+            FrameError::BadFlags(b) => write!(f, "cache frame has reserved flags set ({b:#04x})"),
+            FrameError::BadMac => f.write_str("cache frame MAC does not verify"),
+            FrameError::KeyTooLong => f.write_str("cache key text is too long to frame"),
+            FrameError::PayloadTooLong => f.write_str("cache payload is too long to frame"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// The key that authenticates frames. Zeroed on drop; no `Debug` of its bytes.
+pub struct MacKey([u8; 32]);
+
+impl MacKey {
+    /// Derives the MAC key from a deployment secret.
+    pub fn from_secret(secret: &larder_key::KeySecret) -> Self {
+        MacKey(secret.derive(MAC_KEY_CONTEXT))
+    }
+
+    fn mac(&self, header: &[u8], key: &str, payload: &[u8]) -> Result<[u8; MAC_LEN], FrameError> {
+        let key_len = u16::try_from(key.len()).map_err(|_| FrameError::KeyTooLong)?;
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(header);
+        h.update(&key_len.to_le_bytes());
+        h.update(key.as_bytes());
+        h.update(payload);
+        Ok(*h.finalize().as_bytes())
+    }
+}
+
+impl Drop for MacKey {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+/// The metadata of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// When the value was written, unix milliseconds.
+    pub written_ms: u64,
+    /// Its time to live, milliseconds.
+    pub ttl_ms: u64,
+    /// How long computing it took, milliseconds (XFetch's δ).
+    pub delta_ms: u32,
+}
+
+impl FrameMeta {
+    /// Unix milliseconds at which the entry expires (saturating).
+    pub fn expires_ms(&self) -> u64 {
+        self.written_ms.saturating_add(self.ttl_ms)
+    }
+}
+
+/// A verified frame: its metadata and a borrowed payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Write time, TTL and compute time.
+    pub meta: FrameMeta,
+    /// The serialized value.
+    pub payload: &'a [u8],
+}
+
+/// Writes a frame for `payload` stored under `key`.
+pub fn seal(mac_key: &MacKey, key: &str, meta: FrameMeta, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let n = u32::try_from(payload.len()).map_err(|_| FrameError::PayloadTooLong)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + MAC_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(0);
+    out.extend_from_slice(&meta.written_ms.to_le_bytes());
+    out.extend_from_slice(&meta.ttl_ms.to_le_bytes());
+    out.extend_from_slice(&meta.delta_ms.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    let mac = mac_key.mac(&out, key, payload)?;
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&mac);
+    Ok(out)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_le_bytes(a)
+}
+
+/// Parses and verifies a frame read from under `key`.
+pub fn open<'a>(mac_key: &MacKey, key: &str, bytes: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+    let (header, rest) = bytes.split_at_checked(HEADER_LEN).ok_or(FrameError::Truncated)?;
+    if header[0..2] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if header[2] != VERSION {
+        return Err(FrameError::UnsupportedVersion(header[2]));
+    }
+    if header[3] != 0 {
+        return Err(FrameError::BadFlags(header[3]));
+    }
+    let meta = FrameMeta {
+        written_ms: le_u64(&header[4..12]),
+        ttl_ms: le_u64(&header[12..20]),
+        delta_ms: le_u32(&header[20..24]),
+    };
+    let n = usize::try_from(le_u32(&header[24..28])).map_err(|_| FrameError::Truncated)?;
+    if rest.len() != n.checked_add(MAC_LEN).ok_or(FrameError::Truncated)? {
+        return Err(FrameError::Truncated);
+    }
+    let (payload, mac) = rest.split_at(n);
+    let expected = mac_key.mac(header, key, payload)?;
+    // Constant-time comparison (blake3::Hash's PartialEq is constant time).
+    if blake3::Hash::from(expected) != blake3::Hash::from_slice(mac).map_err(|_| FrameError::Truncated)? {
+        return Err(FrameError::BadMac);
+    }
+    Ok(Frame { meta, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use larder_key::KeySecret;
+
+    fn key() -> MacKey {
+        MacKey::from_secret(&KeySecret::from_hex(&"11".repeat(32)).unwrap())
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let k = key();
+        let meta = FrameMeta { written_ms: 1_700_000_000_000, ttl_ms: 600_000, delta_ms: 100 };
+        let f = seal(&k, "loan_calc:v1:abc", meta, b"payload").unwrap();
+        let opened = open(&k, "loan_calc:v1:abc", &f).unwrap();
+        assert_eq!(opened.meta, meta);
+        assert_eq!(opened.payload, b"payload");
+        // Copied to another key: refused.
+        assert_eq!(open(&k, "loan_calc:v1:abd", &f), Err(FrameError::BadMac));
+        // Another secret: refused.
+        let other = MacKey::from_secret(&KeySecret::from_hex(&"22".repeat(32)).unwrap());
+        assert_eq!(open(&other, "loan_calc:v1:abc", &f), Err(FrameError::BadMac));
+    }
+
+    #[test]
+    fn every_bit_flip_and_truncation_is_refused() {
+        let k = key();
+        let meta = FrameMeta { written_ms: 5, ttl_ms: 6, delta_ms: 7 };
+        let f = seal(&k, "t:v1:x", meta, b"hello world").unwrap();
+        for i in 0..f.len() {
+            for bit in 0..8 {
+                let mut g = f.clone();
+                g[i] ^= 1 << bit;
+                assert!(open(&k, "t:v1:x", &g).is_err(), "flip at byte {i} bit {bit} accepted");
+            }
+        }
+        for len in 0..f.len() {
+            assert!(open(&k, "t:v1:x", &f[..len]).is_err());
+        }
+        let mut longer = f.clone();
+        longer.push(0);
+        assert_eq!(open(&k, "t:v1:x", &longer), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let k = key();
+        let mut state = 0x9e3779b97f4a7c15u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            assert!(open(&k, "t:v1:x", &bytes).is_err());
+        }
+        // A header claiming a huge payload.
+        let mut h = seal(&k, "t:v1:x", FrameMeta { written_ms: 0, ttl_ms: 0, delta_ms: 0 }, b"").unwrap();
+        h[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(open(&k, "t:v1:x", &h), Err(FrameError::Truncated));
+        let mut v = seal(&k, "t:v1:x", FrameMeta { written_ms: 0, ttl_ms: 0, delta_ms: 0 }, b"").unwrap();
+        v[2] = 0;
+        assert_eq!(open(&k, "t:v1:x", &v), Err(FrameError::UnsupportedVersion(0)));
+    }
+}

@@ -1,0 +1,566 @@
+//! The SQLite shared tier (`sqlite:PATH`): the embedded default for one host.
+//!
+//! Every worker process opens the same file. SQLite's WAL mode lets readers run while one
+//! writer writes, `busy_timeout` makes a writer wait for the lock instead of failing, and
+//! every statement is its own transaction, so a process killed at any instant leaves the file
+//! consistent (at worst without its last write, or with a lease row that expires).
+//!
+//! Schema (created on open, `IF NOT EXISTS`):
+//!
+//! ```sql
+//! CREATE TABLE larder_entries (key TEXT PRIMARY KEY, frame BLOB NOT NULL,
+//!   expires_ms INTEGER NOT NULL, written_ms INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+//! CREATE TABLE larder_leases (key TEXT PRIMARY KEY, token BLOB NOT NULL,
+//!   expires_ms INTEGER NOT NULL) WITHOUT ROWID;
+//! ```
+//!
+//! * **Leases**: `INSERT … ON CONFLICT(key) DO UPDATE … WHERE larder_leases.expires_ms <= now`:
+//!   one statement takes a free or expired lease atomically (a dead holder's lease expires);
+//!   the release deletes the row only if it still carries the caller's token.
+//! * **Waiting**: bounded polling (`poll_interval`) for the value, ending early when the lease
+//!   row disappears or expires without a value.
+//! * **Expiry and size**: every `SWEEP_EVERY` writes (and on open) expired entries and leases
+//!   are deleted, then the oldest entries beyond `max_entries` / `max_bytes`.
+//! * **Off the executor**: every call runs on the runtime's blocking pool, bounded by the
+//!   tier's timeout (SQLite's own `busy_timeout` is set to the same bound, so an abandoned call
+//!   finishes soon after).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::cache::TierOptions;
+use crate::tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
+
+/// Sweep expired and excess entries after this many writes.
+const SWEEP_EVERY: u64 = 512;
+
+/// Settings of a [`SqliteTier`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// Most entries kept (oldest written are evicted first). Default 100,000.
+    pub max_entries: u64,
+    /// Most bytes of frames kept. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Bound of every call, and SQLite's busy timeout. Default 250 ms.
+    pub timeout: Duration,
+    /// Poll interval of `wait_for_value`. Default 10 ms.
+    pub poll_interval: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_entries: 100_000,
+            max_bytes: 256 << 20,
+            timeout: Duration::from_millis(250),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets [`max_entries`](Self::max_entries).
+    #[must_use]
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+    /// Sets [`max_bytes`](Self::max_bytes).
+    #[must_use]
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = n.max(1);
+        self
+    }
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Sets [`poll_interval`](Self::poll_interval).
+    #[must_use]
+    pub fn poll_interval(mut self, t: Duration) -> Self {
+        self.poll_interval = t.max(Duration::from_millis(1));
+        self
+    }
+}
+
+struct Shared {
+    path: PathBuf,
+    opts: SqliteOptions,
+    pool: Mutex<Vec<Connection>>,
+    writes: AtomicU64,
+}
+
+/// One SQLite file shared by every worker process on a host.
+#[derive(Clone)]
+pub struct SqliteTier {
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for SqliteTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTier").field("path", &self.shared.path).field("opts", &self.shared.opts).finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn err(e: rusqlite::Error) -> TierError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            TierError::Unavailable(format!("sqlite: {e}"))
+        }
+        Some(rusqlite::ErrorCode::CannotOpen) | Some(rusqlite::ErrorCode::PermissionDenied) => {
+            TierError::Unavailable(format!("sqlite: {e}"))
+        }
+        _ => TierError::Server(format!("sqlite: {e}")),
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS larder_entries (
+  key TEXT PRIMARY KEY, frame BLOB NOT NULL, expires_ms INTEGER NOT NULL,
+  written_ms INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS larder_entries_written ON larder_entries(written_ms);
+CREATE TABLE IF NOT EXISTS larder_leases (
+  key TEXT PRIMARY KEY, token BLOB NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+impl Shared {
+    fn open_conn(&self) -> Result<Connection, TierError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(self.opts.timeout.max(Duration::from_millis(50))).map_err(err)?;
+        // WAL: readers never block the writer; NORMAL sync is durable enough for a cache and
+        // still crash-consistent.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %self.path.display(), mode, "sqlite cache file is not in WAL mode");
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(err)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` with a pooled connection (opening one if none is free).
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T, TierError>) -> Result<T, TierError> {
+        let pooled = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open_conn()?,
+        };
+        let r = f(&conn);
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r
+    }
+
+    fn sweep(&self, conn: &Connection) -> Result<(), TierError> {
+        let now = now_ms();
+        conn.execute("DELETE FROM larder_entries WHERE expires_ms <= ?1", params![now]).map_err(err)?;
+        conn.execute("DELETE FROM larder_leases WHERE expires_ms <= ?1", params![now]).map_err(err)?;
+        let (count, bytes): (i64, i64) = conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM larder_entries", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(err)?;
+        let max_n = i64::try_from(self.opts.max_entries).unwrap_or(i64::MAX);
+        let max_b = i64::try_from(self.opts.max_bytes).unwrap_or(i64::MAX);
+        let mut excess = (count - max_n).max(0);
+        if bytes > max_b && count > 0 {
+            let avg = (bytes / count).max(1);
+            excess = excess.max((bytes - max_b) / avg + 1);
+        }
+        if excess > 0 {
+            conn.execute(
+                "DELETE FROM larder_entries WHERE key IN \
+                 (SELECT key FROM larder_entries ORDER BY written_ms LIMIT ?1)",
+                params![excess],
+            )
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, TierError> {
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT frame FROM larder_entries WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, Vec<u8>>(0)).optional())
+                .map_err(err)
+        })
+    }
+
+    fn set(&self, key: &str, frame: &[u8], ttl: Duration) -> Result<(), TierError> {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        self.with_conn(|c| {
+            let now = now_ms();
+            c.prepare_cached(
+                "INSERT INTO larder_entries (key, frame, expires_ms, written_ms, size) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(key) DO UPDATE SET frame = excluded.frame, expires_ms = excluded.expires_ms, \
+                 written_ms = excluded.written_ms, size = excluded.size",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    key,
+                    frame,
+                    now.saturating_add(dur_ms(ttl)),
+                    now,
+                    i64::try_from(frame.len()).unwrap_or(i64::MAX)
+                ])
+            })
+            .map_err(err)?;
+            if n % SWEEP_EVERY == 0 {
+                // A failed sweep is retried at the next round; the write itself succeeded.
+                if let Err(e) = self.sweep(c) {
+                    tracing::debug!(error = %e, "sqlite cache sweep failed");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), TierError> {
+        self.with_conn(|c| {
+            c.prepare_cached("DELETE FROM larder_entries WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map(|_| ())
+                .map_err(err)
+        })
+    }
+
+    fn try_lease(&self, key: &str, token: &[u8; 16], ttl: Duration) -> Result<Lease, TierError> {
+        self.with_conn(|c| {
+            let now = now_ms();
+            let changed = c
+                .prepare_cached(
+                    "INSERT INTO larder_leases (key, token, expires_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(key) DO UPDATE SET token = excluded.token, expires_ms = excluded.expires_ms \
+                     WHERE larder_leases.expires_ms <= ?4",
+                )
+                .and_then(|mut s| s.execute(params![key, &token[..], now.saturating_add(dur_ms(ttl)), now]))
+                .map_err(err)?;
+            Ok(if changed == 1 { Lease::Acquired } else { Lease::HeldByOther })
+        })
+    }
+
+    fn release(&self, key: &str, token: &[u8; 16]) -> Result<(), TierError> {
+        self.with_conn(|c| {
+            c.prepare_cached("DELETE FROM larder_leases WHERE key = ?1 AND token = ?2")
+                .and_then(|mut s| s.execute(params![key, &token[..]]))
+                .map(|_| ())
+                .map_err(err)
+        })
+    }
+
+    /// One poll: the value if present, else whether a live lease still stands.
+    fn poll(&self, key: &str) -> Result<Result<Vec<u8>, bool>, TierError> {
+        self.with_conn(|c| {
+            let frame = c
+                .prepare_cached("SELECT frame FROM larder_entries WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, Vec<u8>>(0)).optional())
+                .map_err(err)?;
+            if let Some(f) = frame {
+                return Ok(Ok(f));
+            }
+            let live = c
+                .prepare_cached("SELECT 1 FROM larder_leases WHERE key = ?1 AND expires_ms > ?2")
+                .and_then(|mut s| s.query_row(params![key, now_ms()], |_| Ok(())).optional())
+                .map_err(err)?;
+            Ok(Err(live.is_some()))
+        })
+    }
+}
+
+impl SqliteTier {
+    /// Opens (creating if needed) the cache file at `path`. Blocking: call it at startup.
+    pub fn open(path: impl AsRef<Path>, opts: SqliteOptions, rt: tokio::runtime::Handle) -> Result<Self, TierError> {
+        let path = path.as_ref().to_path_buf();
+        if path.as_os_str().is_empty() {
+            return Err(TierError::Config("sqlite: the path is empty".into()));
+        }
+        let shared = Arc::new(Shared { path, opts, pool: Mutex::new(Vec::new()), writes: AtomicU64::new(0) });
+        // Create the schema now so configuration errors surface at startup. Concurrent first
+        // opens by several processes are safe: `IF NOT EXISTS` under SQLite's write lock.
+        let conn = shared.open_conn().map_err(|e| match e {
+            TierError::Unavailable(d) | TierError::Server(d) => TierError::Config(d),
+            other => other,
+        })?;
+        let mut tries = 0;
+        loop {
+            match conn.execute_batch(SCHEMA) {
+                Ok(()) => break,
+                Err(e) if tries < 20 && is_busy(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(e) => return Err(TierError::Config(format!("sqlite schema: {e}"))),
+            }
+        }
+        let _ = shared.sweep(&conn);
+        shared.pool.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        Ok(SqliteTier { shared, rt })
+    }
+
+    /// Opens from a URL: `sqlite:PATH[?max_entries=N&max_bytes=N]`.
+    pub fn open_url(url: &str, topts: &TierOptions) -> Result<Self, TierError> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| TierError::Config(format!("`{url}` is not a sqlite: URL")))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let mut opts = SqliteOptions::default().timeout(topts.op_timeout).poll_interval(topts.poll_interval);
+        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let n: u64 = v
+                .parse()
+                .map_err(|_| TierError::Config(format!("sqlite URL option `{pair}`: expected a number")))?;
+            opts = match k {
+                "max_entries" => opts.max_entries(n),
+                "max_bytes" => opts.max_bytes(n),
+                _ => return Err(TierError::Config(format!("unknown sqlite URL option `{k}`"))),
+            };
+        }
+        SqliteTier::open(path, opts, topts.runtime.clone())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Deletes expired entries and leases, then the oldest entries over the size bounds.
+    pub fn sweep_now(&self) -> Result<(), TierError> {
+        self.shared.with_conn(|c| self.shared.sweep(c))
+    }
+
+    /// Number of entries stored (expired ones included until swept).
+    pub fn len(&self) -> Result<u64, TierError> {
+        self.shared.with_conn(|c| {
+            c.query_row("SELECT COUNT(*) FROM larder_entries", [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(err)
+        })
+    }
+
+    /// Whether no entries are stored.
+    pub fn is_empty(&self) -> Result<bool, TierError> {
+        self.len().map(|n| n == 0)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T, TierError> + Send + 'static,
+    ) -> Result<T, TierError> {
+        let shared = self.shared.clone();
+        let handle = self.rt.spawn_blocking(move || f(&shared));
+        match tokio::time::timeout(self.shared.opts.timeout, handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(TierError::Unavailable(format!("sqlite worker failed: {join}"))),
+            Err(_) => Err(TierError::Timeout),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+impl SharedTier for SqliteTier {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>> {
+        let key = key.to_owned();
+        Box::pin(self.blocking(move |s| s.get(&key)))
+    }
+
+    fn set<'a>(&'a self, key: &'a str, frame: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<(), TierError>> {
+        let key = key.to_owned();
+        let frame = frame.to_vec();
+        Box::pin(self.blocking(move |s| s.set(&key, &frame, ttl)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>> {
+        let key = key.to_owned();
+        Box::pin(self.blocking(move |s| s.delete(&key)))
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a [u8; 16],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease, TierError>> {
+        let key = key.to_owned();
+        let token = *token;
+        Box::pin(self.blocking(move |s| s.try_lease(&key, &token, ttl)))
+    }
+
+    fn release_lease<'a>(&'a self, key: &'a str, token: &'a [u8; 16]) -> BoxFuture<'a, Result<(), TierError>> {
+        let key = key.to_owned();
+        let token = *token;
+        Box::pin(self.blocking(move |s| s.release(&key, &token)))
+    }
+
+    fn wait_for_value<'a>(
+        &'a self,
+        key: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let k = key.to_owned();
+                match self.blocking(move |s| s.poll(&k)).await? {
+                    Ok(frame) => return Ok(Some(frame)),
+                    Err(false) => {
+                        // The lease is gone (released or expired) without a value: one last
+                        // look, since the holder writes the value before releasing.
+                        let k = key.to_owned();
+                        return self.blocking(move |s| s.get(&k)).await;
+                    }
+                    Err(true) => {}
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                tokio::time::sleep(self.shared.opts.poll_interval.min(deadline - now)).await;
+            }
+        })
+    }
+
+    fn publish_invalidation<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<(), TierError>> {
+        // No backplane: other processes' local tiers age out (see `NO_BACKPLANE_LOCAL_TTL`).
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe_invalidations(&self, _handler: InvalidationHandler) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn get_set_delete_and_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let tier = SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
+        rt.block_on(async {
+            assert_eq!(tier.get("k").await.unwrap(), None);
+            tier.set("k", b"frame", Duration::from_secs(60)).await.unwrap();
+            assert_eq!(tier.get("k").await.unwrap().as_deref(), Some(&b"frame"[..]));
+            tier.delete("k").await.unwrap();
+            assert_eq!(tier.get("k").await.unwrap(), None);
+
+            let a = [1u8; 16];
+            let b = [2u8; 16];
+            assert_eq!(tier.try_lease("k", &a, Duration::from_secs(60)).await.unwrap(), Lease::Acquired);
+            assert_eq!(tier.try_lease("k", &b, Duration::from_secs(60)).await.unwrap(), Lease::HeldByOther);
+            tier.release_lease("k", &b).await.unwrap(); // wrong token: no effect
+            assert_eq!(tier.try_lease("k", &b, Duration::from_secs(60)).await.unwrap(), Lease::HeldByOther);
+            tier.release_lease("k", &a).await.unwrap();
+            assert_eq!(tier.try_lease("k", &b, Duration::from_millis(30)).await.unwrap(), Lease::Acquired);
+            // An expired lease is taken over.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert_eq!(tier.try_lease("k", &a, Duration::from_secs(60)).await.unwrap(), Lease::Acquired);
+        });
+    }
+
+    #[test]
+    fn wait_for_value_sees_the_holders_write_and_ends_when_the_lease_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let tier = SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
+        rt.block_on(async {
+            let tok = [9u8; 16];
+            assert_eq!(tier.try_lease("w", &tok, Duration::from_secs(5)).await.unwrap(), Lease::Acquired);
+            let t2 = tier.clone();
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                t2.set("w", b"v", Duration::from_secs(60)).await.unwrap();
+                t2.release_lease("w", &tok).await.unwrap();
+            });
+            let got = tier.wait_for_value("w", Duration::from_secs(2)).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&b"v"[..]));
+            writer.await.unwrap();
+            // No lease, no value: returns at once with None.
+            let start = std::time::Instant::now();
+            assert_eq!(tier.wait_for_value("nothing", Duration::from_secs(2)).await.unwrap(), None);
+            assert!(start.elapsed() < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn sweep_bounds_entries_and_drops_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let tier = SqliteTier::open(
+            dir.path().join("c.db"),
+            SqliteOptions::default().max_entries(10),
+            rt.handle().clone(),
+        )
+        .unwrap();
+        rt.block_on(async {
+            for i in 0..30 {
+                tier.set(&format!("k{i}"), b"x", Duration::from_secs(60)).await.unwrap();
+            }
+            tier.set("short", b"x", Duration::from_millis(1)).await.unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        tier.sweep_now().unwrap();
+        assert!(tier.len().unwrap() <= 10, "{}", tier.len().unwrap());
+        rt.block_on(async {
+            assert_eq!(tier.get("short").await.unwrap(), None);
+            assert!(tier.get("k29").await.unwrap().is_some(), "newest kept");
+        });
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        let rt = rt();
+        let topts = TierOptions {
+            op_timeout: Duration::from_millis(250),
+            poll_interval: Duration::from_millis(10),
+            runtime: rt.handle().clone(),
+        };
+        assert!(matches!(SqliteTier::open_url("sqlite:", &topts), Err(TierError::Config(_))));
+        assert!(matches!(SqliteTier::open_url("sqlite:/tmp/x.db?max_entries=abc", &topts), Err(TierError::Config(_))));
+        assert!(matches!(SqliteTier::open_url("sqlite:/tmp/x.db?colour=blue", &topts), Err(TierError::Config(_))));
+        assert!(matches!(
+            SqliteTier::open_url("sqlite:/nonexistent-dir-larder/x.db", &topts),
+            Err(TierError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,183 @@
+//! In-process counters (`Cache::stats`) and the `metrics` crate handles.
+//!
+//! Local hits are the hot path: they are counted in per-thread-striped atomics so two threads
+//! hitting one key do not fight over one cache line, and summed when `stats()` is read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use metrics::{Counter, Gauge, Histogram};
+
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// A counter striped over cache lines by thread.
+#[derive(Default)]
+pub(crate) struct Striped([Padded; STRIPES]);
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
+
+impl Striped {
+    #[inline]
+    pub(crate) fn incr(&self) {
+        let i = STRIPE.try_with(|s| *s).unwrap_or(0);
+        self.0[i].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A snapshot of a cache's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Answers served from the in-process tier.
+    pub local_hits: u64,
+    /// Lookups that missed the in-process tier (or found it absent).
+    pub local_misses: u64,
+    /// Answers served from the shared tier.
+    pub shared_hits: u64,
+    /// Shared-tier lookups that found nothing usable.
+    pub shared_misses: u64,
+    /// Times the cached function ran.
+    pub computations: u64,
+    /// Callers that waited for another caller in this process (single-flight).
+    pub coalesced: u64,
+    /// Times this process waited for another process's lease.
+    pub lease_waits: u64,
+    /// Lease waits that ended without a value (the waiter then computed itself).
+    pub lease_timeouts: u64,
+    /// Shared-tier calls that failed or timed out.
+    pub store_errors: u64,
+    /// Shared-tier calls skipped because the circuit breaker was open.
+    pub breaker_skips: u64,
+    /// Stored entries refused because they did not parse or verify.
+    pub corrupt_entries: u64,
+    /// Values computed and returned but not stored because they were too large.
+    pub oversize_values: u64,
+    /// Early recomputations triggered by XFetch.
+    pub early_refreshes: u64,
+    /// Stale values served because the function failed (fail-safe).
+    pub fail_safe_served: u64,
+    /// Values stored in the shared tier.
+    pub shared_writes: u64,
+    /// Entries dropped from the local tier by invalidation messages.
+    pub invalidations_received: u64,
+}
+
+pub(crate) struct Counters {
+    pub(crate) local_hits: Striped,
+    pub(crate) local_misses: AtomicU64,
+    pub(crate) shared_hits: AtomicU64,
+    pub(crate) shared_misses: AtomicU64,
+    pub(crate) computations: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) lease_waits: AtomicU64,
+    pub(crate) lease_timeouts: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) breaker_skips: AtomicU64,
+    pub(crate) corrupt_entries: AtomicU64,
+    pub(crate) oversize_values: AtomicU64,
+    pub(crate) early_refreshes: AtomicU64,
+    pub(crate) fail_safe_served: AtomicU64,
+    pub(crate) shared_writes: AtomicU64,
+    pub(crate) invalidations_received: AtomicU64,
+    pub(crate) m: Metrics,
+}
+
+/// `metrics` handles, registered when the cache is built (install the recorder first).
+pub(crate) struct Metrics {
+    pub(crate) local_hit: Counter,
+    pub(crate) local_miss: Counter,
+    pub(crate) shared_hit: Counter,
+    pub(crate) shared_miss: Counter,
+    pub(crate) computations: Counter,
+    pub(crate) compute_seconds: Histogram,
+    pub(crate) lease_waits: Counter,
+    pub(crate) lease_timeouts: Counter,
+    pub(crate) store_errors: Counter,
+    pub(crate) corrupt: Counter,
+    pub(crate) oversize: Counter,
+    pub(crate) early_refresh: Counter,
+    pub(crate) fail_safe: Counter,
+    pub(crate) breaker_open: Gauge,
+}
+
+impl Metrics {
+    fn new(shared: &'static str) -> Self {
+        Metrics {
+            local_hit: metrics::counter!("larder_cache_hits_total", "tier" => "local"),
+            local_miss: metrics::counter!("larder_cache_misses_total", "tier" => "local"),
+            shared_hit: metrics::counter!("larder_cache_hits_total", "tier" => shared),
+            shared_miss: metrics::counter!("larder_cache_misses_total", "tier" => shared),
+            computations: metrics::counter!("larder_cache_computations_total"),
+            compute_seconds: metrics::histogram!("larder_cache_compute_seconds"),
+            lease_waits: metrics::counter!("larder_cache_lease_waits_total", "tier" => shared),
+            lease_timeouts: metrics::counter!("larder_cache_lease_timeouts_total", "tier" => shared),
+            store_errors: metrics::counter!("larder_cache_store_errors_total", "tier" => shared),
+            corrupt: metrics::counter!("larder_cache_corrupt_entries_total", "tier" => shared),
+            oversize: metrics::counter!("larder_cache_oversize_values_total"),
+            early_refresh: metrics::counter!("larder_cache_early_refreshes_total"),
+            fail_safe: metrics::counter!("larder_cache_fail_safe_served_total"),
+            breaker_open: metrics::gauge!("larder_cache_breaker_open", "tier" => shared),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn new(shared: &'static str) -> Self {
+        Counters {
+            local_hits: Striped::default(),
+            local_misses: AtomicU64::new(0),
+            shared_hits: AtomicU64::new(0),
+            shared_misses: AtomicU64::new(0),
+            computations: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            lease_waits: AtomicU64::new(0),
+            lease_timeouts: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            breaker_skips: AtomicU64::new(0),
+            corrupt_entries: AtomicU64::new(0),
+            oversize_values: AtomicU64::new(0),
+            early_refreshes: AtomicU64::new(0),
+            fail_safe_served: AtomicU64::new(0),
+            shared_writes: AtomicU64::new(0),
+            invalidations_received: AtomicU64::new(0),
+            m: Metrics::new(shared),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            local_hits: self.local_hits.sum(),
+            local_misses: l(&self.local_misses),
+            shared_hits: l(&self.shared_hits),
+            shared_misses: l(&self.shared_misses),
+            computations: l(&self.computations),
+            coalesced: l(&self.coalesced),
+            lease_waits: l(&self.lease_waits),
+            lease_timeouts: l(&self.lease_timeouts),
+            store_errors: l(&self.store_errors),
+            breaker_skips: l(&self.breaker_skips),
+            corrupt_entries: l(&self.corrupt_entries),
+            oversize_values: l(&self.oversize_values),
+            early_refreshes: l(&self.early_refreshes),
+            fail_safe_served: l(&self.fail_safe_served),
+            shared_writes: l(&self.shared_writes),
+            invalidations_received: l(&self.invalidations_received),
+        }
+    }
+}
+
+pub(crate) fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
