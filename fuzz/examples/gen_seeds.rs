@@ -31,7 +31,12 @@ fn with_trailer(msg: &[u8]) -> Vec<u8> {
 fn write(dir: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new("corpus").join(dir);
     fs::create_dir_all(&dir).expect("create corpus dir");
-    fs::write(dir.join(name), bytes).expect("write seed");
+    // Existing seeds are kept: ciphertexts use random data keys and nonces, so rewriting them
+    // would only churn the checked-in files.
+    let path = dir.join(name);
+    if !path.exists() {
+        fs::write(path, bytes).expect("write seed");
+    }
 }
 
 fn main() {
@@ -79,5 +84,30 @@ fn main() {
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     );
     write("keyring_file", "hand_written", text.as_bytes());
+    // Cache frames: valid entries under the target's key text and secret (mode 0), and
+    // structured seal-then-alter inputs (mode 1).
+    use larder_cache::frame::{self, FrameMeta, MacKey};
+    let mac = MacKey::from_secret(&larder_key::KeySecret::from_bytes(&[0x11; 32]).expect("secret"));
+    let meta = FrameMeta { written_ms: 1_763_895_600_000, ttl_ms: 600_000, delta_ms: 100 };
+    let payloads: [Vec<u8>; 3] = [
+        postcard::to_allocvec(&(7u64, 5_000_000u64, 450u32, 36u32, Some("note"), vec![(1i64, 2.5f64)]))
+            .expect("postcard"),
+        postcard::to_allocvec(&vec!["a".to_string(), "bc".to_string()]).expect("postcard"),
+        Vec::new(),
+    ];
+    for (i, p) in payloads.iter().enumerate() {
+        let f = frame::seal(&mac, "fuzz:v1:seed", meta, p).expect("seal");
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(&f);
+        write("cache_frame", &format!("frame{i}"), &seed);
+        let mut s = vec![1u8];
+        s.extend_from_slice(&meta.written_ms.to_le_bytes());
+        s.extend_from_slice(&meta.ttl_ms.to_le_bytes());
+        s.extend_from_slice(&meta.delta_ms.to_le_bytes());
+        s.extend_from_slice(&(i as u16 * 13).to_le_bytes());
+        s.push(i as u8 * 3);
+        s.extend_from_slice(p);
+        write("cache_frame", &format!("alter{i}"), &s);
+    }
     println!("seeds written under fuzz/corpus/");
 }
