@@ -59,13 +59,15 @@ pub mod tag {
     pub const SET: u8 = 0x32;
     /// Maps: `u32` LE count, then (key, value) pairs sorted bytewise by the key's encoding.
     pub const MAP: u8 = 0x33;
-    /// A struct with named fields (derive): name, version, count, then (field name, value).
+    /// A struct with named fields (derive): 16-byte schema id (over name, version, field
+    /// names), then the values in declaration order. See [`crate::schema`].
     pub const STRUCT: u8 = 0x40;
-    /// A tuple struct (derive): name, version, count, then the values.
+    /// A tuple struct (derive): 16-byte schema id (over name, version, count), then the values.
     pub const TUPLE_STRUCT: u8 = 0x41;
-    /// A unit struct (derive): name, version.
+    /// A unit struct (derive): 16-byte schema id (over name, version).
     pub const UNIT_STRUCT: u8 = 0x42;
-    /// An enum variant (derive): type name, version, variant name, shape byte, fields.
+    /// An enum variant (derive): 16-byte schema id (over type name, version, variant name,
+    /// shape, field names), then the values.
     pub const ENUM: u8 = 0x43;
     /// `std::time::Duration`: `u64` LE seconds, `u32` LE nanoseconds.
     pub const DURATION: u8 = 0x50;
@@ -87,13 +89,13 @@ pub mod tag {
     pub const NAIVE_DATETIME: u8 = 0x64;
 }
 
-/// Shape byte written after the variant name of an [`tag::ENUM`].
+/// Shape byte after the variant name in an enum variant's schema bytes ([`crate::schema`]).
 pub mod shape {
     /// A unit variant: nothing follows.
     pub const UNIT: u8 = 0;
-    /// A tuple variant: `u32` LE count, then the values.
+    /// A tuple variant: `u32` LE count follows.
     pub const TUPLE: u8 = 1;
-    /// A variant with named fields: `u32` LE count, then (field name, value).
+    /// A variant with named fields: `u32` LE count, then the field names.
     pub const NAMED: u8 = 2;
 }
 
@@ -230,45 +232,11 @@ impl Encoder {
         self.raw(&v.to_bits().to_le_bytes());
     }
 
-    /// Starts a struct with named fields: used by `#[derive(StableKey)]`.
-    pub fn begin_struct(&mut self, name: &str, version: u32, fields: usize) {
-        self.tag(tag::STRUCT);
-        self.name(name);
-        self.raw(&version.to_le_bytes());
-        self.len(fields);
-    }
-
-    /// Writes a field name inside a struct or named enum variant: used by the derive.
-    pub fn field(&mut self, name: &str) {
-        self.name(name);
-    }
-
-    /// Starts a tuple struct: used by `#[derive(StableKey)]`.
-    pub fn begin_tuple_struct(&mut self, name: &str, version: u32, fields: usize) {
-        self.tag(tag::TUPLE_STRUCT);
-        self.name(name);
-        self.raw(&version.to_le_bytes());
-        self.len(fields);
-    }
-
-    /// Writes a unit struct: used by `#[derive(StableKey)]`.
-    pub fn unit_struct(&mut self, name: &str, version: u32) {
-        self.tag(tag::UNIT_STRUCT);
-        self.name(name);
-        self.raw(&version.to_le_bytes());
-    }
-
-    /// Starts an enum variant: used by `#[derive(StableKey)]`. `shape` is one of [`shape`];
-    /// `fields` is ignored for unit variants.
-    pub fn begin_variant(&mut self, name: &str, version: u32, variant: &str, shape: u8, fields: usize) {
-        self.tag(tag::ENUM);
-        self.name(name);
-        self.raw(&version.to_le_bytes());
-        self.name(variant);
-        self.raw(&[shape]);
-        if shape != self::shape::UNIT {
-            self.len(fields);
-        }
+    /// Writes a derived type's header (kind tag and schema id, see [`crate::schema`]); the
+    /// field values follow. Used by `#[derive(StableKey)]`.
+    #[inline]
+    pub fn header(&mut self, header: &crate::schema::Header) {
+        self.raw(header);
     }
 
     /// Writes `items` as a set: each element encoded on its own, then sorted bytewise, so the

@@ -59,6 +59,7 @@ extern crate self as larder_key;
 mod encoder;
 mod impls;
 mod impls_ext;
+pub mod schema;
 
 use std::cell::Cell;
 use std::fmt;
@@ -421,16 +422,38 @@ impl KeySpace {
     /// The cache key of an encoding produced earlier by [`encode`](Self::encode).
     pub fn key_from_encoding(&self, encoding: &[u8]) -> CacheKey {
         let digest = self.inner.secret.digest(encoding);
-        let mut text = String::with_capacity(self.inner.prefix.len() + 32);
+        let chars = base32_digest(&digest);
+        let mut text = String::with_capacity(self.inner.prefix.len() + DIGEST_TEXT_LEN);
         text.push_str(&self.inner.prefix);
-        base32_lower(&digest, &mut text);
+        // The base32 alphabet is ASCII, so this never fails.
+        text.push_str(std::str::from_utf8(&chars).unwrap_or_default());
         CacheKey { text, digest, prefix_len: self.inner.prefix.len() }
     }
 }
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// RFC 4648 base32, lowercase, no padding. 20 bytes give exactly 32 characters.
+/// Base32 text of a digest: 20 bytes give exactly 32 characters, no padding.
+const DIGEST_TEXT_LEN: usize = 32;
+
+/// RFC 4648 base32, lowercase, no padding, of a 160-bit digest: four groups of 5 bytes
+/// (40 bits) give 8 characters each.
+fn base32_digest(digest: &[u8; DIGEST_LEN]) -> [u8; DIGEST_TEXT_LEN] {
+    let mut out = [0u8; DIGEST_TEXT_LEN];
+    for (group, chars) in digest.chunks_exact(5).zip(out.chunks_exact_mut(8)) {
+        let mut acc = 0u64;
+        for &b in group {
+            acc = (acc << 8) | u64::from(b);
+        }
+        for (i, c) in chars.iter_mut().enumerate() {
+            *c = BASE32[((acc >> (35 - 5 * i)) & 31) as usize];
+        }
+    }
+    out
+}
+
+/// RFC 4648 base32, lowercase, no padding, of any byte string (used for test vectors).
+#[cfg(test)]
 fn base32_lower(bytes: &[u8], out: &mut String) {
     let mut acc: u64 = 0;
     let mut bits = 0u32;
@@ -523,6 +546,15 @@ mod tests {
         let mut s = String::new();
         base32_lower(b"foobar", &mut s);
         assert_eq!(s, "mzxw6ytboi"); // RFC 4648 test vector, lowercased, unpadded
+                                     // The fixed-size digest path agrees with the general one.
+        for seed in 0u8..=255 {
+            let d: [u8; DIGEST_LEN] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add((i as u8).wrapping_mul(77)));
+            let mut s = String::new();
+            base32_lower(&d, &mut s);
+            assert_eq!(std::str::from_utf8(&base32_digest(&d)).unwrap(), s);
+        }
+        assert_eq!(&base32_digest(&[0xff; 20]), b"77777777777777777777777777777777");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, LitInt, LitStr};
 
@@ -93,6 +94,75 @@ fn field_attrs(attrs: &[syn::Attribute]) -> syn::Result<FieldAttrs> {
     Ok(out)
 }
 
+// Schema bytes and ids, computed here at compile time. This mirrors `larder_key::schema`
+// (which cannot be a dependency of this crate: it depends on this one); larder-key's tests
+// check that the two agree for every kind of type.
+const SCHEMA_ID_CONTEXT: &str = "larder 2026-11 stable_key schema id v1";
+const TAG_STRUCT: u8 = 0x40;
+const TAG_TUPLE_STRUCT: u8 = 0x41;
+const TAG_UNIT_STRUCT: u8 = 0x42;
+const TAG_ENUM: u8 = 0x43;
+const SHAPE_UNIT: u8 = 0;
+const SHAPE_TUPLE: u8 = 1;
+const SHAPE_NAMED: u8 = 2;
+
+fn push_name(out: &mut Vec<u8>, s: &str) -> syn::Result<()> {
+    let n = u32::try_from(s.len())
+        .map_err(|_| syn::Error::new(proc_macro2::Span::call_site(), "name longer than 4 GiB"))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn push_count(out: &mut Vec<u8>, n: usize) -> syn::Result<()> {
+    let n = u32::try_from(n)
+        .map_err(|_| syn::Error::new(proc_macro2::Span::call_site(), "more than 2^32-1 fields"))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    Ok(())
+}
+
+/// The 17-byte header (kind tag, 16-byte schema id) as a byte-array literal.
+fn header_tokens(schema: &[u8]) -> TokenStream {
+    let id = blake3::derive_key(SCHEMA_ID_CONTEXT, schema);
+    let mut bytes = vec![schema[0]];
+    bytes.extend_from_slice(&id[..16]);
+    quote!([#(#bytes),*])
+}
+
+/// Schema bytes for a struct or variant: `kind ‖ name ‖ version`, `‖ variant ‖ shape` for a
+/// variant, then the count (and names) of the encoded fields.
+fn schema_bytes(
+    kind: u8,
+    name: &str,
+    version: u32,
+    variant: Option<&str>,
+    fields: &Fields,
+    plans: &[FieldPlan],
+) -> syn::Result<Vec<u8>> {
+    let mut s = vec![kind];
+    push_name(&mut s, name)?;
+    s.extend_from_slice(&version.to_le_bytes());
+    if let Some(v) = variant {
+        push_name(&mut s, v)?;
+        s.push(match fields {
+            Fields::Unit => SHAPE_UNIT,
+            Fields::Unnamed(_) => SHAPE_TUPLE,
+            Fields::Named(_) => SHAPE_NAMED,
+        });
+    }
+    match fields {
+        Fields::Unit => {}
+        Fields::Unnamed(_) => push_count(&mut s, plans.len())?,
+        Fields::Named(_) => {
+            push_count(&mut s, plans.len())?;
+            for p in plans {
+                push_name(&mut s, p.name.as_deref().unwrap_or_default())?;
+            }
+        }
+    }
+    Ok(s)
+}
+
 struct FieldPlan {
     /// The field's name as written into the encoding (named fields only).
     name: Option<String>,
@@ -113,7 +183,7 @@ fn plan_fields(
             continue;
         }
         out.push(FieldPlan {
-            name: f.ident.as_ref().map(|id| id.to_string().trim_start_matches("r#").to_owned()),
+            name: f.ident.as_ref().map(|id| id.unraw().to_string()),
             access: access(i, f),
             with: attrs.with,
             span: f.ty.span(),
@@ -129,9 +199,7 @@ fn write_fields(k: &TokenStream, plans: &[FieldPlan]) -> TokenStream {
             Some(path) => quote_spanned!(p.span=> &#path(#access)),
             None => quote_spanned!(p.span=> #access),
         };
-        let name = p.name.as_ref().map(|n| quote!(__enc.field(#n);));
         quote_spanned! {p.span=>
-            #name
             #k::StableKey::encode(#value, __enc);
         }
     });
@@ -145,7 +213,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         None => key_crate_path(),
     };
     let ident = &input.ident;
-    let name = attrs.name.clone().unwrap_or_else(|| ident.to_string());
+    // `r#type` is named `type`: the raw-identifier prefix is Rust syntax, not part of a name.
+    let name = attrs.name.clone().unwrap_or_else(|| ident.unraw().to_string());
     let version = attrs.version;
 
     let mut generics = input.generics.clone();
@@ -163,18 +232,16 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                     quote!(&self.#idx)
                 }
             })?;
-            let n = plans.len();
             let writes = write_fields(&k, &plans);
-            match &s.fields {
-                Fields::Named(_) => quote! {
-                    __enc.begin_struct(#name, #version, #n);
-                    #writes
-                },
-                Fields::Unnamed(_) => quote! {
-                    __enc.begin_tuple_struct(#name, #version, #n);
-                    #writes
-                },
-                Fields::Unit => quote! { __enc.unit_struct(#name, #version); },
+            let kind = match &s.fields {
+                Fields::Named(_) => TAG_STRUCT,
+                Fields::Unnamed(_) => TAG_TUPLE_STRUCT,
+                Fields::Unit => TAG_UNIT_STRUCT,
+            };
+            let header = header_tokens(&schema_bytes(kind, &name, version, None, &s.fields, &plans)?);
+            quote! {
+                __enc.header(&#header);
+                #writes
             }
         }
         Data::Enum(e) => {
@@ -182,7 +249,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             let mut seen: Vec<(String, &syn::Ident)> = Vec::new();
             for v in &e.variants {
                 let vident = &v.ident;
-                let mut vname = vident.to_string();
+                let mut vname = vident.unraw().to_string();
                 for attr in v.attrs.iter().filter(|a| a.path().is_ident("stable_key")) {
                     attr.parse_nested_meta(|meta| {
                         if meta.path.is_ident("name") {
@@ -210,26 +277,27 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                     let b = &binders[i];
                     quote!(#b)
                 })?;
-                let n = plans.len();
                 let writes = write_fields(&k, &plans);
+                let header =
+                    header_tokens(&schema_bytes(TAG_ENUM, &name, version, Some(&vname), &v.fields, &plans)?);
                 let arm = match &v.fields {
                     Fields::Named(named) => {
                         let ids = named.named.iter().map(|f| f.ident.as_ref());
                         quote! {
                             #ident::#vident { #(#ids: #binders),* } => {
-                                __enc.begin_variant(#name, #version, #vname, #k::shape::NAMED, #n);
+                                __enc.header(&#header);
                                 #writes
                             }
                         }
                     }
                     Fields::Unnamed(_) => quote! {
                         #ident::#vident ( #(#binders),* ) => {
-                            __enc.begin_variant(#name, #version, #vname, #k::shape::TUPLE, #n);
+                            __enc.header(&#header);
                             #writes
                         }
                     },
                     Fields::Unit => quote! {
-                        #ident::#vident => __enc.begin_variant(#name, #version, #vname, #k::shape::UNIT, 0),
+                        #ident::#vident => __enc.header(&#header),
                     },
                 };
                 arms.push(arm);

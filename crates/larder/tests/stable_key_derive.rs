@@ -27,10 +27,16 @@ fn derive_through_the_facade_encodes_like_larder_key() {
     let space = KeySpace::new("loan_calc", 1).unwrap();
     let key = space.key(&q).unwrap();
     assert!(key.as_str().starts_with("loan_calc:v1:"));
-    // STRUCT tag, name "LoanQuote", version 1, 4 fields; first field name "user_id" then 7u64.
+    // The STRUCT header (tag and schema id of "LoanQuote" v1 with its four field names),
+    // then the values, 7u64 first.
     let bytes = encode(&q).unwrap();
-    assert_eq!(&bytes[..5], &[0x40, 9, 0, 0, 0]);
-    assert_eq!(&bytes[5..14], b"LoanQuote");
-    assert_eq!(&bytes[14..22], &[1, 0, 0, 0, 4, 0, 0, 0]);
+    let header = larder::key::schema::struct_header(
+        "LoanQuote",
+        1,
+        &["user_id", "amount_won", "rate_bp", "term_months"],
+    );
+    assert_eq!(&bytes[..17], &header);
+    assert_eq!(&bytes[17..26], &[0x05, 7, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(bytes.len(), 17 + 9 + 9 + 5 + 5);
     assert_ne!(encode(&Tier::Basic).unwrap(), encode(&Tier::Premium { level: 0 }).unwrap());
 }
