@@ -1,1 +1,460 @@
-//! redis-server and Redis Cluster (being built).
+//! Real `redis-server` processes for tests: a single server on a free loopback port or a unix
+//! socket, and a 3-node Redis Cluster.
+//!
+//! Every server runs with `--save "" --appendonly no` in its own temporary directory and is
+//! killed when its handle drops. Readiness is checked by polling `PING` (and `CLUSTER INFO` for
+//! the cluster) with a bounded deadline; a server that does not come up makes the test fail
+//! with its log attached.
+//!
+//! Outage tests use [`RedisServer::kill9`] (SIGKILL, like a crash) and
+//! [`RedisServer::restart`], which brings a fresh, empty server back on the same port or socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{find_binary, free_port};
+
+const INSTALL_HINT: &str = "Install it with: apt-get install redis-server";
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of the `redis-server` binary (`$LARDER_REDIS_SERVER`, else `PATH`).
+pub fn redis_server_binary() -> PathBuf {
+    find_binary("LARDER_REDIS_SERVER", "redis-server", INSTALL_HINT)
+}
+
+/// Path of the `redis-cli` binary (`$LARDER_REDIS_CLI`, else `PATH`).
+pub fn redis_cli_binary() -> PathBuf {
+    find_binary("LARDER_REDIS_CLI", "redis-cli", INSTALL_HINT)
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `127.0.0.1:<port>`.
+    Tcp(u16),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Sends one command (RESP array of bulk strings) and returns its reply as text: simple
+    /// strings and bulk strings as they are, integers in decimal, errors prefixed with `ERR:`,
+    /// arrays as their elements joined by newlines, nil as an empty string.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let timeout = Some(Duration::from_secs(5));
+        match self {
+            Endpoint::Tcp(port) => {
+                let s = TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                    Duration::from_secs(2),
+                )?;
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)?;
+                roundtrip(s, args)
+            }
+            Endpoint::Unix(path) => {
+                let s = UnixStream::connect(path)?;
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)?;
+                roundtrip(s, args)
+            }
+        }
+    }
+}
+
+fn roundtrip<S: Read + Write>(mut stream: S, args: &[&str]) -> std::io::Result<String> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&req)?;
+    let mut reader = BufReader::new(stream);
+    read_reply(&mut reader)
+}
+
+fn bad(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn read_reply<R: BufRead>(r: &mut R) -> std::io::Result<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty reply line"))?;
+    match kind {
+        "+" | ":" => Ok(rest.to_string()),
+        "-" => Ok(format!("ERR:{rest}")),
+        "$" => {
+            let len: i64 = rest.parse().map_err(|_| bad("bad bulk length"))?;
+            if len < 0 {
+                return Ok(String::new());
+            }
+            let mut buf = vec![0u8; len as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(len as usize);
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad("bad array length"))?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_reply(r)?);
+            }
+            Ok(items.join("\n"))
+        }
+        _ => Err(bad("unknown reply type")),
+    }
+}
+
+/// How to start a [`RedisServer`].
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Listen on a unix socket in the temp dir instead of a loopback port.
+    pub unix_socket: bool,
+    /// Pin the server to this CPU with `taskset -c` (for latency benchmarks).
+    pub pin_cpu: Option<usize>,
+    /// More `redis-server` arguments (e.g. `["--notify-keyspace-events", "KEA"]`).
+    pub extra_args: Vec<String>,
+}
+
+/// One `redis-server` owned by a test; killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    endpoint: Endpoint,
+    options: RedisOptions,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port.
+    pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server listening only on a unix socket in a fresh temp dir.
+    pub fn start_unix() -> Self {
+        Self::start_with(RedisOptions { unix_socket: true, ..RedisOptions::default() })
+    }
+
+    /// Starts a server with `options`.
+    pub fn start_with(options: RedisOptions) -> Self {
+        let dir = tempfile::Builder::new().prefix("larder-redis-").tempdir().expect("create a temp dir");
+        let endpoint = if options.unix_socket {
+            Endpoint::Unix(dir.path().join("redis.sock"))
+        } else {
+            Endpoint::Tcp(free_port())
+        };
+        let mut server = RedisServer { child: None, dir, endpoint, options };
+        let mut last_err = String::new();
+        // A free port can be taken by someone else before the server binds it: retry.
+        for _ in 0..5 {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_err = e;
+                    server.kill9();
+                    if let Endpoint::Tcp(port) = &mut server.endpoint {
+                        *port = free_port();
+                    }
+                }
+            }
+        }
+        panic!("redis-server did not start: {last_err}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = redis_server_binary();
+        let log = self.dir.path().join("redis.log");
+        let mut args: Vec<String> = vec![
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--daemonize".into(),
+            "no".into(),
+            "--dir".into(),
+            self.dir.path().display().to_string(),
+            "--logfile".into(),
+            log.display().to_string(),
+        ];
+        match &self.endpoint {
+            Endpoint::Tcp(port) => {
+                args.extend(["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()]);
+            }
+            Endpoint::Unix(path) => {
+                args.extend([
+                    "--port".into(),
+                    "0".into(),
+                    "--unixsocket".into(),
+                    path.display().to_string(),
+                    "--unixsocketperm".into(),
+                    "700".into(),
+                ]);
+            }
+        }
+        args.extend(self.options.extra_args.iter().cloned());
+        let mut cmd = match self.options.pin_cpu {
+            Some(cpu) => {
+                let mut c = Command::new(find_binary("LARDER_TASKSET", "taskset", "Install util-linux"));
+                c.arg("-c").arg(cpu.to_string()).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        self.child = Some(child);
+        wait_ready(&self.endpoint, self.child.as_mut(), &log, |_| true)
+    }
+
+    /// Where the server listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The loopback port (None for a unix-socket server).
+    pub fn port(&self) -> Option<u16> {
+        match &self.endpoint {
+            Endpoint::Tcp(p) => Some(*p),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// The server's URL: `redis://127.0.0.1:PORT` or `redis+unix:///path/redis.sock`.
+    pub fn url(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}"),
+            Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
+        }
+    }
+
+    /// The server's process id (None after [`kill9`](Self::kill9)).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends one command to the server (see [`Endpoint::command`]); panics on I/O errors.
+    pub fn command(&self, args: &[&str]) -> String {
+        self.endpoint.command(args).unwrap_or_else(|e| panic!("redis command {args:?} failed: {e}"))
+    }
+
+    /// Kills the server with SIGKILL (a crash: no shutdown, no save) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Endpoint::Unix(path) = &self.endpoint {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Starts an empty server again on the same port or socket (after [`kill9`](Self::kill9);
+    /// kills a running one first).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("redis-server did not restart: {e}"),
+                Err(_) => {
+                    self.kill9();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Polls `PING` (then `ready(endpoint)`) until it answers, the child exits, or the deadline.
+fn wait_ready(
+    endpoint: &Endpoint,
+    mut child: Option<&mut Child>,
+    log: &Path,
+    ready: impl Fn(&Endpoint) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!("redis-server exited with {status}; log:\n{}", log_tail(log)));
+            }
+        }
+        if let Ok(reply) = endpoint.command(&["PING"]) {
+            if reply == "PONG" && ready(endpoint) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("redis-server not ready after {START_DEADLINE:?}; log:\n{}", log_tail(log)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) on free loopback ports; all nodes are killed
+/// on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// A loopback port whose cluster bus port (`port + 10000`) is free as well.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p > 55_000 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts `n` (≥ 3) `redis-server --cluster-enabled yes` nodes, joins them with
+    /// `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`, and waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn start(n: usize) -> Self {
+        assert!(n >= 3, "a Redis Cluster needs at least 3 primaries");
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            match Self::try_start(n) {
+                Ok(c) => return c,
+                Err(e) => last = e,
+            }
+        }
+        panic!("Redis Cluster did not start: {last}");
+    }
+
+    fn try_start(n: usize) -> Result<Self, String> {
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let dir = tempfile::Builder::new()
+                .prefix("larder-redis-cluster-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let conf = dir.path().join("nodes.conf").display().to_string();
+            let options = RedisOptions {
+                unix_socket: false,
+                pin_cpu: None,
+                extra_args: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    conf,
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ],
+            };
+            let mut server =
+                RedisServer { child: None, dir, endpoint: Endpoint::Tcp(free_cluster_port()), options };
+            server.spawn()?;
+            nodes.push(server);
+        }
+        let addrs: Vec<String> =
+            nodes.iter().map(|s| format!("127.0.0.1:{}", s.port().unwrap_or_default())).collect();
+        let out = Command::new(redis_cli_binary())
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        for node in &nodes {
+            let log = node.dir.path().join("redis.log");
+            wait_ready(&node.endpoint, None, &log, |e| {
+                e.command(&["CLUSTER", "INFO"]).map(|i| i.contains("cluster_state:ok")).unwrap_or(false)
+            })?;
+        }
+        Ok(RedisCluster { nodes })
+    }
+
+    /// The nodes, in creation order.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Mutable access to the nodes (for outage tests).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> =
+            self.nodes.iter().map(|s| format!("127.0.0.1:{}", s.port().unwrap_or_default())).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The number of keys stored on each node (`DBSIZE`), in node order.
+    pub fn dbsizes(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.command(&["DBSIZE"]).parse().unwrap_or(0)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_server_starts_dies_and_restarts_on_the_same_port() {
+        let mut s = RedisServer::start();
+        assert_eq!(s.command(&["SET", "k", "v"]), "OK");
+        assert_eq!(s.command(&["GET", "k"]), "v");
+        let url = s.url();
+        s.kill9();
+        assert!(s.endpoint().command(&["PING"]).is_err(), "server still answers after kill -9");
+        s.restart();
+        assert_eq!(s.url(), url);
+        assert_eq!(s.command(&["GET", "k"]), "", "a restarted server starts empty (no persistence)");
+    }
+
+    #[test]
+    fn unix_socket_server() {
+        let s = RedisServer::start_unix();
+        assert!(s.url().starts_with("redis+unix:///"));
+        assert_eq!(s.command(&["PING"]), "PONG");
+    }
+
+    #[test]
+    fn three_node_cluster_covers_all_slots() {
+        let c = RedisCluster::start(3);
+        for n in c.nodes() {
+            let info = n.command(&["CLUSTER", "INFO"]);
+            assert!(info.contains("cluster_state:ok"), "{info}");
+            assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
+            assert!(info.contains("cluster_known_nodes:3"), "{info}");
+        }
+        assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
+    }
+}
