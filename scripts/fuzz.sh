@@ -43,8 +43,10 @@ for t in "${targets[@]}"; do
   log="target/work/$t.log"
   echo "== fuzzing $t for ${secs}s"
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: 2 GiB is an OOM.
+  par=()
+  if [ "$jobs" -gt 1 ]; then par=(-jobs="$jobs" -workers="$jobs"); fi
   if ! cargo fuzz run -s "$sanitizer" "$t" "target/work/$t" "corpus/$t" -- \
-      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -jobs="$jobs" -workers="$jobs" \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 "${par[@]}" \
       -print_final_stats=1 >"$log" 2>&1; then
     status=1
     echo "!! $t FAILED; last lines of $PWD/$log:" >&2
