@@ -10,8 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{FutureExt, Shared};
@@ -22,6 +21,9 @@ use crate::crypto::KeyMaterial;
 use crate::format;
 use crate::keyring::{BoxFuture, GeneratedKey, Keyring};
 use crate::{EncryptionContext, EnvelopeError};
+// std's primitives, or loom's under `--cfg larder_loom` (model checking, docs/reliability.md).
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The largest `max_messages` accepted: 2^32 messages per data key, the NIST SP 800-38D bound
 /// for random 96-bit nonces (collision probability ≤ 2^-32).
@@ -82,6 +84,7 @@ pub(crate) struct ActiveKey {
     max_messages: u64,
     max_bytes: u64,
     refresh_messages: u64,
+    refresh_bytes: u64,
     refresh_claimed: AtomicBool,
 }
 
@@ -118,6 +121,7 @@ impl ActiveKey {
             max_messages: limits.max_messages,
             max_bytes: limits.max_bytes,
             refresh_messages: refresh_messages.clamp(1, limits.max_messages),
+            refresh_bytes: ((limits.max_bytes as f64) * refresh_fraction) as u64,
             refresh_claimed: AtomicBool::new(false),
         }
     }
@@ -133,21 +137,22 @@ impl ActiveKey {
             return Reservation::Exhausted;
         }
         let mut cur = self.bytes.load(Ordering::Relaxed);
-        loop {
+        let bytes_after = loop {
             let Some(next) = cur.checked_add(len).filter(|n| *n <= self.max_bytes) else {
                 return Reservation::Exhausted;
             };
             match self.bytes.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break,
+                Ok(_) => break next,
                 Err(seen) => cur = seen,
             }
-        }
+        };
         // Granted bytes of a refused message are simply never used: limits are upper bounds.
         let prev = self.messages.fetch_add(1, Ordering::Relaxed);
         if prev >= self.max_messages {
             return Reservation::Exhausted;
         }
-        let near_end = prev + 1 >= self.refresh_messages || now >= self.refresh_at;
+        let near_end =
+            prev + 1 >= self.refresh_messages || bytes_after >= self.refresh_bytes || now >= self.refresh_at;
         let refresh = near_end
             && !self.refresh_claimed.load(Ordering::Relaxed)
             && !self.refresh_claimed.swap(true, Ordering::AcqRel);
@@ -193,27 +198,23 @@ pub(crate) struct Partition {
     slot: Mutex<Slot>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these short locks cannot leave the data inconsistent (every
     // critical section is a few field assignments), so poisoning is ignored.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Partition {
     pub(crate) fn active(&self) -> Option<Arc<ActiveKey>> {
         read(&self.active).clone()
-    }
-
-    pub(crate) fn ctx_bytes(&self) -> &[u8] {
-        &self.ctx_bytes
     }
 
     /// Called once by a finished flight (inside the shared future, so exactly once).
@@ -506,10 +507,5 @@ impl DecryptCache {
         let shared = fut.shared();
         flights.insert(digest, shared.clone());
         shared
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        read(&self.entries).len()
     }
 }

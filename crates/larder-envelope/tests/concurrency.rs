@@ -1,0 +1,261 @@
+//! The seed's scenario and the limit/single-flight guarantees under real thread concurrency.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{ctx, CountingKeyring};
+use larder_envelope::{DataKeyLimits, Envelope, EnvelopeError};
+
+/// Seed 003: 100 threads × 1,000 encrypt+decrypt round trips of different phone numbers
+/// through ONE shared envelope from a cold cache. The Java SDK's shared ByteBuffer failed this
+/// intermittently; here: no errors, every plaintext back, exactly one data key generated.
+fn seed_scenario(delay: Option<Duration>) {
+    let keyring = CountingKeyring::test_key(delay);
+    let envelope = Envelope::builder(keyring.clone()).build().blocking().unwrap();
+    let context = ctx();
+    let barrier = Arc::new(Barrier::new(100));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..100)
+        .map(|t| {
+            let (envelope, context, barrier, errors, ok) =
+                (envelope.clone(), context.clone(), barrier.clone(), errors.clone(), ok.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..1_000 {
+                    let phone = format!("010-{:04}-{:04}", t, i);
+                    let stored = match envelope.encrypt_text(&phone, &context) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("encrypt: {e}");
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    match envelope.decrypt_text(&stored, &context) {
+                        Ok(back) if back == phone => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(back) => panic!("wrong plaintext {back:?} for {phone:?}"),
+                        Err(e) => {
+                            eprintln!("decrypt: {e}");
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    assert_eq!(ok.load(Ordering::Relaxed), 100_000);
+    assert_eq!(keyring.generates(), 1, "exactly one data key for a cold cache under 100 threads");
+    assert!(keyring.decrypts() <= 1, "decrypts: {}", keyring.decrypts());
+    let stats = envelope.stats();
+    assert_eq!(stats.generate_calls, 1);
+    assert_eq!(stats.decrypt_calls as usize, keyring.decrypts());
+    assert_eq!(stats.encrypt_cache_hits + stats.encrypt_cache_misses, 100_000);
+    eprintln!("seed scenario (delay {delay:?}): {stats:?}");
+}
+
+#[test]
+fn seed_scenario_100_threads_instant_keyring() {
+    seed_scenario(None);
+}
+
+#[test]
+fn seed_scenario_100_threads_5ms_keyring() {
+    seed_scenario(Some(Duration::from_millis(5)));
+}
+
+/// Decrypt side single flight: 100 threads decrypting ciphertexts made by ANOTHER envelope
+/// (so nothing is cached) cause one keyring decrypt.
+#[test]
+fn cold_decrypt_single_flight_100_threads() {
+    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let producer = Envelope::builder(keyring.clone()).build().blocking().unwrap();
+    let context = ctx();
+    let cts: Vec<String> =
+        (0..100).map(|i| producer.encrypt_text(&format!("010-0000-{i:04}"), &context).unwrap()).collect();
+    let consumer = Envelope::builder(keyring.clone()).build().blocking().unwrap();
+    let before = keyring.decrypts();
+    let barrier = Arc::new(Barrier::new(100));
+    let hs: Vec<_> = cts
+        .into_iter()
+        .enumerate()
+        .map(|(i, ct)| {
+            let (consumer, context, barrier) = (consumer.clone(), context.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                assert_eq!(consumer.decrypt_text(&ct, &context).unwrap(), format!("010-0000-{i:04}"));
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(keyring.decrypts() - before, 1);
+    assert_eq!(consumer.stats().decrypt_calls, 1);
+}
+
+/// max_messages = 1,000, 16 threads × 10,000 encrypts: no EDK in more than 1,000 ciphertexts
+/// and 160 data keys (+1 standby generated ahead of time at most).
+#[test]
+fn message_limit_is_exact_under_16_threads() {
+    let keyring = CountingKeyring::test_key(None);
+    let envelope = Envelope::builder(keyring.clone())
+        .data_key_limits(DataKeyLimits { max_messages: 1_000, ..DataKeyLimits::default() })
+        .build()
+        .blocking()
+        .unwrap();
+    let context = ctx();
+    let barrier = Arc::new(Barrier::new(16));
+    let hs: Vec<_> = (0..16)
+        .map(|t| {
+            let (envelope, context, barrier) = (envelope.clone(), context.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..10_000)
+                    .map(|i| envelope.encrypt(format!("010-{t:04}-{i:04}").as_bytes(), &context).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut per_edk: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut total = 0;
+    for h in hs {
+        for ct in h.join().unwrap() {
+            let info = Envelope::inspect(&ct).unwrap();
+            // The EDK fields start at byte 2: kind, id length, id, EDK length, EDK.
+            let fields_len = 1 + 1 + info.key_id.len() + 2 + info.edk_len;
+            per_edk.entry(ct[2..2 + fields_len].to_vec()).or_default();
+            *per_edk.get_mut(&ct[2..2 + fields_len]).unwrap() += 1;
+            total += 1;
+        }
+    }
+    assert_eq!(total, 160_000);
+    let max = per_edk.values().copied().max().unwrap();
+    assert!(max <= 1_000, "an EDK was used for {max} ciphertexts");
+    assert_eq!(per_edk.len(), 160, "every key used to its full budget");
+    let g = keyring.generates();
+    assert!(g == 160 || g == 161, "generate calls: {g}");
+    eprintln!("limits: {} EDKs, max {max} per EDK, {g} generate calls", per_edk.len());
+}
+
+/// Async callers: 100 tasks on a multi-thread runtime, 5 ms keyring, cold cache → 1 call; then
+/// a second wave after the key expires → exactly 1 more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_single_flight_and_expiry() {
+    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let envelope = Envelope::builder(keyring.clone())
+        .data_key_limits(DataKeyLimits { max_age: Duration::from_millis(300), ..DataKeyLimits::default() })
+        .refresh_at(1.0)
+        .build();
+    let context = ctx();
+    for wave in 1..=2 {
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (envelope, context) = (envelope.clone(), context.clone());
+                tokio::spawn(async move {
+                    let ct = envelope.encrypt(format!("{i}").as_bytes(), &context).await.unwrap();
+                    assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), format!("{i}").as_bytes());
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(keyring.generates(), wave);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+}
+
+/// Dropping (cancelling) callers mid-flight does not wedge the flight: the callers that remain,
+/// and later callers, still get the key from the same single keyring call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_waiters_do_not_wedge_the_flight() {
+    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(50)));
+    let envelope = Envelope::builder(keyring.clone()).build();
+    let context = ctx();
+    // Ten callers that give up after 10 ms (the keyring takes 50 ms).
+    let mut cancelled = Vec::new();
+    for _ in 0..10 {
+        let (envelope, context) = (envelope.clone(), context.clone());
+        cancelled.push(tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(10), envelope.encrypt(b"x", &context)).await.is_err()
+        }));
+    }
+    for c in cancelled {
+        assert!(c.await.unwrap(), "the caller should have timed out");
+    }
+    // Every caller of the flight is gone; a new caller resumes the same flight.
+    let ct = envelope.encrypt(b"010-1234-5678", &context).await.unwrap();
+    assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"010-1234-5678");
+    assert_eq!(keyring.generates(), 1);
+}
+
+/// A failing keyring: every waiter of the flight gets the error (no blank result), and the next
+/// caller starts a new flight instead of getting a stale error forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_shared_then_retried() {
+    // Wraps the real keyring and turns its first generate into a throttling error.
+    struct FailOnce {
+        inner: Arc<CountingKeyring>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+    impl larder_envelope::Keyring for FailOnce {
+        fn kind(&self) -> larder_envelope::KeyringKind {
+            self.inner.kind()
+        }
+        fn primary_key_id(&self) -> String {
+            self.inner.primary_key_id()
+        }
+        fn generate_data_key<'a>(
+            &'a self,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::GeneratedKey, EnvelopeError>> {
+            Box::pin(async move {
+                let r = self.inner.generate_data_key(context).await;
+                if self.fail.swap(false, Ordering::SeqCst) {
+                    return Err(EnvelopeError::Throttled("injected ThrottlingException".into()));
+                }
+                r
+            })
+        }
+        fn decrypt_data_key<'a>(
+            &'a self,
+            edk: &'a larder_envelope::EncryptedDataKey,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::DataKey, EnvelopeError>> {
+            self.inner.decrypt_data_key(edk, context)
+        }
+    }
+    let counting = CountingKeyring::test_key(Some(Duration::from_millis(20)));
+    let envelope = Envelope::builder(FailOnce { inner: counting.clone(), fail: true.into() }).build();
+    let context = ctx();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (envelope, context) = (envelope.clone(), context.clone());
+            tokio::spawn(async move { envelope.encrypt(b"x", &context).await })
+        })
+        .collect();
+    let mut errs = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(EnvelopeError::Throttled(_)) => errs += 1,
+            Err(e) => panic!("unexpected {e}"),
+            Ok(ct) => assert!(!ct.is_empty()),
+        }
+    }
+    assert!(errs >= 1);
+    assert_eq!(counting.generates(), 1 + usize::from(errs < 20), "one failed flight, then at most one retry");
+    let ct = envelope.encrypt(b"y", &context).await.unwrap();
+    assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"y");
+    assert!(envelope.stats().keyring_errors >= 1);
+}
