@@ -69,6 +69,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// Lets `#[memoize]` refer to this crate as `::larder_cache` from its own tests and benches.
+extern crate self as larder_cache;
+
 mod breaker;
 mod cache;
 pub mod config;
@@ -87,6 +90,8 @@ pub use cache::{
     NO_BACKPLANE_LOCAL_TTL,
 };
 pub use larder_key::{KeySecret, KeySpace, StableKey};
+/// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
+pub use larder_macros::memoize;
 pub use stats::CacheStats;
 pub use tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
 
@@ -97,11 +102,17 @@ pub mod __private {
     use std::sync::OnceLock;
 
     /// The key space of a memoized function, with `LARDER_KEY_SECRET` applied when set.
-    /// `None` if the namespace is invalid (the macro checks it at compile time, so this only
-    /// guards against misuse) or the secret is malformed: the function then runs uncached.
-    pub fn memo_space(cell: &'static OnceLock<Option<KeySpace>>, namespace: &str, version: u32) -> Option<&'static KeySpace> {
+    /// `None` if the namespace is invalid (the macro checks explicit ones at compile time) or
+    /// the secret is malformed: the function then runs uncached.
+    pub fn memo_space(
+        cell: &'static OnceLock<Option<KeySpace>>,
+        namespace: &str,
+        sanitize: bool,
+        version: u32,
+    ) -> Option<&'static KeySpace> {
         cell.get_or_init(|| {
-            let space = KeySpace::new(namespace, version).ok()?;
+            let ns = if sanitize { sanitize_namespace(namespace) } else { namespace.to_owned() };
+            let space = KeySpace::new(&ns, version).ok()?;
             match larder_key::KeySecret::from_env() {
                 Ok(Some(secret)) => Some(space.with_secret(&secret)),
                 Ok(None) => Some(space),
@@ -112,6 +123,27 @@ pub mod __private {
             }
         })
         .as_ref()
+    }
+
+    /// `module::path::fn` → `module.path.fn`, lowercased, other characters outside
+    /// `[a-z0-9_.-]` as `_`; longer than 64 bytes → 47 bytes, `-`, 16 hex digits of BLAKE3.
+    pub fn sanitize_namespace(raw: &str) -> String {
+        let mut s = raw.replace("::", ".").to_ascii_lowercase();
+        s = s
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+            .collect();
+        if s.is_empty() {
+            s.push('_');
+        }
+        if s.len() > 64 {
+            let h = blake3::hash(s.as_bytes());
+            let hex: String = h.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
+            s.truncate(47);
+            s.push('-');
+            s.push_str(&hex);
+        }
+        s
     }
 
     /// Asserts at compile time that a memoized argument is `StableKey`.

@@ -1,0 +1,170 @@
+//! `#[memoize]` on sync and async free functions and methods, with every option.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use larder_cache::{memoize, Cache, StableKey};
+use serde::{Deserialize, Serialize};
+
+#[derive(StableKey, Clone)]
+struct LoanQuote {
+    user_id: u64,
+    amount_won: u64,
+    rate_bp: u32,
+    term_months: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Quote {
+    monthly_won: u64,
+}
+
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[memoize(namespace = "loan_calc", version = 1, ttl = "10m")]
+fn quote(q: LoanQuote) -> Quote {
+    CALLS.fetch_add(1, Ordering::SeqCst);
+    Quote { monthly_won: q.amount_won * u64::from(q.rate_bp) / 10_000 / u64::from(q.term_months) + q.user_id }
+}
+
+#[test]
+fn sync_free_function_computes_once_per_input() {
+    let q = LoanQuote { user_id: 1, amount_won: 1_200_000, rate_bp: 500, term_months: 12 };
+    let before = CALLS.load(Ordering::SeqCst);
+    let a = quote(q.clone());
+    let b = quote(q.clone());
+    assert_eq!(a, b);
+    assert_eq!(CALLS.load(Ordering::SeqCst) - before, 1);
+    let _ = quote(LoanQuote { user_id: 2, ..q });
+    assert_eq!(CALLS.load(Ordering::SeqCst) - before, 2);
+}
+
+static ASYNC_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Clone, Debug, PartialEq)]
+struct CalcError(String);
+
+#[memoize(ttl = "1h")]
+async fn checked(x: u32, label: String) -> Result<u64, CalcError> {
+    ASYNC_CALLS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    if x == 0 {
+        return Err(CalcError(format!("{label}: zero")));
+    }
+    let doubled = u64::from(x).checked_mul(2).ok_or_else(|| CalcError("overflow".into()))?;
+    Ok(doubled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_result_caches_only_ok_and_single_flights() {
+    let before = ASYNC_CALLS.load(Ordering::SeqCst);
+    let tasks: Vec<_> = (0..16).map(|_| tokio::spawn(checked(21, "a".into()))).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(42));
+    }
+    assert_eq!(ASYNC_CALLS.load(Ordering::SeqCst) - before, 1, "16 concurrent callers, one computation");
+    let before = ASYNC_CALLS.load(Ordering::SeqCst);
+    assert_eq!(checked(0, "z".into()).await, Err(CalcError("z: zero".into())));
+    assert_eq!(checked(0, "z".into()).await, Err(CalcError("z: zero".into())));
+    assert_eq!(ASYNC_CALLS.load(Ordering::SeqCst) - before, 2, "errors are not cached");
+}
+
+static ERR_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[memoize(cache_err, ttl = "1m")]
+fn cached_err(x: u32) -> Result<u32, String> {
+    ERR_CALLS.fetch_add(1, Ordering::SeqCst);
+    if x == 0 {
+        Err("zero".into())
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn cache_err_caches_errors_too() {
+    assert_eq!(cached_err(0), Err("zero".to_string()));
+    assert_eq!(cached_err(0), Err("zero".to_string()));
+    assert_eq!(ERR_CALLS.load(Ordering::SeqCst), 1);
+}
+
+static MY_CACHE: LazyLock<Cache> = LazyLock::new(|| Cache::builder().local(100).build().unwrap());
+
+struct Pricer {
+    markup: u64,
+    calls: AtomicU32,
+}
+
+#[derive(StableKey)]
+struct Tariff {
+    region: String,
+}
+
+impl Pricer {
+    #[memoize(cache = &*MY_CACHE, namespace = "pricer", ttl = "30s")]
+    fn price(&self, item: u32) -> u64 {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        u64::from(item) + self.markup
+    }
+
+    #[memoize(cache = MY_CACHE.clone(), namespace = "pricer_async", key = item / 10)]
+    async fn bucket(&self, item: u32) -> u64 {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        u64::from(item / 10) * self.markup
+    }
+}
+
+impl Tariff {
+    #[memoize(cache = &*MY_CACHE, namespace = "tariff", receiver)]
+    fn rate(&self, weight: u32) -> u64 {
+        u64::from(weight) * self.region.len() as u64
+    }
+}
+
+#[tokio::test]
+async fn methods_with_explicit_cache_and_key() {
+    let p = Pricer { markup: 5, calls: AtomicU32::new(0) };
+    assert_eq!(p.price(10), 15);
+    assert_eq!(p.price(10), 15);
+    assert_eq!(p.calls.load(Ordering::SeqCst), 1);
+    // The receiver is not part of the key: another Pricer shares the entry.
+    let q = Pricer { markup: 1000, calls: AtomicU32::new(0) };
+    assert_eq!(q.price(10), 15);
+    // key = item / 10: 31 and 39 share an entry.
+    assert_eq!(p.bucket(31).await, 15);
+    assert_eq!(p.bucket(39).await, 15);
+    assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+    // receiver opted in: different receivers, different entries.
+    let a = Tariff { region: "seoul".into() };
+    let b = Tariff { region: "busan-si".into() };
+    assert_eq!(a.rate(2), 10);
+    assert_eq!(b.rate(2), 16);
+    assert!(MY_CACHE.stats().local_hits >= 2);
+}
+
+#[memoize]
+fn default_namespace(x: u8) -> u8 {
+    x
+}
+
+#[test]
+fn default_namespace_is_sanitized_module_path() {
+    assert_eq!(default_namespace(3), 3);
+    assert_eq!(larder_cache::__private::sanitize_namespace("memoize::default_namespace"), "memoize.default_namespace");
+    assert_eq!(larder_cache::__private::sanitize_namespace("a::B<T>"), "a.b_t_");
+    let long = larder_cache::__private::sanitize_namespace(&"x".repeat(100));
+    assert_eq!(long.len(), 64);
+    assert!(larder_cache::KeySpace::new(&long, 1).is_ok());
+}
+
+#[test]
+fn arc_errors_are_shareable() {
+    // A non-Clone error wrapped in Arc works with try_get_or_compute.
+    let cache = Cache::builder().local(10).build().unwrap();
+    let space = larder_cache::KeySpace::new("io", 1).unwrap();
+    let r: Result<u32, Arc<std::io::Error>> = cache.try_get_or_compute_blocking(&space, &1u8, Duration::from_secs(1), || {
+        Err(Arc::new(std::io::Error::other("boom")))
+    });
+    assert!(r.is_err());
+}
