@@ -249,12 +249,34 @@ impl RedisServer {
     /// Kills the server with SIGKILL (a crash: no shutdown, no save) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server must die too (SIGKILL works on stopped processes).
             let _ = child.kill();
             let _ = child.wait();
         }
         if let Endpoint::Unix(path) = &self.endpoint {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Freezes the server with SIGSTOP: connections stay open but nothing answers (a stalled
+    /// server, for timeout tests). Undo with [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("the server is not running");
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("run kill {sig}: {e}"));
+        assert!(status.success(), "kill {sig} {pid} failed");
     }
 
     /// Starts an empty server again on the same port or socket (after [`kill9`](Self::kill9);
