@@ -1,56 +1,66 @@
-//! The `larder` command.
+//! The `larder` command: the demo of both stories (`larder demo`), the local keyring
+//! (`larder keys`), encryption of values and columns (`larder encrypt|decrypt|inspect`),
+//! masking (`larder mask`) and cache keys (`larder key`).
+//!
+//! Exit codes: 0 success, 1 an operational error (a file, a keyring, a ciphertext, a server),
+//! 2 a usage error (a bad flag or argument). Errors go to stderr as one or two plain sentences.
+//! The command is a thin shell: every rule about keys, ciphertexts, keyrings and masking lives in
+//! the library crates, so the CLI and a service using the libraries can never disagree.
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+mod cli;
+mod crypt;
+mod demo;
+mod keys;
+mod mask;
+mod util;
 
-/// larder: stable cache keys, a memo cache shared by every worker, envelope encryption.
-#[derive(Parser)]
-#[command(name = "larder", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use std::process::ExitCode;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the cache key text of a JSON value, as a service using larder would compute it.
-    ///
-    /// Example: larder key --namespace loan_calc --version 1 --json '{"user_id":7}'
-    Key {
-        /// The key space's namespace ([a-z0-9_.-], 1-64 bytes).
-        #[arg(long)]
-        namespace: String,
-        /// The key space's version.
-        #[arg(long, default_value_t = 1)]
-        version: u32,
-        /// The value, as JSON.
-        #[arg(long)]
-        json: String,
-    },
-}
+use clap::Parser;
 
-fn main() -> std::process::ExitCode {
+use crate::cli::{Cli, Command};
+use crate::util::Usage;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
+            // A reader that went away (`larder decrypt --lines ... | head`) is not an error.
+            if util::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("larder: {e:#}");
-            std::process::ExitCode::from(1)
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let keyring = cli.keyring;
     match cli.command {
         Command::Key { namespace, version, json } => {
-            let value: serde_json::Value =
-                serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("--json is not valid JSON: {e}"))?;
-            let mut space = larder_key::KeySpace::new(&namespace, version)?;
+            let value: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| Usage::err(format!("--json is not valid JSON: {e}")))?;
+            let mut space =
+                larder_key::KeySpace::new(&namespace, version).map_err(|e| Usage::err(e.to_string()))?;
             if let Some(secret) = larder_key::KeySecret::from_env()? {
                 space = space.with_secret(&secret);
             }
             println!("{}", space.key(&value)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { command } => keys::run(keyring, command),
+        Command::Encrypt(args) => crypt::encrypt(keyring, args),
+        Command::Decrypt(args) => crypt::decrypt(keyring, args),
+        Command::Inspect(args) => crypt::inspect(args),
+        Command::Mask { kind, values } => mask::run(kind, values),
+        Command::Demo(args) => demo::run(args),
+        Command::Worker(args) => demo::workers::worker_main(args),
     }
 }

@@ -1,0 +1,236 @@
+//! The command line: every subcommand, its flags and its `--help` example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// larder: stable cache keys, a memo cache shared by every worker, envelope encryption of
+/// personal data with a data-key cache that is safe under any concurrency.
+#[derive(Parser)]
+#[command(
+    name = "larder",
+    version,
+    about,
+    after_help = "Start here:  larder demo     (about 30 s, no servers needed)\n\
+                  Exit codes:  0 ok, 1 operational error, 2 usage error"
+)]
+pub struct Cli {
+    /// The local keyring file [default: $XDG_DATA_HOME/larder/keyring, or
+    /// ~/.local/share/larder/keyring].
+    #[arg(long, global = true, env = "LARDER_KEYRING", value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show both problems larder solves, with real processes, threads and numbers.
+    ///
+    /// Part 1 runs the same requests through worker processes sharing one cache twice: with keys
+    /// from Rust's per-process seeded hasher (the bug behind "the cache that never hit") and with
+    /// larder's stable keys and single-flight. Part 2 encrypts and decrypts phone numbers from
+    /// 100 threads through one envelope, with and without the data-key cache.
+    #[command(after_help = "Examples:\n  \
+        larder demo\n  \
+        larder demo --json --requests 200 --inputs 20 --phones 2000\n  \
+        larder demo --store redis://127.0.0.1:6379/\n  \
+        larder demo --store redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002\n  \
+        larder demo --kms aws:alias/larder-demo --kms-endpoint http://127.0.0.1:5000")]
+    Demo(DemoArgs),
+
+    /// Manage the local keyring file (AES-256 master keys, mode 0600).
+    #[command(after_help = "Examples:\n  \
+        larder keys init\n  \
+        larder --keyring ./dev.keyring keys init\n  \
+        larder keys list\n  \
+        larder keys rotate")]
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+
+    /// Encrypt stdin (or --input) to stdout with envelope encryption.
+    #[command(after_help = "Examples:\n  \
+        printf 010-1234-5678 | larder encrypt --text --context table=customers --context column=phone\n  \
+        larder encrypt --lines --context column=phone < phones.txt > phones.enc\n  \
+        larder encrypt --kms aws:alias/pii --input photo.jpg > photo.jpg.lde")]
+    Encrypt(CryptArgs),
+
+    /// Decrypt stdin (or --input) to stdout; the same --context as at encryption is required.
+    #[command(after_help = "Examples:\n  \
+        larder decrypt --text --context table=customers --context column=phone < value.txt\n  \
+        larder decrypt --lines --context column=phone < phones.enc > phones.txt\n  \
+        larder decrypt --input photo.jpg.lde > photo.jpg")]
+    Decrypt(CryptArgs),
+
+    /// Print the header of a ciphertext (binary or text form); never prints secrets.
+    #[command(after_help = "Examples:\n  \
+        printf 010-1234-5678 | larder encrypt --text | larder inspect\n  \
+        larder inspect --input photo.jpg.lde")]
+    Inspect(InspectArgs),
+
+    /// Mask personal data for display: phone numbers, e-mail addresses, names.
+    #[command(after_help = "Examples:\n  \
+        larder mask phone 010-1234-5678        # 010-****-5678\n  \
+        larder mask email hong.gildong@example.com\n  \
+        larder mask name 홍길동                 # 홍*동")]
+    Mask {
+        /// What kind of value.
+        kind: MaskKind,
+        /// One or more values; each masked value is printed on its own line.
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+
+    /// Print the cache key text of a JSON value, as a service using larder would compute it.
+    #[command(after_help = "Example:\n  \
+        larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'")]
+    Key {
+        /// The key space's namespace ([a-z0-9_.-], 1-64 bytes).
+        #[arg(long)]
+        namespace: String,
+        /// The key space's version.
+        #[arg(long, default_value_t = 1)]
+        version: u32,
+        /// The value, as JSON.
+        #[arg(long)]
+        json: String,
+    },
+
+    /// Internal: one worker process of `larder demo`.
+    #[command(name = "__worker", hide = true)]
+    Worker(crate::demo::workers::WorkerArgs),
+}
+
+/// `larder keys ...`
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a new keyring file with one fresh master key (refuses to overwrite).
+    Init,
+    /// List the master keys (ids and which is primary; never key bytes).
+    List,
+    /// Add a new primary master key; older keys still decrypt what they encrypted.
+    Rotate,
+}
+
+/// Where data keys come from: the local keyring file, or AWS KMS.
+#[derive(Args, Clone, Debug, Default)]
+pub struct KmsArgs {
+    /// Use AWS KMS instead of the local keyring: `aws:KEY_ID` (a key id, ARN or alias).
+    /// Credentials and region come from the usual AWS environment.
+    #[arg(long, value_name = "aws:KEY_ID")]
+    pub kms: Option<String>,
+    /// A KMS endpoint URL (for example a local test server).
+    #[arg(long, value_name = "URL", requires = "kms")]
+    pub kms_endpoint: Option<String>,
+}
+
+/// Flags shared by `encrypt` and `decrypt`.
+#[derive(Args)]
+pub struct CryptArgs {
+    /// An encryption context pair (repeatable); decryption needs exactly the same pairs.
+    #[arg(long = "context", short = 'c', value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Use the text form (a short prefix and base64url) instead of raw bytes.
+    #[arg(long)]
+    pub text: bool,
+    /// One value per line (implies --text for the ciphertexts): a failing line is reported with
+    /// its line number on stderr and left out of the output; the other lines are still
+    /// processed, and the exit code is 1 if any line failed.
+    #[arg(long)]
+    pub lines: bool,
+    /// Read from this file instead of stdin.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Encrypt an empty input instead of refusing it (an empty value is usually a mistake).
+    #[arg(long)]
+    pub allow_empty: bool,
+    #[command(flatten)]
+    pub kms: KmsArgs,
+}
+
+/// Flags of `inspect`.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Read from this file instead of stdin.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print the header as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `larder mask` masks.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum MaskKind {
+    /// Phone numbers: 010-1234-5678 → 010-****-5678 (also landlines and +82).
+    Phone,
+    /// E-mail addresses.
+    Email,
+    /// Personal names: 홍길동 → 홍*동.
+    Name,
+}
+
+/// Flags of `larder demo`.
+#[derive(Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// The shared cache tier: `sqlite:PATH`, `redis://…` or `redis+cluster://h:p,h:p`
+    /// [default: a SQLite file in a new temporary directory].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub kms: KmsArgs,
+    /// Print machine-readable results (JSON) on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Requests served by the workers in each run.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: u32,
+    /// Distinct inputs the requests are drawn from (Zipf-skewed).
+    #[arg(long, default_value_t = 200)]
+    pub inputs: u32,
+    /// Zipf exponent of the input distribution (1.0 is the classic "few hot, long tail").
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    pub workers: u32,
+    /// Concurrent requests (threads) per worker process.
+    #[arg(long, default_value_t = 12)]
+    pub threads: u32,
+    /// Duration of one computation, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub compute_ms: u64,
+    /// Seed of the request generator (the same seed gives the same requests).
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Phone numbers encrypted and decrypted with the data-key cache on.
+    #[arg(long, default_value_t = 100_000)]
+    pub phones: u32,
+    /// Phone numbers for the (shorter, extrapolated) run with the data-key cache off.
+    #[arg(long, default_value_t = 5_000)]
+    pub phones_uncached: u32,
+    /// Threads sharing the one envelope.
+    #[arg(long, default_value_t = 100)]
+    pub phone_threads: u32,
+    /// Simulated KMS latency per local-keyring call, in milliseconds (ignored with --kms).
+    #[arg(long, default_value_t = 5)]
+    pub kms_latency_ms: u64,
+    /// Sustained encrypt+decrypt rate (per second) the monthly KMS cost is stated for.
+    #[arg(long, default_value_t = 1000)]
+    pub cost_rate: u64,
+    /// Run only one part of the demo.
+    #[arg(long, value_enum)]
+    pub only: Option<DemoPart>,
+}
+
+/// A part of the demo.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoPart {
+    /// Worker processes sharing a cache (story A).
+    Workers,
+    /// Envelope encryption of phone numbers (story B).
+    Phones,
+}
