@@ -1,8 +1,12 @@
 //! A circuit breaker in front of the shared tier.
 //!
-//! Closed: every call goes to the tier. After `threshold` consecutive failures it opens: calls
-//! skip the tier (the cache answers by computing) for `cooldown`. Then exactly one call is let
-//! through as a probe; success closes the breaker, failure opens it for another cool-down.
+//! Closed: every call goes to the tier. Each failure adds one to a score and each success
+//! takes one off (never below zero); when the score reaches `threshold` the breaker opens:
+//! calls skip the tier (the cache answers by computing) for `cooldown`. Then exactly one call
+//! is let through as a probe; success closes the breaker, failure opens it for another
+//! cool-down. The score (rather than a count of consecutive failures) matters for a half-dead
+//! tier: a locked SQLite file still answers reads while every write times out, and a strict
+//! "consecutive" rule would never open.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,7 +65,12 @@ impl Breaker {
 
     /// Records a successful call; returns true if this closed an open breaker.
     pub(crate) fn success(&self) -> bool {
-        self.failures.store(0, Ordering::Relaxed);
+        let _ = self.failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+        if self.open_until.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        // A successful probe closes the breaker and forgets the old failures.
+        self.failures.store(0, Ordering::Release);
         self.open_until.swap(0, Ordering::AcqRel) != 0
     }
 
@@ -102,11 +111,20 @@ mod tests {
     }
 
     #[test]
-    fn success_resets_the_count() {
+    fn successes_pay_back_failures() {
         let b = Breaker::new(2, Duration::from_secs(10));
         b.failure();
         b.success();
         assert!(!b.failure());
         assert_eq!(b.permit(), Permit::Allowed);
+        // Half-dead: one success and two failures per round still opens.
+        let h = Breaker::new(3, Duration::from_secs(10));
+        let mut opened = false;
+        for _ in 0..5 {
+            h.success();
+            opened |= h.failure();
+            opened |= h.failure();
+        }
+        assert!(opened);
     }
 }

@@ -212,8 +212,8 @@ impl CacheBuilder {
         self
     }
 
-    /// Circuit breaker: open after `failures` consecutive shared-tier errors, skip the tier
-    /// for `cooldown`, then probe (default 5 failures, 5 s).
+    /// Circuit breaker: open once shared-tier errors outnumber successes by `failures`, skip
+    /// the tier for `cooldown`, then probe with one call (default 5, 5 s).
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.opts.breaker_threshold = failures;
         self.opts.breaker_cooldown = cooldown;
