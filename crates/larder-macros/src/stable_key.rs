@@ -76,7 +76,9 @@ fn type_attrs(attrs: &[syn::Attribute]) -> syn::Result<TypeAttrs> {
 
 fn field_attrs(attrs: &[syn::Attribute]) -> syn::Result<FieldAttrs> {
     let mut out = FieldAttrs::default();
+    let mut span = proc_macro2::Span::call_site();
     for attr in attrs.iter().filter(|a| a.path().is_ident("stable_key")) {
+        span = attr.span();
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("skip") {
                 out.skip = true;
@@ -89,7 +91,7 @@ fn field_attrs(attrs: &[syn::Attribute]) -> syn::Result<FieldAttrs> {
         })?;
     }
     if out.skip && out.with.is_some() {
-        return Err(syn::Error::new(proc_macro2::Span::call_site(), "`skip` and `with` cannot be combined"));
+        return Err(syn::Error::new(span, "`skip` and `with` cannot be combined"));
     }
     Ok(out)
 }
@@ -192,9 +194,29 @@ fn plan_fields(
     Ok(out)
 }
 
+/// `tokens` with every span set to `span`, so that an unmet `StableKey` bound is reported at
+/// the field's type rather than at the `#[derive]`.
+fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(&g.stream(), span));
+                ng.set_span(span);
+                t = proc_macro2::TokenTree::Group(ng);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
+}
+
 fn write_fields(k: &TokenStream, plans: &[FieldPlan]) -> TokenStream {
     let writes = plans.iter().map(|p| {
-        let access = &p.access;
+        let k = respan(k, p.span);
+        let access = respan(&p.access, p.span);
         let value = match &p.with {
             Some(path) => quote_spanned!(p.span=> &#path(#access)),
             None => quote_spanned!(p.span=> #access),
