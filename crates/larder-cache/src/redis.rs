@@ -159,7 +159,7 @@ enum Backend {
         client: redis::Client,
     },
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         conn: tokio::sync::OnceCell<ClusterConnection>,
         /// One plain client per configured node, for the pub/sub listener.
         nodes: Vec<redis::Client>,
@@ -324,7 +324,7 @@ impl RedisTier {
                 .retries(1)
                 .build()
                 .map_err(|e| config_err(format!("bad redis cluster URL: {e}")))?;
-            Backend::Cluster { client, conn: tokio::sync::OnceCell::new(), nodes }
+            Backend::Cluster { client: Box::new(client), conn: tokio::sync::OnceCell::new(), nodes }
         } else if url.starts_with("redis://")
             || url.starts_with("rediss://")
             || url.starts_with("redis+unix://")
