@@ -133,7 +133,8 @@ pub struct CryptArgs {
     /// An encryption context pair (repeatable); decryption needs exactly the same pairs.
     #[arg(long = "context", short = 'c', value_name = "KEY=VALUE")]
     pub context: Vec<String>,
-    /// Use the text form (a short prefix and base64url) instead of raw bytes.
+    /// Use the text form (`lv1.` and base64url) instead of raw bytes. Encrypting, one trailing
+    /// newline of the input is dropped; decrypting, the value is printed with a newline.
     #[arg(long)]
     pub text: bool,
     /// One value per line (implies --text for the ciphertexts): a failing line is reported with
@@ -198,7 +199,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     pub workers: u32,
     /// Concurrent requests (threads) per worker process.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     pub threads: u32,
     /// Duration of one computation, in milliseconds.
     #[arg(long, default_value_t = 100)]

@@ -153,6 +153,10 @@ pub struct Extrapolated {
 /// Monthly KMS cost at the seed's prices ($1/key/month, $0.03 per 10,000 requests).
 #[derive(Serialize, Clone, Debug)]
 pub struct Cost {
+    /// How long one cached data key serves at this rate (max age or message budget).
+    pub data_key_lifetime_s: f64,
+    /// KMS requests per data key, measured in the cache-on run.
+    pub kms_requests_per_data_key: f64,
     /// The application rate the cost is stated for: encrypt+decrypt round trips per second.
     pub round_trips_per_s: u64,
     pub kms_requests_per_s_cache_on: f64,
@@ -205,15 +209,19 @@ pub fn run(args: &DemoArgs, setup: &KeyringSetup) -> anyhow::Result<PhonesReport
     };
 
     // Cost at a stated steady rate. Without the cache every round trip makes one
-    // GenerateDataKey and one Decrypt. With it, one of each per data-key lifetime: the
-    // limits' max age, or max messages if the rate exhausts a key sooner.
+    // GenerateDataKey and one Decrypt. With it, KMS is called per data key, not per value: a
+    // data key lives for the limits' max age, or less if the rate exhausts its message budget
+    // sooner, and costs the KMS requests per data key measured in the cache-on run.
     let rate = args.cost_rate as f64;
     let limits = DataKeyLimits::default();
     let keys_per_s =
         (1.0 / limits.max_age.as_secs_f64().max(1.0)).max(rate / limits.max_messages.max(1) as f64);
-    let on_rps = 2.0 * keys_per_s;
+    let requests_per_key = (on.generate_calls + on.decrypt_calls) as f64 / on.generate_calls.max(1) as f64;
+    let on_rps = keys_per_s * requests_per_key;
     let off_rps = 2.0 * rate;
     let cost = Cost {
+        data_key_lifetime_s: 1.0 / keys_per_s,
+        kms_requests_per_data_key: requests_per_key,
         round_trips_per_s: args.cost_rate,
         kms_requests_per_s_cache_on: on_rps,
         kms_requests_per_s_cache_off: off_rps,
@@ -362,11 +370,13 @@ pub fn render(args: &DemoArgs, setup: &KeyringSetup, r: &PhonesReport) -> String
     let c = &r.cost;
     out.push_str(&format!(
         "\nMonthly KMS cost at {} encrypt+decrypt/s, 1 key, $1/key/month + $0.03/10,000 requests:\n  \
-         cache on  ${:>12.2}  ({:.4} requests/s: one GenerateDataKey and one Decrypt per data key lifetime)\n  \
-         cache off ${:>12.2}  ({} requests/s: one of each per value)\n",
+         cache on  ${:>10.2}  ({:.4} requests/s: {:.0} per data key, measured above, and one data key per {:.0} s)\n  \
+         cache off ${:>10.2}  ({} requests/s: one GenerateDataKey and one Decrypt per value)\n",
         thousands(c.round_trips_per_s),
         c.monthly_usd_cache_on,
         c.kms_requests_per_s_cache_on,
+        c.kms_requests_per_data_key,
+        c.data_key_lifetime_s,
         c.monthly_usd_cache_off,
         thousands(c.kms_requests_per_s_cache_off.round() as u64),
     ));
