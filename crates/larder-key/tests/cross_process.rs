@@ -70,9 +70,9 @@ fn child_report(order_seed: u64) -> String {
         lines.push(format!("{name} {key} {seeded:016x} {fixed:016x}"));
     };
     fn seeded<T: Hash + ?Sized>(v: &T) -> u64 {
-        let mut h = RandomState::new().build_hasher();
-        v.hash(&mut h);
-        h.finish()
+        // `hash_one` = `build_hasher()`, `hash`, `finish`: a DefaultHasher with this
+        // process's random keys.
+        RandomState::new().hash_one(v)
     }
     fn fixed<T: Hash + ?Sized>(v: &T) -> u64 {
         let mut h = DefaultHasher::new();

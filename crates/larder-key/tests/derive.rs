@@ -138,7 +138,7 @@ fn name_and_version_attributes() {
     assert_ne!(original, swapped);
 }
 
-fn email_norm(s: &String) -> String {
+fn email_norm(s: &str) -> String {
     s.trim().to_lowercase()
 }
 

@@ -278,7 +278,7 @@ fn build() -> Value {
     b.j("json_loan_calc", "the JSON object of `larder key --namespace loan_calc --version 1 --json '{\"user_id\":7,\"amount_won\":5000000}'`", "loan_calc", json!({"user_id": 7, "amount_won": 5_000_000}));
     b.j("json_mixed", "a JSON document with every JSON type (null, bool, negative, float, string, array, nested object)", "vectors", json!({"z": null, "ok": true, "n": -3, "x": 0.25, "s": "한글", "a": [1, "1", [], {}], "o": {"k": [false]}}));
 
-    let schemas = vec![
+    let schemas = [
         (
             "LoanQuote v1",
             schema::struct_schema("LoanQuote", 1, &["user_id", "amount_won", "rate_bp", "term_months"]),
