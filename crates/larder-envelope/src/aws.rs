@@ -23,6 +23,8 @@
 //!   `IncorrectKeyException` → [`EnvelopeError::InvalidEncryptedDataKey`]; still throttled after
 //!   the retries → [`EnvelopeError::Throttled`]; unreachable, timed out or failing transiently
 //!   after the retries → [`EnvelopeError::KmsUnavailable`].
+//! - **Metrics**: `larder_envelope_kms_requests_total{operation, outcome}` counts every request
+//!   sent to KMS, retries included (each is a billed request).
 //! - **Response checks**: the key that answered must be the key that was asked for (key ARN and
 //!   key id forms compare equal) and the plaintext must be exactly 32 bytes.
 //!
@@ -310,7 +312,7 @@ impl AwsKmsKeyring {
     }
 
     async fn generate_once(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
-        let mut out = self
+        let out = self
             .client
             .generate_data_key()
             .key_id(&self.primary)
@@ -320,7 +322,9 @@ impl AwsKmsKeyring {
             .config_override(self.call_config())
             .send()
             .await
-            .map_err(|e| map_sdk_error("GenerateDataKey", e))?;
+            .map_err(|e| map_sdk_error("GenerateDataKey", e));
+        record_attempt("GenerateDataKey", &out);
+        let mut out = out?;
         // Take the decoded key first so it is zeroized on every path below.
         let plaintext = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
         let key_id = out
@@ -365,7 +369,7 @@ impl AwsKmsKeyring {
         edk: &EncryptedDataKey,
         context: &EncryptionContext,
     ) -> Result<DataKey, EnvelopeError> {
-        let mut out = self
+        let out = self
             .client
             .decrypt()
             .key_id(pinned_key)
@@ -375,7 +379,9 @@ impl AwsKmsKeyring {
             .config_override(self.call_config())
             .send()
             .await
-            .map_err(|e| map_sdk_error("Decrypt", e))?;
+            .map_err(|e| map_sdk_error("Decrypt", e));
+        record_attempt("Decrypt", &out);
+        let mut out = out?;
         let plaintext = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
         let key_id =
             out.key_id().ok_or_else(|| EnvelopeError::Keyring("Decrypt response without KeyId".into()))?;
@@ -451,6 +457,23 @@ impl Keyring for AwsKmsKeyring {
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
         Box::pin(self.decrypt_pinned(edk, context))
     }
+}
+
+/// Counts one KMS request (one attempt: retries are requests too) by operation and outcome:
+/// `larder_envelope_kms_requests_total{operation, outcome}`. The envelope's
+/// `larder_envelope_keyring_requests_total` counts keyring calls, which may each make several.
+fn record_attempt<T>(operation: &'static str, result: &Result<T, EnvelopeError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(EnvelopeError::Throttled(_)) => "throttled",
+        Err(EnvelopeError::KmsUnavailable(_)) => "unavailable",
+        Err(EnvelopeError::AccessDenied(_)) => "access_denied",
+        Err(EnvelopeError::KeyNotFound(_)) => "key_not_found",
+        Err(EnvelopeError::InvalidEncryptedDataKey(_)) => "invalid_ciphertext",
+        Err(_) => "error",
+    };
+    metrics::counter!("larder_envelope_kms_requests_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
 }
 
 /// The context as KMS wants it (`None` when empty: no `EncryptionContext` field at all).

@@ -251,3 +251,70 @@ async fn the_retry_loop_rides_out_throttling_in_front_of_real_kms() {
     assert_eq!(always.calls(), 5);
     assert_eq!(moto.count_requests("GenerateDataKey"), 1);
 }
+
+/// Collects counter increments by `name{label=value,...}` for the calling thread.
+#[derive(Default, Clone)]
+struct CountingRecorder(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>);
+
+struct CounterCell {
+    key: String,
+    totals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+}
+
+impl metrics::CounterFn for CounterCell {
+    fn increment(&self, value: u64) {
+        *self.totals.lock().unwrap().entry(self.key.clone()).or_default() += value;
+    }
+    fn absolute(&self, value: u64) {
+        self.totals.lock().unwrap().insert(self.key.clone(), value);
+    }
+}
+
+impl metrics::Recorder for CountingRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", key.name(), labels.join(","));
+        metrics::Counter::from_arc(std::sync::Arc::new(CounterCell { key, totals: self.0.clone() }))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn every_kms_request_is_counted_by_operation_and_outcome_retries_included() {
+    let mut moto = MotoServer::start();
+    let recorder = CountingRecorder::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let key = moto.create_key().await;
+            let kr = keyring(&moto, &key);
+            let ctx = phone_context();
+            let g = kr.generate_data_key(&ctx).await.unwrap();
+            kr.decrypt_data_key(&g.edk, &ctx).await.unwrap();
+            assert!(kr.decrypt_data_key(&g.edk, &EncryptionContext::new()).await.is_err());
+            moto.stop();
+            assert!(kr.generate_data_key(&ctx).await.is_err());
+        })
+    });
+    let totals = recorder.0.lock().unwrap().clone();
+    let get = |op: &str, outcome: &str| {
+        totals
+            .get(&format!("larder_envelope_kms_requests_total{{operation={op},outcome={outcome}}}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(get("GenerateDataKey", "ok"), 1, "{totals:?}");
+    assert_eq!(get("Decrypt", "ok"), 1, "{totals:?}");
+    assert_eq!(get("Decrypt", "invalid_ciphertext"), 1, "{totals:?}");
+    // The dead server: every attempt of the policy (3) is a request.
+    assert_eq!(get("GenerateDataKey", "unavailable"), 3, "{totals:?}");
+}
