@@ -78,7 +78,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if run_workers {
         let all = gen::zipf_requests(args.seed, args.requests, args.inputs, args.zipf);
         let distinct = gen::distinct(&all);
-        say(format!(
+        say(table::wrap(
+            &format!(
             "Story A: the cache that never hit. {} requests for a {} ms calculation, spread over {} worker \
              processes x {} threads; inputs drawn from {} (Zipf s={}, seed {}), {} distinct requested.",
             thousands(u64::from(args.requests)),
@@ -89,6 +90,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             args.zipf,
             args.seed,
             distinct
+        ),
+            100,
         ));
         // A fresh namespace per demo run: a persistent store (Redis) must not answer from an
         // earlier run.
@@ -132,7 +135,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             &rows,
         ));
         let factor = std_run.computations as f64 / larder_run.computations.max(1) as f64;
-        say(format!(
+        say(table::wrap(&format!(
             "larder computed {} times for {} distinct inputs across all {} workers; the per-process seeded \
              hasher made every worker miss the others' entries: {:.1}x the computations, {:.1}x the wall time.",
             larder_run.computations,
@@ -140,7 +143,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             args.workers,
             factor,
             std_run.wall_ms / larder_run.wall_ms.max(0.001)
-        ));
+        ), 100));
         say(String::new());
         report.workers = Some(WorkersReport {
             requests: args.requests,

@@ -335,11 +335,15 @@ pub fn render(args: &DemoArgs, setup: &KeyringSetup, r: &PhonesReport) -> String
         Some(ms) => format!("local keyring, simulated KMS latency {ms} ms per call"),
         None => setup.describe(),
     };
-    let mut out = format!(
-        "Story B: the data key that broke under load. {} threads encrypt and decrypt phone numbers \
-         through one shared envelope ({latency}).\n\n",
-        args.phone_threads
+    let mut out = table::wrap(
+        &format!(
+            "Story B: the data key that broke under load. {} threads encrypt and decrypt phone numbers \
+             through one shared envelope ({latency}).",
+            args.phone_threads
+        ),
+        100,
     );
+    out.push_str("\n\n");
     let row = |label: &str, run: &PhoneRun| {
         vec![
             label.to_string(),

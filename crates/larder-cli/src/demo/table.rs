@@ -64,6 +64,25 @@ pub fn duration_ms(ms: f64) -> String {
     }
 }
 
+/// Word-wraps `text` to lines of at most `width` characters (a longer word stays whole).
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line_len = 0;
+    for word in text.split_whitespace() {
+        let n = word.chars().count();
+        if line_len > 0 && line_len + 1 + n > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +95,13 @@ mod tests {
         assert_eq!(lines[1], "-----------");
         assert_eq!(lines[2], "a         1");
         assert_eq!(lines[3], "bbbb  1,000");
+    }
+
+    #[test]
+    fn wraps_words() {
+        assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc");
+        assert_eq!(wrap("a verylongword b", 4), "a\nverylongword\nb");
+        assert_eq!(wrap("", 10), "");
     }
 
     #[test]
