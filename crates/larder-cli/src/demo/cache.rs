@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use larder_cache::{Cache, CacheStats};
-use larder_key::{KeySpace, StableKey};
+use larder::cache::{Cache, CacheStats};
+use larder::{KeySpace, StableKey};
 
 /// How long the demo's entries live (long enough for a run; a shared Redis forgets them).
 const TTL: Duration = Duration::from_secs(600);

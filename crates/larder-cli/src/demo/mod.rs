@@ -144,6 +144,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             factor,
             std_run.wall_ms / larder_run.wall_ms.max(0.001)
         ), 100));
+        say(format!(
+            "Run (b) coordination: {} waits on another worker's lease, {} lease timeouts, {} shared-tier errors.",
+            larder_run.lease_waits, larder_run.lease_timeouts, larder_run.store_errors
+        ));
         say(String::new());
         report.workers = Some(WorkersReport {
             requests: args.requests,
