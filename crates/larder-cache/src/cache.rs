@@ -930,6 +930,26 @@ impl Inner {
         let token = random_token();
         match self.tier_call(tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
             Ok(Lease::Acquired) => {
+                // Look again after winning the lease: another worker may have stored the value
+                // and released its lease between our miss above and our lease (its release is
+                // what let us win). Computing now would run the function twice for the fleet.
+                // (Read quietly: an entry refused above was already counted as corrupt.)
+                if fresh_but_due.is_none() {
+                    if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
+                        if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
+                            if let Ok(v) = postcard::from_bytes::<V>(fr.payload) {
+                                if unix_ms() < fr.meta.expires_ms() {
+                                    let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
+                                    self.release(Some(&text), Some(token)).await;
+                                    bump(&self.counters.shared_hits);
+                                    self.counters.m.shared_hit.increment(1);
+                                    self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
+                                    return Fetched::Value(v);
+                                }
+                            }
+                        }
+                    }
+                }
                 Fetched::Compute { key_text: Some(text), lease: Some(token), stale: fresh_but_due.or(stale) }
             }
             Ok(Lease::HeldByOther) => {
