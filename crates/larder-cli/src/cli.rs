@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "larder",
     version,
     about,
-    after_help = "Start here:  larder demo     (about 30 s, no servers needed)\n\
+    after_help = "Start here:  larder demo     (a few seconds, no servers needed)\n\
                   Exit codes:  0 ok, 1 operational error, 2 usage error"
 )]
 pub struct Cli {
