@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use kms_common::{keyring_builder, phone_context, CountingKeyring};
+use kms_common::{keyring_builder, phone_context, CountingKeyring, FlakyKeyring};
 use larder_envelope::{AwsKmsKeyring, DataKeyLimits, Envelope, EnvelopeError, RetryPolicy};
 use larder_testkit::moto::MotoServer;
 
@@ -247,4 +247,51 @@ async fn kms_killed_mid_run_then_restarted_empty() {
     let e2 = Envelope::builder(outage_keyring(&moto, &fresh)).build();
     let stored = e2.encrypt_text("010-5555-0003", &ctx).await.unwrap();
     assert_eq!(e2.decrypt_text(&stored, &ctx).await.unwrap(), "010-5555-0003");
+}
+
+/// KMS throttling that outlasts the keyring's retries reaches callers as a typed `Throttled`
+/// (never a wrong or empty value), all concurrent cold callers share the one failed flight, and
+/// the next call recovers with a single real `GenerateDataKey`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_surfaces_as_throttled_then_recovers() {
+    let moto = MotoServer::start();
+    let key = moto.create_key().await;
+    let keyring = Arc::new(CountingKeyring::new(FlakyKeyring::new(
+        kms_common::keyring(&moto, &key),
+        1,
+        EnvelopeError::Throttled("ThrottlingException: Rate exceeded (after 3 attempts)".into()),
+    )));
+    let envelope = Envelope::builder_shared(keyring.clone()).build();
+    let ctx = phone_context();
+
+    let start_line = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let (envelope, ctx, start_line) = (envelope.clone(), ctx.clone(), start_line.clone());
+        tasks.push(tokio::spawn(async move {
+            start_line.wait().await;
+            let phone = format!("010-7777-{t:04}");
+            match envelope.encrypt_text(&phone, &ctx).await {
+                Ok(stored) => Ok(envelope.decrypt_text(&stored, &ctx).await.map(|back| back == phone)),
+                Err(e) => Err(e),
+            }
+        }));
+    }
+    let (mut throttled, mut ok) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Err(EnvelopeError::Throttled(_)) => throttled += 1,
+            Ok(Ok(true)) => ok += 1,
+            other => panic!("expected Throttled or a correct round trip, got {other:?}"),
+        }
+    }
+    assert!(throttled >= 1, "the throttled flight reached its callers");
+    assert_eq!(throttled + ok, 50);
+    // Single flight under failure: one throttled call, and at most one more that succeeded.
+    assert!(keyring.generate_calls() <= 2, "generate calls: {}", keyring.generate_calls());
+
+    let stored = envelope.encrypt_text("010-7777-9999", &ctx).await.unwrap();
+    assert_eq!(envelope.decrypt_text(&stored, &ctx).await.unwrap(), "010-7777-9999");
+    assert_eq!(keyring.generate_calls(), 2);
+    assert_eq!(moto.count_requests("GenerateDataKey"), 1, "the throttled call never reached KMS");
 }
