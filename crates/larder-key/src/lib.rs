@@ -438,16 +438,28 @@ const DIGEST_TEXT_LEN: usize = 32;
 
 /// RFC 4648 base32, lowercase, no padding, of a 160-bit digest: four groups of 5 bytes
 /// (40 bits) give 8 characters each.
+#[inline]
 fn base32_digest(digest: &[u8; DIGEST_LEN]) -> [u8; DIGEST_TEXT_LEN] {
     let mut out = [0u8; DIGEST_TEXT_LEN];
-    for (group, chars) in digest.chunks_exact(5).zip(out.chunks_exact_mut(8)) {
-        let mut acc = 0u64;
-        for &b in group {
-            acc = (acc << 8) | u64::from(b);
+    let mut g = 0;
+    while g < 4 {
+        let b = 5 * g;
+        let acc = u64::from_be_bytes([
+            0,
+            0,
+            0,
+            digest[b],
+            digest[b + 1],
+            digest[b + 2],
+            digest[b + 3],
+            digest[b + 4],
+        ]);
+        let mut c = 0;
+        while c < 8 {
+            out[8 * g + c] = BASE32[((acc >> (35 - 5 * c)) & 31) as usize];
+            c += 1;
         }
-        for (i, c) in chars.iter_mut().enumerate() {
-            *c = BASE32[((acc >> (35 - 5 * i)) & 31) as usize];
-        }
+        g += 1;
     }
     out
 }
