@@ -14,6 +14,8 @@
 //! moto is a Python server, so a request costs milliseconds here; real KMS in-region is of the
 //! same order. The ratios, not the absolute times, are what docs/benchmarks.md reports.
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
