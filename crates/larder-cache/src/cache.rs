@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::breaker::{Breaker, Permit};
 use crate::flight::{Flights, Joined, LeaderGuard, Outcome, Waited};
 use crate::frame::{self, FrameMeta, MacKey};
-use crate::local::{LocalEntry, LocalKey, LocalTier};
+use crate::local::{self as local_clock, LocalEntry, LocalKey, LocalTier};
 use crate::stats::{bump, CacheStats, Counters};
 use crate::tier::{Lease, SharedTier, TierError};
 
@@ -463,16 +463,19 @@ impl Cache {
         let local = self.inner.local.as_ref();
         let prefix = space.prefix();
         let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
-            if let Some(entry) = local.and_then(|l| l.get(prefix, enc)) {
-                let now = Instant::now();
-                if let Some(v) = entry.fresh::<V>(now) {
-                    if !entry.claim_refresh(now) {
-                        return Ok(v);
-                    }
-                    return Err((LocalKey::new(prefix, enc), Some(v)));
-                }
+            let found = local.map(|l| {
+                l.with_entry(prefix, enc, |entry| {
+                    let entry = entry?;
+                    let now = local_clock::now();
+                    let v = entry.fresh::<V>(now)?;
+                    Some((v, entry.claim_refresh(now)))
+                })
+            });
+            match found.flatten() {
+                Some((v, false)) => Ok(v),
+                Some((v, true)) => Err((LocalKey::new(prefix, enc), Some(v))),
+                None => Err((LocalKey::new(prefix, enc), None)),
             }
-            Err((LocalKey::new(prefix, enc), None))
         });
         match r {
             Ok(Ok(v)) => {
@@ -802,19 +805,15 @@ impl Inner {
         if life.is_zero() {
             return;
         }
-        let now = Instant::now();
-        let expires = now + life;
+        let now = local_clock::now();
+        let expires = now + local_clock::dur(life);
         // XFetch sampled once per entry in this process: the first caller past `refresh_at`
-        // recomputes while the others keep being served.
-        let refresh_at = if self.opts.xfetch_beta > 0.0 && meta.delta_ms > 0 {
+        // recomputes while the others keep being served. Only for the entry's real expiry: a
+        // local cap is not a reason to recompute.
+        let refresh_at = if self.opts.xfetch_beta > 0.0 && meta.delta_ms > 0 && life == remaining {
             let gap = -(f64::from(meta.delta_ms)) * self.opts.xfetch_beta * rand_unit().ln();
-            let gap = Duration::from_secs_f64((gap / 1000.0).min(life.as_secs_f64()));
-            // Only for the entry's real expiry: a local cap is not a recomputation.
-            if life == remaining {
-                expires.checked_sub(gap).unwrap_or(now)
-            } else {
-                expires
-            }
+            let gap = Duration::from_secs_f64((gap / 1000.0).clamp(0.0, life.as_secs_f64()));
+            now + local_clock::dur(life.saturating_sub(gap))
         } else {
             expires
         };

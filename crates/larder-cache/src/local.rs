@@ -8,13 +8,28 @@
 //! invalidation published by another process (which only knows the key text) can find them.
 
 use std::any::Any;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+
+use parking_lot::RwLock;
 
 use quick_cache::sync::Cache as QCache;
 use quick_cache::{Equivalent, Weighter};
+
+/// The local tier's clock: `CLOCK_MONOTONIC_COARSE` (a few ns to read, millisecond-ish
+/// resolution), read without touching shared state so hits on many threads do not contend.
+pub(crate) type Instant = coarsetime::Instant;
+
+/// Now, by the local tier's clock.
+#[inline]
+pub(crate) fn now() -> Instant {
+    coarsetime::Instant::now_without_cache_update()
+}
+
+/// A standard duration in the local clock's units.
+pub(crate) fn dur(d: std::time::Duration) -> coarsetime::Duration {
+    coarsetime::Duration::from(d)
+}
 
 /// A local-tier key: prefix bytes followed by the encoding.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,8 +118,8 @@ struct EntryWeighter {
     by_bytes: bool,
 }
 
-impl Weighter<LocalKey, Arc<LocalEntry>> for EntryWeighter {
-    fn weight(&self, key: &LocalKey, val: &Arc<LocalEntry>) -> u64 {
+impl Weighter<LocalKey, LocalEntry> for EntryWeighter {
+    fn weight(&self, key: &LocalKey, val: &LocalEntry) -> u64 {
         if self.by_bytes {
             // Key, value payload, and a fixed overhead for the entry itself.
             (key.len() as u64) + u64::from(val.weight) + 64
@@ -117,11 +132,17 @@ impl Weighter<LocalKey, Arc<LocalEntry>> for EntryWeighter {
 /// Randomly seeded per process: fine (and wanted) for a map that never leaves the process.
 type Seeded = foldhash::fast::RandomState;
 
-type Store = QCache<LocalKey, Arc<LocalEntry>, EntryWeighter, Seeded>;
+type Shard = quick_cache::unsync::Cache<LocalKey, LocalEntry, EntryWeighter, Seeded>;
 
-/// The in-process tier.
+/// The in-process tier: quick_cache's CLOCK-Pro shards behind reader-writer locks.
+///
+/// quick_cache's own `sync::Cache` returns values by clone; a type-erased entry would then be
+/// an `Arc` whose reference count two threads hitting one key fight over. Here a hit reads
+/// the entry under a shard read lock and clones only the caller's value.
 pub(crate) struct LocalTier {
-    store: Store,
+    shards: Box<[RwLock<Shard>]>,
+    hasher: Seeded,
+    mask: u64,
     /// key text → local key, for entries whose key text is known (shared-tier traffic).
     by_text: QCache<Box<str>, LocalKey>,
 }
@@ -130,48 +151,75 @@ impl LocalTier {
     /// A tier bounded by `capacity` entries, or by `capacity` bytes when `by_bytes`.
     pub(crate) fn new(capacity: u64, by_bytes: bool) -> Self {
         let capacity = capacity.max(1);
-        let estimated_items = if by_bytes { (capacity / 256).max(16) } else { capacity };
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        // Enough shards to spread writers, few enough that each still holds a useful share.
+        let mut n = (cpus * 4).next_power_of_two().clamp(1, 64) as u64;
+        while n > 1 && capacity / n < 32 {
+            n /= 2;
+        }
+        let per_shard = capacity.div_ceil(n);
+        let estimated_items = if by_bytes { (per_shard / 256).max(16) } else { per_shard };
         let estimated = usize::try_from(estimated_items).unwrap_or(usize::MAX);
-        let store = QCache::with(
-            estimated,
-            capacity,
-            EntryWeighter { by_bytes },
-            Seeded::default(),
-            Default::default(),
-        );
-        LocalTier { store, by_text: QCache::new(estimated.max(16)) }
+        let hasher = Seeded::default();
+        let shards = (0..n)
+            .map(|_| {
+                RwLock::new(Shard::with(
+                    estimated,
+                    per_shard,
+                    EntryWeighter { by_bytes },
+                    hasher.clone(),
+                    Default::default(),
+                ))
+            })
+            .collect();
+        let text_cap = usize::try_from(if by_bytes { capacity / 256 } else { capacity }).unwrap_or(usize::MAX);
+        LocalTier { shards, hasher, mask: n - 1, by_text: QCache::new(text_cap.max(16)) }
     }
 
     #[inline]
-    pub(crate) fn get(&self, prefix: &str, encoding: &[u8]) -> Option<Arc<LocalEntry>> {
-        self.store.get(&LookupKey { prefix, encoding })
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<Shard> {
+        let h = self.hasher.hash_one(key);
+        // High bits: the shard's own table uses the low bits of its (differently seeded) hash.
+        let i = usize::try_from((h >> 40) & self.mask).unwrap_or(0);
+        &self.shards[i]
+    }
+
+    /// Runs `f` on the entry for (`prefix`, `encoding`), under the shard's read lock.
+    #[inline]
+    pub(crate) fn with_entry<R>(&self, prefix: &str, encoding: &[u8], f: impl FnOnce(Option<&LocalEntry>) -> R) -> R {
+        let q = LookupKey { prefix, encoding };
+        let shard = self.shard(&q).read();
+        f(shard.get(&q))
     }
 
     pub(crate) fn insert(&self, key: LocalKey, key_text: Option<&str>, entry: LocalEntry) {
         if let Some(text) = key_text {
             self.by_text.insert(text.into(), key.clone());
         }
-        self.store.insert(key, Arc::new(entry));
+        self.shard(&key).write().insert(key, entry);
     }
 
-    pub(crate) fn remove(&self, key: &LocalKey) {
-        self.store.remove(key);
+    pub(crate) fn remove(&self, key: &LocalKey) -> bool {
+        let removed = self.shard(key).write().remove(key);
+        removed.is_some()
     }
 
     /// Drops the entry stored under `key_text`, if this tier knows it.
     pub(crate) fn remove_by_text(&self, key_text: &str) -> bool {
         match self.by_text.remove(key_text) {
-            Some((_, key)) => self.store.remove(&key).is_some(),
+            Some((_, key)) => self.remove(&key),
             None => false,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.store.len()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     pub(crate) fn clear(&self) {
-        self.store.clear();
+        for s in self.shards.iter() {
+            s.write().clear();
+        }
         self.by_text.clear();
     }
 }
@@ -182,11 +230,11 @@ mod tests {
     use std::time::Duration;
 
     fn entry(v: u64, ttl: Duration) -> LocalEntry {
-        let now = Instant::now();
+        let now = now();
         LocalEntry {
             value: Box::new(v),
-            expires: now + ttl,
-            refresh_at: now + ttl,
+            expires: now + dur(ttl),
+            refresh_at: now + dur(ttl),
             refreshing: AtomicBool::new(false),
             weight: 8,
         }
@@ -196,21 +244,21 @@ mod tests {
     fn lookup_by_parts_equals_owned_key() {
         let t = LocalTier::new(100, false);
         t.insert(LocalKey::new("a:v1:", b"xyz"), Some("a:v1:digest"), entry(5, Duration::from_secs(60)));
-        let e = t.get("a:v1:", b"xyz").unwrap();
-        assert_eq!(e.fresh::<u64>(Instant::now()), Some(5));
-        assert_eq!(e.fresh::<u32>(Instant::now()), None, "another type is a miss");
-        assert!(t.get("a:v1:", b"xy").is_none());
-        assert!(t.get("a:v2:", b"xyz").is_none());
-        assert!(t.get("a:v1:x", b"yz").is_none(), "prefix/encoding split matters");
+        let get = |p: &str, e: &[u8]| t.with_entry(p, e, |x| x.and_then(|x| x.fresh::<u64>(now())));
+        assert_eq!(get("a:v1:", b"xyz"), Some(5));
+        assert_eq!(t.with_entry("a:v1:", b"xyz", |x| x.and_then(|x| x.fresh::<u32>(now()))), None, "another type is a miss");
+        assert!(get("a:v1:", b"xy").is_none());
+        assert!(get("a:v2:", b"xyz").is_none());
+        assert!(get("a:v1:x", b"yz").is_none(), "prefix/encoding split matters");
         assert!(t.remove_by_text("a:v1:digest"));
-        assert!(t.get("a:v1:", b"xyz").is_none());
+        assert!(get("a:v1:", b"xyz").is_none());
         assert!(!t.remove_by_text("a:v1:digest"));
     }
 
     #[test]
     fn expired_entries_are_not_fresh() {
         let e = entry(1, Duration::from_millis(0));
-        assert_eq!(e.fresh::<u64>(Instant::now() + Duration::from_millis(1)), None);
+        assert_eq!(e.fresh::<u64>(now() + dur(Duration::from_millis(20))), None);
     }
 
     #[test]
@@ -219,15 +267,15 @@ mod tests {
         for i in 0..1000u32 {
             t.insert(LocalKey::new("a:v1:", &i.to_le_bytes()), None, entry(1, Duration::from_secs(60)));
         }
-        assert!(t.len() <= 110, "len {}", t.len());
+        assert!(t.len() <= 110 && t.len() >= 50, "len {}", t.len());
     }
 
     #[test]
     fn early_refresh_is_claimed_once() {
         let mut e = entry(1, Duration::from_secs(60));
-        e.refresh_at = Instant::now();
-        let now = Instant::now();
-        assert!(e.claim_refresh(now));
-        assert!(!e.claim_refresh(now));
+        e.refresh_at = now();
+        let t = now();
+        assert!(e.claim_refresh(t));
+        assert!(!e.claim_refresh(t));
     }
 }

@@ -1,0 +1,130 @@
+//! Memo cache benchmarks, run side by side in one process so ratios are comparable:
+//!
+//! * a local-tier hit through `#[memoize]` (a `LoanQuote` argument), beside a bare get on
+//!   quick_cache and on moka (`u64` keys), and the `cached` crate's `#[cached]` hit,
+//!   single-threaded and with 2 threads (time per op per thread);
+//! * the SQLite tier: a hit (no local tier) and a miss + store.
+//!
+//! `cargo bench -p larder-cache --bench memo -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use larder_cache::{memoize, Cache, KeySpace, StableKey};
+
+#[derive(StableKey, Clone, Copy)]
+struct LoanQuote {
+    user_id: u64,
+    amount_won: u64,
+    rate_bp: u32,
+    term_months: u32,
+}
+
+static LOCAL: LazyLock<Cache> = LazyLock::new(|| Cache::builder().local(10_000).build().unwrap());
+
+#[memoize(cache = &*LOCAL, namespace = "loan_calc", ttl = "1h")]
+fn quote(q: LoanQuote) -> u64 {
+    q.amount_won * u64::from(q.rate_bp) / 10_000 / u64::from(q.term_months) + q.user_id
+}
+
+#[cached::proc_macro::cached]
+fn cached_quote(user_id: u64) -> u64 {
+    user_id * 3
+}
+
+const Q: LoanQuote = LoanQuote { user_id: 7, amount_won: 5_000_000, rate_bp: 450, term_months: 36 };
+
+/// Runs `op` on 2 threads at once; returns the time per op per thread.
+fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
+    let barrier = std::sync::Barrier::new(2);
+    let times: Vec<Duration> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        op();
+                    }
+                    t.elapsed()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Per op per thread: the slower thread's wall time over its iterations.
+    times.into_iter().max().unwrap_or_default()
+}
+
+fn local_hits(c: &mut Criterion) {
+    let qc: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
+    let mk: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(10_000);
+    for i in 0..1000u64 {
+        qc.insert(i, i);
+        mk.insert(i, i);
+    }
+    quote(Q);
+    cached_quote(7);
+
+    let mut g = c.benchmark_group("local_hit_1_thread");
+    g.bench_function("memoize_loanquote", |b| b.iter(|| black_box(quote(black_box(Q)))));
+    g.bench_function("quick_cache_u64", |b| b.iter(|| black_box(qc.get(black_box(&7)))));
+    g.bench_function("moka_u64", |b| b.iter(|| black_box(mk.get(black_box(&7)))));
+    g.bench_function("cached_macro_u64", |b| b.iter(|| black_box(cached_quote(black_box(7)))));
+    g.finish();
+
+    let mut g = c.benchmark_group("local_hit_2_threads");
+    g.bench_function("memoize_loanquote", |b| {
+        b.iter_custom(|n| two_threads(n, || drop(black_box(quote(black_box(Q))))))
+    });
+    g.bench_function("quick_cache_u64", |b| b.iter_custom(|n| two_threads(n, || drop(black_box(qc.get(black_box(&7)))))));
+    g.bench_function("moka_u64", |b| b.iter_custom(|n| two_threads(n, || drop(black_box(mk.get(black_box(&7)))))));
+    g.bench_function("cached_macro_u64", |b| {
+        b.iter_custom(|n| two_threads(n, || drop(black_box(cached_quote(black_box(7))))))
+    });
+    g.finish();
+}
+
+fn sqlite_tier(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+    // No local tier: every call goes to SQLite.
+    let cache = Cache::builder().shared_url(&url).xfetch_beta(0.0).build().unwrap();
+    let space = KeySpace::new("bench_sqlite", 1).unwrap();
+    cache.get_or_compute_blocking(&space, &Q.user_id, Duration::from_secs(3600), || 42u64);
+    let mut g = c.benchmark_group("sqlite_tier");
+    g.bench_function("hit", |b| {
+        b.iter(|| black_box(cache.get_or_compute_blocking(&space, &Q.user_id, Duration::from_secs(3600), || 0u64)))
+    });
+    let mut next = 1_000_000u64;
+    g.bench_function("miss_and_store", |b| {
+        b.iter(|| {
+            next += 1;
+            black_box(cache.get_or_compute_blocking(&space, &next, Duration::from_secs(3600), || next))
+        })
+    });
+    g.finish();
+}
+
+/// What a local hit is made of: the canonical encoding, the clock read, the lookup.
+fn components(c: &mut Criterion) {
+    let space = KeySpace::new("loan_calc", 1).unwrap();
+    let mut g = c.benchmark_group("local_hit_parts");
+    g.bench_function("encode_loanquote", |b| {
+        b.iter(|| larder_key::with_encoding(black_box(&Q), 1 << 16, |e| e.len()).unwrap())
+    });
+    g.bench_function("instant_now", |b| b.iter(|| black_box(Instant::now())));
+    g.bench_function("lookup_loanquote", |b| {
+        b.iter(|| match LOCAL.lookup::<_, u64>(&space, black_box(&Q), Duration::from_secs(3600)) {
+            larder_cache::Lookup::Hit(v) => v,
+            larder_cache::Lookup::Miss(_) => 0,
+        })
+    });
+    g.bench_function("keyed_blake3_key_text", |b| b.iter(|| black_box(space.key(black_box(&Q)).unwrap())));
+    g.finish();
+}
+
+criterion_group!(benches, local_hits, components, sqlite_tier);
+criterion_main!(benches);
