@@ -168,6 +168,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if input.is_empty() {
         bail!("the input is empty: not a larder ciphertext");
     }
+    if !looks_like_text_form(&input) && is_plain_text(&input) {
+        bail!(
+            "not a larder ciphertext: the input is plain text, and larder's text form starts with {:?}",
+            larder_envelope::format::TEXT_PREFIX
+        );
+    }
     let (info, form) = if looks_like_text_form(&input) {
         let text = std::str::from_utf8(&input)
             .map_err(|_| anyhow!("not a larder ciphertext: the text form is not UTF-8"))?;
@@ -266,6 +272,12 @@ fn explain(e: EnvelopeError) -> anyhow::Error {
 fn strip_one_newline(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+/// Printable UTF-8 text (whitespace allowed, no other control characters): never a binary
+/// ciphertext, whose header starts with small binary bytes.
+fn is_plain_text(input: &[u8]) -> bool {
+    std::str::from_utf8(input).is_ok_and(|s| s.chars().all(|c| !c.is_control() || c.is_whitespace()))
 }
 
 fn looks_like_text_form(input: &[u8]) -> bool {

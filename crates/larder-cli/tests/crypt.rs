@@ -236,6 +236,33 @@ fn inspect_gives_a_clear_verdict_on_non_ciphertexts() {
 }
 
 #[test]
+fn inspect_says_when_the_input_is_plain_text() {
+    let sb = Sandbox::new();
+    let out = sb.larder().arg("inspect").write_stdin("010-1234-5678\n").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_text(&out);
+    assert!(err.contains("plain text") && err.contains("lv1."), "{err}");
+}
+
+#[test]
+fn lines_mode_encrypt_reports_a_line_that_is_not_text() {
+    let sb = Sandbox::new();
+    let mut input = b"010-1111-2222\n".to_vec();
+    input.extend_from_slice(b"\xff\xfe broken\n");
+    input.extend_from_slice(b"010-3333-4444\n");
+    let out = sb.larder_ring().args(["encrypt", "--lines"]).write_stdin(input).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_text(&out);
+    assert!(err.contains("line 2: not UTF-8"), "{err}");
+    assert!(err.contains("2 of 3 lines"), "{err}");
+    let cts = stdout_text(&out);
+    assert_eq!(cts.lines().count(), 2);
+    let out = sb.larder_ring().args(["decrypt", "--lines"]).write_stdin(cts).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(stdout_text(&out), "010-1111-2222\n010-3333-4444\n");
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let sb = Sandbox::new();
     sb.larder_ring().args(["encrypt", "--context", "novalue"]).write_stdin(PHONE).assert().code(2);

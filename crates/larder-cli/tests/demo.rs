@@ -22,7 +22,7 @@ fn demo_json_numbers_are_consistent() {
     assert_eq!(on["errors"].as_u64(), Some(0), "{on}");
     assert_eq!(off["errors"].as_u64(), Some(0), "{off}");
     let on_calls = on["generate_calls"].as_u64().unwrap() + on["decrypt_calls"].as_u64().unwrap();
-    // 30 threads on a cold cache: one data key, opened once (single flight on both sides).
+    // 100 threads on a cold cache: one data key, opened once (single flight on both sides).
     assert!((1..=4).contains(&on_calls), "cache on made {on_calls} keyring calls: {on}");
     // Without the cache every encrypt generates and every decrypt opens a data key.
     assert_eq!(off["generate_calls"].as_u64(), Some(300), "{off}");

@@ -82,7 +82,7 @@ pub const SMALL: &[&str] = &[
     "--phones-uncached",
     "300",
     "--phone-threads",
-    "30",
+    "100",
 ];
 
 /// Checks the workers part of a `--json` report made with [`SMALL`] sizes.
