@@ -137,14 +137,19 @@ async fn outage_mid_run(outage: Outage) -> (MotoServer, Envelope, Vec<(String, S
             let mut i = 0;
             while Instant::now() < stop_load_at {
                 let phone = format!("010-{task:04}-{i:04}");
-                let stored = envelope.encrypt_text(&phone, &ctx).await.map_err(|e| (Instant::now(), e))?;
-                let back = envelope.decrypt_text(&stored, &ctx).await.map_err(|e| (Instant::now(), e))?;
+                let stored = match envelope.encrypt_text(&phone, &ctx).await {
+                    Ok(stored) => stored,
+                    // Judged below: only legitimate once the data key has expired.
+                    Err(e) => return Err((Instant::now(), e, made)),
+                };
+                // Decrypts use the cached data key: they must never fail here.
+                let back = envelope.decrypt_text(&stored, &ctx).await.unwrap();
                 assert_eq!(back, phone);
                 made.push((phone, stored));
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            Ok::<_, (Instant, EnvelopeError)>(made)
+            Ok::<_, (Instant, EnvelopeError, Vec<(String, String)>)>(made)
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,12 +161,19 @@ async fn outage_mid_run(outage: Outage) -> (MotoServer, Envelope, Vec<(String, S
     for t in tasks {
         match t.await.unwrap() {
             Ok(m) => made.extend(m),
-            Err((at, e)) => panic!(
-                "{outage:?}: a round trip failed {:?} into the outage, before the cached data key expired \
-                 ({:?} after it was generated): {e}",
-                at - outage_started,
-                at - t0
-            ),
+            // The key was generated after t0, so it was valid for any call that ended before
+            // t0 + MAX_AGE: a failure then is a bug. A call stalled past expiry on this loaded
+            // machine may fail, but only with KmsUnavailable.
+            Err((at, e, m)) => {
+                assert!(
+                    at >= t0 + MAX_AGE && matches!(e, EnvelopeError::KmsUnavailable(_)),
+                    "{outage:?}: an encrypt failed {:?} into the outage, {:?} after t0, while the cached \
+                     data key was valid: {e}",
+                    at - outage_started,
+                    at - t0
+                );
+                made.extend(m);
+            }
         }
     }
     let made_during_outage = made.len();
