@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _};
-use larder_envelope::{EncryptionContext, Envelope, EnvelopeError};
+use larder::envelope::{EncryptionContext, Envelope, EnvelopeError};
 
 use crate::cli::{CryptArgs, InspectArgs, KmsArgs};
 use crate::util::{self, Usage};
@@ -171,7 +171,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if !looks_like_text_form(&input) && is_plain_text(&input) {
         bail!(
             "not a larder ciphertext: the input is plain text, and larder's text form starts with {:?}",
-            larder_envelope::format::TEXT_PREFIX
+            larder::envelope::format::TEXT_PREFIX
         );
     }
     let (info, form) = if looks_like_text_form(&input) {
@@ -230,7 +230,7 @@ pub async fn open_envelope(keyring: Option<PathBuf>, kms: &KmsArgs) -> anyhow::R
 pub async fn aws_keyring(
     key_id: &str,
     endpoint: Option<&str>,
-) -> anyhow::Result<larder_envelope::AwsKmsKeyring> {
+) -> anyhow::Result<larder::envelope::AwsKmsKeyring> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
@@ -240,7 +240,7 @@ pub async fn aws_keyring(
         bail!("no AWS region for --kms: set AWS_REGION (for example us-east-1)");
     }
     let client = aws_sdk_kms::Client::new(&conf);
-    Ok(larder_envelope::AwsKmsKeyring::new(client, key_id))
+    Ok(larder::envelope::AwsKmsKeyring::new(client, key_id))
 }
 
 /// `aws:KEY_ID` → `KEY_ID`.
@@ -283,5 +283,5 @@ fn is_plain_text(input: &[u8]) -> bool {
 fn looks_like_text_form(input: &[u8]) -> bool {
     let trimmed =
         input.iter().position(|c| !c.is_ascii_whitespace()).and_then(|i| input.get(i..)).unwrap_or(&[]);
-    trimmed.starts_with(larder_envelope::format::TEXT_PREFIX.as_bytes())
+    trimmed.starts_with(larder::envelope::format::TEXT_PREFIX.as_bytes())
 }

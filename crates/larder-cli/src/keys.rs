@@ -1,11 +1,11 @@
 //! `larder keys init|list|rotate`: the local keyring file. The file format, its permissions
-//! checks and rotation all live in `larder_envelope::LocalKeyring`; this only reports.
+//! checks and rotation all live in `larder::envelope::LocalKeyring`; this only reports.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use larder_envelope::LocalKeyring;
+use larder::envelope::LocalKeyring;
 
 use crate::cli::KeysCommand;
 use crate::util;
@@ -57,7 +57,7 @@ pub fn load(path: &Path) -> anyhow::Result<LocalKeyring> {
 }
 
 fn ring_primary(ring: &LocalKeyring) -> String {
-    use larder_envelope::Keyring as _;
+    use larder::envelope::Keyring as _;
     ring.primary_key_id()
 }
 

@@ -11,9 +11,9 @@ pub fn run(kind: MaskKind, values: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     for v in &values {
         let masked = match kind {
-            MaskKind::Phone => larder_envelope::mask::phone(v),
-            MaskKind::Email => larder_envelope::mask::email(v),
-            MaskKind::Name => larder_envelope::mask::name(v),
+            MaskKind::Phone => larder::envelope::mask::phone(v),
+            MaskKind::Email => larder::envelope::mask::email(v),
+            MaskKind::Name => larder::envelope::mask::name(v),
         };
         match masked {
             Ok(m) => writeln!(out, "{m}")?,

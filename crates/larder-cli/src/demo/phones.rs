@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use larder_envelope::{
+use larder::envelope::{
     BoxFuture, CostEstimate, DataKey, DataKeyLimits, EncryptedDataKey, EncryptionContext, Envelope,
     EnvelopeError, GeneratedKey, Keyring, KeyringKind, LocalKeyring,
 };
@@ -281,7 +281,7 @@ fn one_run(
                         Ok(back) if *back == *phone => {
                             if i < 3 {
                                 let masked =
-                                    larder_envelope::mask::phone(&back).unwrap_or_else(|e| format!("({e})"));
+                                    larder::envelope::mask::phone(&back).unwrap_or_else(|e| format!("({e})"));
                                 if let Ok(mut v) = sample_out.lock() {
                                     v.push(masked);
                                 }
