@@ -18,10 +18,22 @@
 //!   cannot be recovered by hashing guesses), and callers who control inputs cannot craft
 //!   collisions.
 //! * `#[derive(StableKey)]` (feature `derive`, on by default) covers your own structs and enums;
-//!   the type's name and a schema version are part of the encoding.
+//!   the type's name, a schema version and the field names are part of the encoding, as a
+//!   16-byte schema id computed at compile time ([`schema`]), so a four-field struct fits one
+//!   BLAKE3 block. Attributes: `#[stable_key(name = "..", version = N)]` on the type (a Rust
+//!   rename keeps keys, a version bump changes them all), `#[stable_key(name = "..")]` on a
+//!   variant, `#[stable_key(skip)]` and `#[stable_key(with = path)]` (normalize first, e.g.
+//!   trim and lowercase an e-mail) on fields. The derive finds this crate by itself whether
+//!   you depend on `larder-key` or only on the `larder` facade; `#[stable_key(crate = "..")]`
+//!   overrides the path.
 //!
 //! The format is specified byte by byte in `docs/key-format.md`, with test vectors in
 //! `docs/key-vectors.json`, so another language can compute the same keys.
+//!
+//! # Roles
+//!
+//! value —[`StableKey`]→ [`Encoder`] (canonical bytes, size-limited) —[`KeySpace`]→ keyed
+//! BLAKE3 ([`KeySecret`]) → [`CacheKey`] text. The cache crates only ever see the text.
 //!
 //! # Example
 //!
@@ -50,6 +62,9 @@
 //!   always a bug, and NaN is not equal to itself, so no key could honestly stand for it.
 //!   `-0.0` is written as `0.0`, since the two compare equal.
 //! * It is not a password hash or a MAC for untrusted data; it names cache entries.
+//! * It never decodes: the encoding is one-way input to the digest, not a serialization format.
+//! * Keys are only as stable as your types' meaning: if the same Rust value starts to mean
+//!   something else, bump the type's `version` or the key space's version.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
