@@ -28,6 +28,11 @@ impl DemoCache {
         self.cache.get_or_compute_blocking(&self.space, args, TTL, compute)
     }
 
+    /// The key text this cache stores `args` under.
+    pub fn key_text<A: StableKey + ?Sized>(&self, args: &A) -> anyhow::Result<String> {
+        Ok(self.space.key(args)?.as_str().to_string())
+    }
+
     pub fn stats(&self) -> CacheStats {
         self.cache.stats()
     }

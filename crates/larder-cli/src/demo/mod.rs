@@ -145,6 +145,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             std_run.wall_ms / larder_run.wall_ms.max(0.001)
         ), 100));
         say(format!(
+            "Cache keys for the same input across the {} workers: (a) {} different, (b) {}.",
+            args.workers, std_run.distinct_keys_for_one_input, larder_run.distinct_keys_for_one_input
+        ));
+        say(format!(
             "Run (b) coordination: {} waits on another worker's lease, {} lease timeouts, {} shared-tier errors.",
             larder_run.lease_waits, larder_run.lease_timeouts, larder_run.store_errors
         ));

@@ -61,8 +61,9 @@ pub struct WorkerArgs {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum Event {
-    /// The cache is open; waiting for "go".
-    Ready,
+    /// The cache is open; waiting for "go". `probe` is the cache key this worker uses for
+    /// the demo's most requested input (shows whether the workers agree on keys).
+    Ready { pid: u32, probe: String },
     /// One request answered, in this many microseconds.
     Req { us: u64 },
     /// The computation ran (outside the cache) for this input.
@@ -132,6 +133,10 @@ pub struct RunResult {
     pub lease_waits: u64,
     /// Lease waits that gave up and computed themselves.
     pub lease_timeouts: u64,
+    /// Process ids of the worker processes.
+    pub worker_pids: Vec<u32>,
+    /// How many different cache keys the workers made for the same input (1 is right).
+    pub distinct_keys_for_one_input: usize,
 }
 
 /// Runs the requests through `workers` processes with key mode `mode`.
@@ -226,9 +231,14 @@ fn collect(
 
     // Phase 1: every worker has opened the cache.
     let mut ready = 0;
+    let (mut pids, mut probes) = (Vec::new(), Vec::new());
     while ready < children.len() {
         match rx.recv_timeout(deadline) {
-            Ok((_, Some(Event::Ready))) => ready += 1,
+            Ok((_, Some(Event::Ready { pid, probe }))) => {
+                ready += 1;
+                pids.push(pid);
+                probes.push(probe);
+            }
             Ok((i, Some(Event::Failed { message }))) => {
                 return Err(worker_failed(i, format!("failed: {message}")))
             }
@@ -287,7 +297,7 @@ fn collect(
             // A worker that already sent its summary closes its pipe: fine.
             Ok((i, None)) if finished.get(i as usize).copied().unwrap_or(false) => {}
             Ok((i, None)) => return Err(worker_failed(i, "exited before finishing its requests".into())),
-            Ok((i, Some(Event::Ready))) => return Err(worker_failed(i, "said ready twice".into())),
+            Ok((i, Some(Event::Ready { .. }))) => return Err(worker_failed(i, "said ready twice".into())),
             Err(_) => bail!("worker processes did not finish within {} s", deadline.as_secs()),
         }
     }
@@ -319,6 +329,13 @@ fn collect(
         store_errors,
         lease_waits,
         lease_timeouts,
+        distinct_keys_for_one_input: {
+            let mut p = probes.clone();
+            p.sort();
+            p.dedup();
+            p.len()
+        },
+        worker_pids: pids,
     })
 }
 
@@ -361,7 +378,12 @@ fn serve(args: &WorkerArgs, reporter: &Reporter) -> anyhow::Result<()> {
     // The seed's bug: one randomly keyed hasher per process, like Python's per-process hash().
     let hasher = RandomState::new();
 
-    reporter.send(&Event::Ready);
+    let probe_input = LoanQuote::for_rank(0);
+    let probe = match args.mode {
+        KeyMode::StdHasher => format!("{:016x}", hasher.hash_one(probe_input)),
+        KeyMode::Larder => cache.key_text(&probe_input)?,
+    };
+    reporter.send(&Event::Ready { pid: std::process::id(), probe });
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).context("waiting for the start signal")?;
 

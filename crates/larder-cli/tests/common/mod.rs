@@ -97,6 +97,15 @@ pub fn check_workers(v: &Value) {
     // The seed's bug: every worker computes its own copy of inputs the others already stored.
     let std_c = std["computations"].as_u64().unwrap();
     assert!(std_c > distinct, "std-hasher run computed {std_c} for {distinct} distinct inputs: {std}");
+    // Real, separate processes; the seeded hasher disagrees between them, larder keys agree.
+    for run in [larder, std] {
+        let pids: std::collections::BTreeSet<u64> =
+            run["worker_pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+        assert_eq!(pids.len(), 3, "{run}");
+        assert!(!pids.contains(&u64::from(std::process::id())));
+    }
+    assert_eq!(larder["distinct_keys_for_one_input"].as_u64(), Some(1), "{larder}");
+    assert_eq!(std["distinct_keys_for_one_input"].as_u64(), Some(3), "{std}");
     for run in [larder, std] {
         assert_eq!(run["requests"].as_u64(), Some(150), "{run}");
         assert_eq!(run["wrong"].as_u64(), Some(0), "{run}");
