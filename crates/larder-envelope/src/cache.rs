@@ -17,7 +17,7 @@ use futures_util::future::{FutureExt, Shared};
 use sha2::{Digest, Sha256};
 
 use crate::cost::Counters;
-use crate::crypto::KeyMaterial;
+use crate::crypto::{KeyMaterial, COMMITMENT_LEN};
 use crate::format;
 use crate::keyring::{BoxFuture, GeneratedKey, Keyring};
 use crate::{EncryptionContext, EnvelopeError};
@@ -28,6 +28,9 @@ use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// The largest `max_messages` accepted: 2^32 messages per data key, the NIST SP 800-38D bound
 /// for random 96-bit nonces (collision probability ≤ 2^-32).
 pub const HARD_MAX_MESSAGES: u64 = 1 << 32;
+/// The longest max age or TTL accepted (one year); longer values are clamped so that
+/// `Instant` arithmetic cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// AES-GCM's per-message limit (2^36 − 32 bytes).
 const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
 
@@ -52,14 +55,14 @@ impl Default for DataKeyLimits {
 impl DataKeyLimits {
     pub(crate) fn clamped(self) -> Self {
         DataKeyLimits {
-            max_age: self.max_age.max(Duration::from_millis(1)),
+            max_age: self.max_age.clamp(Duration::from_millis(1), MAX_DURATION),
             max_messages: self.max_messages.clamp(1, HARD_MAX_MESSAGES),
             max_bytes: self.max_bytes.max(1),
         }
     }
 }
 
-/// A SHA-256 digest naming an (EDK, context) pair in the decrypt cache.
+/// A SHA-256 digest naming an (EDK, context) pair (the decrypt side's single-flight key).
 pub(crate) type EdkDigest = [u8; 32];
 
 /// `SHA-256(edk_fields || canonical context)`; both parts are self-delimiting, so the input is
@@ -191,6 +194,7 @@ struct Slot {
 
 /// One encrypt-side partition: (keyring primary key id, canonical context).
 pub(crate) struct Partition {
+    primary: String,
     context: EncryptionContext,
     ctx_bytes: Vec<u8>,
     /// The key the fast path uses. Lock order: `slot` before `active`.
@@ -260,7 +264,7 @@ fn activate(
     drop(generated.plaintext);
     let fields = format::edk_fields(&generated.edk)?;
     if let Some(dc) = decrypt_cache {
-        dc.insert(edk_digest(&fields, ctx_bytes), material.clone());
+        dc.insert(material.clone(), &fields, ctx_bytes);
     }
     Ok(Arc::new(ActiveKey::new(material, &fields, ctx_bytes, limits, refresh_fraction, Instant::now())))
 }
@@ -277,7 +281,11 @@ impl EncryptCache {
         EncryptCache {
             keyring,
             limits: limits.clamped(),
-            refresh_fraction: refresh_fraction.clamp(0.05, 1.0),
+            refresh_fraction: if refresh_fraction.is_finite() {
+                refresh_fraction.clamp(0.05, 1.0)
+            } else {
+                0.75
+            },
             max_partitions: max_partitions.max(1),
             partitions: RwLock::new(HashMap::new()),
             next_flight: AtomicU64::new(1),
@@ -290,22 +298,24 @@ impl EncryptCache {
         &self.limits
     }
 
-    /// The partition for `context` under the keyring's current primary key.
+    /// The partition for `context` under the keyring's current primary key. The map is keyed
+    /// by the canonical context; a partition made under another primary key (the keyring was
+    /// rotated) is replaced, so new data keys come from the new primary.
     pub(crate) fn partition(&self, context: &EncryptionContext) -> Arc<Partition> {
-        let ctx_bytes = context.canonical_bytes();
+        let ctx_bytes = context.canonical();
         let primary = self.keyring.primary_key_id();
-        let mut pkey = Vec::with_capacity(2 + primary.len() + ctx_bytes.len());
-        pkey.extend_from_slice(&(primary.len() as u16).to_be_bytes());
-        pkey.extend_from_slice(primary.as_bytes());
-        pkey.extend_from_slice(&ctx_bytes);
-        if let Some(p) = read(&self.partitions).get(&pkey) {
-            return p.clone();
+        if let Some(p) = read(&self.partitions).get(ctx_bytes) {
+            if p.primary == primary {
+                return p.clone();
+            }
         }
         let mut map = write(&self.partitions);
-        if let Some(p) = map.get(&pkey) {
-            return p.clone();
+        if let Some(p) = map.get(ctx_bytes) {
+            if p.primary == primary {
+                return p.clone();
+            }
         }
-        if map.len() >= self.max_partitions {
+        if map.len() >= self.max_partitions && !map.contains_key(ctx_bytes) {
             // Drop partitions that hold no usable key and no flight; if still full, drop all
             // idle ones. Dropped partitions only cost a new data key if their context returns.
             let now = Instant::now();
@@ -319,12 +329,13 @@ impl EncryptCache {
             }
         }
         let p = Arc::new(Partition {
+            primary,
             context: context.clone(),
-            ctx_bytes,
+            ctx_bytes: ctx_bytes.to_vec(),
             active: RwLock::new(None),
             slot: Mutex::new(Slot::default()),
         });
-        map.insert(pkey, p.clone());
+        map.insert(ctx_bytes.to_vec(), p.clone());
         p
     }
 
@@ -422,7 +433,7 @@ impl EncryptCache {
             .await
             .inspect_err(|_| self.counters.record_keyring_error())?;
         let limits = DataKeyLimits { max_messages: 1, ..self.limits };
-        activate(g, &context.canonical_bytes(), &limits, 1.0, None)
+        activate(g, context.canonical(), &limits, 1.0, None)
     }
 
     pub(crate) fn max_plaintext(&self) -> u64 {
@@ -434,41 +445,58 @@ type MaterialResult = Result<Arc<KeyMaterial>, EnvelopeError>;
 
 struct DecryptEntry {
     material: Arc<KeyMaterial>,
+    edk_fields: Box<[u8]>,
+    ctx_bytes: Box<[u8]>,
     expires: Instant,
 }
 
-/// Decrypt side: opened data keys by [`edk_digest`], with TTL and a capacity bound.
+/// Decrypt side: opened data keys with TTL and a capacity bound.
+///
+/// An entry is found through the data key's commitment (which every ciphertext carries, so the
+/// lookup hashes 32 bytes instead of the whole EDK) and is used only if the ciphertext's EDK
+/// fields (keyring kind, key id, EDK) and the caller's canonical context are byte-for-byte the
+/// ones the keyring opened: a ciphertext never gets a cached key the keyring would not have
+/// given it. Concurrent misses on the same (EDK, context) share one keyring call, keyed by
+/// [`edk_digest`].
 pub(crate) struct DecryptCache {
     ttl: Duration,
     capacity: usize,
-    entries: RwLock<HashMap<EdkDigest, DecryptEntry>>,
+    entries: RwLock<HashMap<[u8; COMMITMENT_LEN], DecryptEntry>>,
     flights: Mutex<HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>>,
 }
 
 impl DecryptCache {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         DecryptCache {
-            ttl: ttl.max(Duration::from_millis(1)),
+            ttl: ttl.clamp(Duration::from_millis(1), MAX_DURATION),
             capacity: capacity.max(1),
             entries: RwLock::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
         }
     }
 
-    pub(crate) fn get(&self, digest: &EdkDigest) -> Option<Arc<KeyMaterial>> {
+    pub(crate) fn get(
+        &self,
+        commitment: &[u8],
+        edk_fields: &[u8],
+        ctx_bytes: &[u8],
+    ) -> Option<Arc<KeyMaterial>> {
+        let commitment: &[u8; COMMITMENT_LEN] = commitment.try_into().ok()?;
         let map = read(&self.entries);
-        let e = map.get(digest)?;
-        (Instant::now() < e.expires).then(|| e.material.clone())
+        let e = map.get(commitment)?;
+        (*e.edk_fields == *edk_fields && *e.ctx_bytes == *ctx_bytes && Instant::now() < e.expires)
+            .then(|| e.material.clone())
     }
 
-    pub(crate) fn insert(&self, digest: EdkDigest, material: Arc<KeyMaterial>) {
+    pub(crate) fn insert(&self, material: Arc<KeyMaterial>, edk_fields: &[u8], ctx_bytes: &[u8]) {
         let now = Instant::now();
+        let key = *material.commitment();
         let mut map = write(&self.entries);
-        if map.len() >= self.capacity && !map.contains_key(&digest) {
+        if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, e| e.expires > now);
             if map.len() >= self.capacity {
                 // Evict the oldest eighth (at least one) in one pass.
-                let mut by_age: Vec<(Instant, EdkDigest)> =
+                let mut by_age: Vec<(Instant, [u8; COMMITMENT_LEN])> =
                     map.iter().map(|(k, e)| (e.expires, *k)).collect();
                 let n = (self.capacity / 8).max(1).min(by_age.len());
                 if n > 0 && n < by_age.len() {
@@ -479,26 +507,38 @@ impl DecryptCache {
                 }
             }
         }
-        map.insert(digest, DecryptEntry { material, expires: now + self.ttl });
+        map.insert(
+            key,
+            DecryptEntry {
+                material,
+                edk_fields: edk_fields.into(),
+                ctx_bytes: ctx_bytes.into(),
+                expires: now + self.ttl,
+            },
+        );
     }
 
-    /// Single-flight open: concurrent callers with the same digest share one keyring call.
+    /// Single-flight open: concurrent callers with the same (EDK fields, context) share one
+    /// keyring call; its result (or error) goes to all of them.
     pub(crate) fn open_shared(
         self: &Arc<Self>,
-        digest: EdkDigest,
+        edk_fields: &[u8],
+        ctx_bytes: &[u8],
         make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
     ) -> Shared<BoxFuture<'static, MaterialResult>> {
+        let digest = edk_digest(edk_fields, ctx_bytes);
         let mut flights = lock(&self.flights);
         if let Some(f) = flights.get(&digest) {
             return f.clone();
         }
         let inner = make();
         let me = Arc::downgrade(self);
+        let (edk_fields, ctx_bytes) = (edk_fields.to_vec(), ctx_bytes.to_vec());
         let fut: BoxFuture<'static, MaterialResult> = Box::pin(async move {
             let result = inner.await;
             if let Some(me) = me.upgrade() {
                 if let Ok(m) = &result {
-                    me.insert(digest, m.clone());
+                    me.insert(m.clone(), &edk_fields, &ctx_bytes);
                 }
                 lock(&me.flights).remove(&digest);
             }

@@ -1,14 +1,33 @@
 //! The encryption context: non-secret string pairs bound to a ciphertext.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 /// Non-secret `key = value` pairs that must be presented again to decrypt (for example
 /// `table = customers`, `column = phone`). They are authenticated, not encrypted: a ciphertext
 /// moved to another row or column fails to decrypt. Pairs are held sorted, so their order of
 /// insertion never matters.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default)]
 pub struct EncryptionContext {
     pairs: BTreeMap<String, String>,
+    /// The canonical encoding, computed on first use (reset by every mutation), so a context
+    /// reused for many values (one per column, say) is encoded once.
+    canonical: OnceLock<Vec<u8>>,
+}
+
+impl PartialEq for EncryptionContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for EncryptionContext {}
+
+impl Hash for EncryptionContext {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state);
+    }
 }
 
 impl EncryptionContext {
@@ -20,13 +39,14 @@ impl EncryptionContext {
     /// Adds (or replaces) a pair.
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.pairs.insert(key.into(), value.into());
+        self.insert(key, value);
         self
     }
 
     /// Adds (or replaces) a pair.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.pairs.insert(key.into(), value.into());
+        self.canonical = OnceLock::new();
     }
 
     /// The pairs, sorted by key.
@@ -42,15 +62,24 @@ impl EncryptionContext {
     /// The canonical, injective encoding of the pairs (larder-key's map encoding), used as
     /// additional authenticated data and in cache partition keys.
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.canonical().to_vec()
+    }
+
+    /// [`EncryptionContext::canonical_bytes`] without copying (cached).
+    pub(crate) fn canonical(&self) -> &[u8] {
         // A map of strings cannot hit the encoder's faults (no floats); the limit is the
         // largest possible, so the only failure left would be a > 4 GiB string.
-        larder_key::encode_with_limit(&self.pairs, usize::MAX).unwrap_or_default()
+        self.canonical
+            .get_or_init(|| larder_key::encode_with_limit(&self.pairs, usize::MAX).unwrap_or_default())
     }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for EncryptionContext {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        EncryptionContext { pairs: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        EncryptionContext {
+            pairs: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            canonical: OnceLock::new(),
+        }
     }
 }
 
@@ -58,5 +87,24 @@ impl std::fmt::Debug for EncryptionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Context values are not secret by contract (they are stored or known by both sides).
         f.debug_map().entries(self.pairs.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_encoding_follows_mutation() {
+        let mut c = EncryptionContext::new().with("a", "1");
+        let first = c.canonical_bytes();
+        c.insert("b", "2");
+        assert_ne!(c.canonical_bytes(), first);
+        let same: EncryptionContext = [("b", "2"), ("a", "1")].into_iter().collect();
+        assert_eq!(same.canonical_bytes(), c.canonical_bytes());
+        assert_eq!(same, c);
+        let clone = c.clone();
+        assert_eq!(clone.canonical_bytes(), c.canonical_bytes());
+        assert_eq!(EncryptionContext::new().with("a", "1").canonical_bytes(), first);
     }
 }

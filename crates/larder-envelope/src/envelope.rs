@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::cache::{edk_digest, ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
+use crate::cache::{ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
 use crate::cost::{Counters, EnvelopeStats};
 use crate::crypto::{random_nonce, KeyMaterial, NONCE_LEN, TAG_LEN};
 use crate::format::{self, HeaderInfo};
@@ -35,14 +35,15 @@ pub struct EnvelopeBuilder {
 impl EnvelopeBuilder {
     /// Limits after which a cached data key is retired (default: 5 minutes, 2^20 messages,
     /// 2^32 bytes). `max_messages` is clamped to `1..=2^32`, `max_bytes` to at least 1 and
-    /// `max_age` to at least 1 ms.
+    /// `max_age` to 1 ms..=365 days.
     pub fn data_key_limits(mut self, limits: DataKeyLimits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Decrypt-side cache: how long an opened data key is kept and how many are kept (default
-    /// 5 minutes, 10,000 keys).
+    /// 5 minutes, 10,000 keys). The TTL is clamped to 1 ms..=365 days, the capacity to at
+    /// least 1.
     pub fn decrypt_cache(mut self, ttl: Duration, capacity: usize) -> Self {
         self.decrypt_ttl = ttl;
         self.decrypt_capacity = capacity;
@@ -50,7 +51,7 @@ impl EnvelopeBuilder {
     }
 
     /// Fraction of a data key's age or message budget after which a replacement is generated in
-    /// the background (default 0.75; clamped to 0.05..=1.0). The replacement waits as a standby
+    /// the background (default 0.75; clamped to 0.05..=1.0; not finite means the default). The replacement waits as a standby
     /// and takes over when the current key is exhausted, so message budgets are used in full.
     pub fn refresh_at(mut self, fraction: f64) -> Self {
         self.refresh_fraction = fraction;
@@ -207,42 +208,35 @@ impl Envelope {
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let p = format::parse(ciphertext)?;
-        let ctx_bytes = context.canonical_bytes();
-        let material = self.data_key_for(p.kind, p.key_id, p.edk, p.edk_fields, &ctx_bytes, context).await?;
+        let ctx_bytes = context.canonical();
+        let material = self.data_key_for(&p, ctx_bytes, context).await?;
         if !material.commitment_matches(p.commitment) {
             return Err(EnvelopeError::KeyCommitmentMismatch);
         }
         let mut aad = Vec::with_capacity(p.header.len() + ctx_bytes.len());
         aad.extend_from_slice(p.header);
-        aad.extend_from_slice(&ctx_bytes);
+        aad.extend_from_slice(ctx_bytes);
         material.open(p.nonce, &aad, p.body)
     }
 
     async fn data_key_for(
         &self,
-        kind: crate::KeyringKind,
-        key_id: &str,
-        edk: &[u8],
-        edk_fields: &[u8],
+        p: &format::Parsed<'_>,
         ctx_bytes: &[u8],
         context: &EncryptionContext,
     ) -> Result<Arc<KeyMaterial>, EnvelopeError> {
-        let digest = match &self.inner.decrypt_cache {
-            Some(cache) => {
-                let digest = edk_digest(edk_fields, ctx_bytes);
-                if let Some(m) = cache.get(&digest) {
-                    self.inner.counters.decrypt_cache(true);
-                    return Ok(m);
-                }
-                self.inner.counters.decrypt_cache(false);
-                Some(digest)
+        if let Some(cache) = &self.inner.decrypt_cache {
+            if let Some(m) = cache.get(p.commitment, p.edk_fields, ctx_bytes) {
+                self.inner.counters.decrypt_cache(true);
+                return Ok(m);
             }
-            None => None,
-        };
+            self.inner.counters.decrypt_cache(false);
+        }
         let open = {
             let keyring = self.inner.keyring.clone();
             let counters = self.inner.counters.clone();
-            let edk = EncryptedDataKey { kind, key_id: key_id.to_owned(), ciphertext: edk.to_vec() };
+            let edk =
+                EncryptedDataKey { kind: p.kind, key_id: p.key_id.to_owned(), ciphertext: p.edk.to_vec() };
             let context = context.clone();
             move || -> BoxFuture<'static, Result<Arc<KeyMaterial>, EnvelopeError>> {
                 Box::pin(async move {
@@ -260,9 +254,9 @@ impl Envelope {
                 })
             }
         };
-        match (&self.inner.decrypt_cache, digest) {
-            (Some(cache), Some(digest)) => cache.open_shared(digest, open).await,
-            _ => open().await,
+        match &self.inner.decrypt_cache {
+            Some(cache) => cache.open_shared(p.edk_fields, ctx_bytes, open).await,
+            None => open().await,
         }
     }
 
@@ -336,7 +330,7 @@ pub fn dangerous_encrypt_with_fixed_key_and_nonce(
     let key = ActiveKey::new(
         material,
         &fields,
-        &context.canonical_bytes(),
+        context.canonical(),
         &DataKeyLimits::default(),
         1.0,
         std::time::Instant::now(),

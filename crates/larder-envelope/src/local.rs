@@ -335,13 +335,13 @@ impl LocalKeyring {
     }
 
     fn wrap_aad(key_id: &str, context: &EncryptionContext) -> Vec<u8> {
-        let ctx = context.canonical_bytes();
+        let ctx = context.canonical();
         let mut aad = Vec::with_capacity(WRAP_LABEL.len() + 1 + key_id.len() + ctx.len());
         aad.extend_from_slice(WRAP_LABEL);
         // Key ids are at most 64 bytes (checked on load), so the length fits a byte.
         aad.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
         aad.extend_from_slice(key_id.as_bytes());
-        aad.extend_from_slice(&ctx);
+        aad.extend_from_slice(ctx);
         aad
     }
 
