@@ -368,20 +368,26 @@ impl EncryptCache {
 
     /// Slow path: a usable key for `part`, other than `stale` (a key that just refused the
     /// caller). Joins the flight in progress or starts one; exactly one keyring call per flight.
-    pub(crate) async fn acquire(&self, part: &Arc<Partition>, stale: Option<&Arc<ActiveKey>>) -> KeyResult {
+    /// The flag says whether the caller had to wait for a flight (a cache miss) rather than
+    /// finding a replacement ready (a standby key generated ahead of time).
+    pub(crate) async fn acquire(
+        &self,
+        part: &Arc<Partition>,
+        stale: Option<&Arc<ActiveKey>>,
+    ) -> Result<(Arc<ActiveKey>, bool), EnvelopeError> {
         let flight = {
             let mut slot = lock(&part.slot);
             let now = Instant::now();
             let not_stale = |k: &Arc<ActiveKey>| stale.is_none_or(|s| !Arc::ptr_eq(s, k));
             if let Some(a) = read(&part.active).as_ref() {
                 if not_stale(a) && a.usable(now) {
-                    return Ok(a.clone());
+                    return Ok((a.clone(), false));
                 }
             }
             if let Some(sb) = slot.standby.take() {
                 if not_stale(&sb) && sb.usable(now) {
                     *write(&part.active) = Some(sb.clone());
-                    return Ok(sb);
+                    return Ok((sb, false));
                 }
             }
             match &slot.flight {
@@ -394,7 +400,7 @@ impl EncryptCache {
                 }
             }
         };
-        flight.await
+        Ok((flight.await?, true))
     }
 
     /// Starts a refresh flight ahead of expiry unless one is running or a standby key waits.

@@ -180,8 +180,9 @@ impl Envelope {
             let k = match key.take() {
                 Some(k) => k,
                 None => {
-                    hit = false;
-                    enc.acquire(&part, stale.as_ref()).await?
+                    let (k, waited) = enc.acquire(&part, stale.as_ref()).await?;
+                    hit &= !waited;
+                    k
                 }
             };
             match k.reserve(len, std::time::Instant::now()) {

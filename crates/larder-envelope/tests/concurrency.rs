@@ -259,3 +259,173 @@ async fn errors_are_shared_then_retried() {
     assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"y");
     assert!(envelope.stats().keyring_errors >= 1);
 }
+
+/// Refresh ahead of expiry: a steady stream of encrypts over several key lifetimes waits on
+/// the keyring only once (the cold start); every later key was generated in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_never_waits_on_the_keyring() {
+    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let envelope = Envelope::builder(keyring.clone())
+        .data_key_limits(DataKeyLimits { max_age: Duration::from_millis(200), ..DataKeyLimits::default() })
+        .refresh_at(0.5)
+        .build();
+    let context = ctx();
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(1_200) {
+        let ct = envelope.encrypt(b"010-1234-5678", &context).await.unwrap();
+        assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"010-1234-5678");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let s = envelope.stats();
+    assert_eq!(s.encrypt_cache_misses, 1, "only the cold start waited: {s:?}");
+    assert_eq!(s.encrypt_cache_hits, n - 1);
+    assert!(keyring.generates() >= 4, "keys rotated by age in the background: {}", keyring.generates());
+    assert_eq!(s.decrypt_calls, 0);
+}
+
+/// Same with message budgets: refreshed at 75% of 1,000 messages, every key fully used, and
+/// the callers almost never wait (only the cold start, plus any refresh a 5 ms keyring did not
+/// finish within the last 250 messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_budget_refresh_uses_keys_fully() {
+    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let envelope = Envelope::builder(keyring.clone())
+        .data_key_limits(DataKeyLimits { max_messages: 1_000, ..DataKeyLimits::default() })
+        .build();
+    let context = ctx();
+    let mut per_edk: HashMap<Vec<u8>, usize> = HashMap::new();
+    for i in 0..10_000u32 {
+        let ct = envelope.encrypt(&i.to_be_bytes(), &context).await.unwrap();
+        *per_edk.entry(ct[2..2 + 66].to_vec()).or_default() += 1;
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(per_edk.len(), 10);
+    assert!(per_edk.values().all(|n| *n == 1_000));
+    let g = keyring.generates();
+    assert!(g == 10 || g == 11, "{g}");
+    let s = envelope.stats();
+    // Without refresh ahead every one of the 10 keys would be a wait.
+    assert!(s.encrypt_cache_misses < 10, "{s:?}");
+}
+
+/// Decrypt cache TTL and capacity: expired or evicted keys are opened again through the keyring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_cache_ttl_and_capacity() {
+    let keyring = CountingKeyring::test_key(None);
+    let producer = Envelope::builder(keyring.clone()).build();
+    let contexts: Vec<_> = (0..3).map(|i| ctx().with("row", i.to_string())).collect();
+    let mut cts = Vec::new();
+    for c in &contexts {
+        cts.push(producer.encrypt(b"v", c).await.unwrap());
+    }
+    let reader = Envelope::builder(keyring.clone()).decrypt_cache(Duration::from_millis(150), 2).build();
+    for (ct, c) in cts.iter().zip(&contexts) {
+        reader.decrypt(ct, c).await.unwrap();
+    }
+    assert_eq!(reader.stats().decrypt_calls, 3);
+    // Capacity 2: the oldest entry was evicted; the newest two are cached.
+    reader.decrypt(&cts[2], &contexts[2]).await.unwrap();
+    reader.decrypt(&cts[1], &contexts[1]).await.unwrap();
+    assert_eq!(reader.stats().decrypt_calls, 3);
+    reader.decrypt(&cts[0], &contexts[0]).await.unwrap();
+    assert_eq!(reader.stats().decrypt_calls, 4);
+    // TTL: after 150 ms everything is opened again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reader.decrypt(&cts[0], &contexts[0]).await.unwrap();
+    assert_eq!(reader.stats().decrypt_calls, 5);
+}
+
+/// A keyring whose primary key changes (rotation in a live process): new encrypts move to a
+/// new data key under the new primary; old ciphertexts still decrypt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_change_moves_to_a_new_partition() {
+    struct Switching {
+        a: LocalKeyringPair,
+        use_b: std::sync::atomic::AtomicBool,
+    }
+    struct LocalKeyringPair(larder_envelope::LocalKeyring, larder_envelope::LocalKeyring);
+    impl Switching {
+        fn current(&self) -> &larder_envelope::LocalKeyring {
+            if self.use_b.load(Ordering::SeqCst) {
+                &self.a.1
+            } else {
+                &self.a.0
+            }
+        }
+    }
+    impl larder_envelope::Keyring for Switching {
+        fn kind(&self) -> larder_envelope::KeyringKind {
+            larder_envelope::KeyringKind::Local
+        }
+        fn primary_key_id(&self) -> String {
+            self.current().primary_key_id()
+        }
+        fn generate_data_key<'a>(
+            &'a self,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::GeneratedKey, EnvelopeError>> {
+            self.current().generate_data_key(context)
+        }
+        fn decrypt_data_key<'a>(
+            &'a self,
+            edk: &'a larder_envelope::EncryptedDataKey,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::DataKey, EnvelopeError>> {
+            if edk.key_id == "kb" {
+                self.a.1.decrypt_data_key(edk, context)
+            } else {
+                self.a.0.decrypt_data_key(edk, context)
+            }
+        }
+    }
+    let kr = Arc::new(Switching {
+        a: LocalKeyringPair(
+            larder_envelope::LocalKeyring::from_key_bytes("ka", [1; 32]).unwrap(),
+            larder_envelope::LocalKeyring::from_key_bytes("kb", [2; 32]).unwrap(),
+        ),
+        use_b: false.into(),
+    });
+    let envelope = Envelope::builder(kr.clone()).build();
+    let c = ctx();
+    let old = envelope.encrypt(b"old", &c).await.unwrap();
+    kr.use_b.store(true, Ordering::SeqCst);
+    let new = envelope.encrypt(b"new", &c).await.unwrap();
+    assert_eq!(Envelope::inspect(&old).unwrap().key_id, "ka");
+    assert_eq!(Envelope::inspect(&new).unwrap().key_id, "kb");
+    assert_eq!(&*envelope.decrypt(&old, &c).await.unwrap(), b"old");
+    assert_eq!(&*envelope.decrypt(&new, &c).await.unwrap(), b"new");
+    assert_eq!(envelope.stats().generate_calls, 2);
+}
+
+/// Extreme configuration values are clamped, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_limits_do_not_panic() {
+    let envelope = Envelope::builder(CountingKeyring::test_key(None))
+        .data_key_limits(DataKeyLimits {
+            max_age: Duration::MAX,
+            max_messages: u64::MAX,
+            max_bytes: u64::MAX,
+        })
+        .decrypt_cache(Duration::MAX, usize::MAX)
+        .refresh_at(f64::NAN)
+        .max_partitions(0)
+        .build();
+    let c = ctx();
+    let ct = envelope.encrypt(b"x", &c).await.unwrap();
+    assert_eq!(&*envelope.decrypt(&ct, &c).await.unwrap(), b"x");
+    let envelope = Envelope::builder(CountingKeyring::test_key(None))
+        .data_key_limits(DataKeyLimits { max_age: Duration::ZERO, max_messages: 0, max_bytes: 0 })
+        .decrypt_cache(Duration::ZERO, 0)
+        .refresh_at(-3.0)
+        .build();
+    // max_bytes 0 is clamped to 1.
+    assert_eq!(envelope.encrypt(b"xy", &c).await.unwrap_err(), EnvelopeError::PlaintextTooLarge);
+    let ct = envelope.encrypt(b"x", &c).await.unwrap();
+    assert_eq!(&*envelope.decrypt(&ct, &c).await.unwrap(), b"x");
+    let ct = envelope.encrypt(b"", &c).await.unwrap();
+    assert!(envelope.decrypt(&ct, &c).await.unwrap().is_empty());
+}
