@@ -350,6 +350,19 @@ proptest! {
         prop_assert_eq!(space.key(&v).is_ok(), full.len() <= limit);
     }
 
+    /// Extreme limits (0, tiny, `usize::MAX`) never panic and never truncate.
+    #[test]
+    fn extreme_limits(v in val(), limit in prop_oneof![Just(0usize), 1usize..8, 0usize..400, Just(usize::MAX)]) {
+        let full = enc(&v);
+        match encode_with_limit(&v, limit) {
+            Ok(bytes) => prop_assert_eq!(bytes, full),
+            Err(e) => {
+                prop_assert_eq!(e, KeyError::TooLarge { limit });
+                prop_assert!(full.len() > limit);
+            }
+        }
+    }
+
     /// Any `f64`/`f32` bit pattern: NaN (every payload) is refused, everything else encodes.
     #[test]
     fn any_float_bits(bits in any::<u64>(), bits32 in any::<u32>(), huge in any::<bool>()) {
@@ -373,5 +386,49 @@ proptest! {
         prop_assert_ne!(encode(&x).unwrap(), encode(&a).unwrap());
         let ka = KeySpace::new("s", 1).unwrap().key(&(a.as_str(), &x)).unwrap();
         prop_assert_eq!(ka.as_str().len(), "s:v1:".len() + 32);
+    }
+}
+
+/// `serde_json::Value` (feature `serde_json`): the CLI's input.
+#[cfg(feature = "serde_json")]
+mod json {
+    use super::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-2i64..3).prop_map(Value::from),
+            prop::sample::select(vec![0.0f64, -0.0, 0.5, 1.0, -1.0, 1e300]).prop_map(Value::from),
+            Just(Value::from(u64::MAX)),
+            small_str().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(small_str(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// JSON documents (the CLI's input): equal encodings exactly for equal values, no panic.
+        #[test]
+        fn json_values(vs in prop::collection::vec(json_value(), 2..24)) {
+            let mut by_encoding: HashMap<Vec<u8>, &serde_json::Value> = HashMap::new();
+            for v in &vs {
+                let e = encode(v).unwrap();
+                if let Some(prev) = by_encoding.insert(e, v) {
+                    prop_assert_eq!(prev, v);
+                }
+            }
+            for (i, a) in vs.iter().enumerate() {
+                for b in &vs[i + 1..] {
+                    prop_assert_eq!(encode(a).unwrap() == encode(b).unwrap(), a == b, "{} vs {}", a, b);
+                }
+            }
+        }
     }
 }
