@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use kms_common::{keyring_builder, phone_context, CountingKeyring, FlakyKeyring};
+use kms_common::{eventually, keyring_builder, phone_context, CountingKeyring, FlakyKeyring};
 use larder_envelope::{AwsKmsKeyring, DataKeyLimits, Envelope, EnvelopeError, RetryPolicy};
 use larder_testkit::moto::MotoServer;
 
@@ -226,7 +226,7 @@ async fn kms_hanging_mid_run_then_recovering() {
 
     moto.resume();
     // Recovery: the next encrypt makes a new data key; the envelope has no sticky failure.
-    let stored = envelope.encrypt_text("010-5555-0001", &ctx).await.unwrap();
+    let stored = eventually(Duration::from_secs(20), || envelope.encrypt_text("010-5555-0001", &ctx)).await;
     assert_eq!(envelope.decrypt_text(&stored, &ctx).await.unwrap(), "010-5555-0001");
     // And a cold envelope opens old and new ciphertexts through KMS again.
     let cold = Envelope::builder(outage_keyring(&moto, &key)).build();

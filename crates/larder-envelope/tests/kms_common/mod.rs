@@ -126,3 +126,24 @@ impl<K: Keyring> Keyring for FlakyKeyring<K> {
 pub fn phone_context() -> EncryptionContext {
     EncryptionContext::new().with("table", "customers").with("column", "phone")
 }
+
+/// Calls `op` until it succeeds, for KMS coming back from an outage: a thawed moto first works
+/// through the requests queued while it was frozen, so the first attempts may still time out.
+/// Only [`EnvelopeError::KmsUnavailable`] is accepted meanwhile; panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EnvelopeError>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(EnvelopeError::KmsUnavailable(d)) if std::time::Instant::now() < deadline => {
+                eprintln!("not recovered yet: {d}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("did not recover within {within:?}: {e}"),
+        }
+    }
+}
