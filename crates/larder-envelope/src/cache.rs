@@ -351,7 +351,15 @@ impl EncryptCache {
         let decrypt_cache = self.decrypt_cache.clone();
         let fut: BoxFuture<'static, KeyResult> = Box::pin(async move {
             counters.record_generate(keyring.kind());
-            let result = match keyring.generate_data_key(&context).await {
+            // A panicking keyring must not poison the shared flight for every later caller:
+            // the panic becomes an error for this flight's waiters, and the next caller retries.
+            let generated = std::panic::AssertUnwindSafe(keyring.generate_data_key(&context))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(EnvelopeError::Keyring("the keyring panicked in generate_data_key".into()))
+                });
+            let result = match generated {
                 Ok(g) => activate(g, &ctx_bytes, &limits, refresh_fraction, decrypt_cache.as_deref()),
                 Err(e) => {
                     counters.record_keyring_error();

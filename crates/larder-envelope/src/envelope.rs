@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use zeroize::Zeroizing;
 
 use crate::cache::{ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
@@ -245,7 +246,13 @@ impl Envelope {
                         return Err(EnvelopeError::UnsupportedKeyring(edk.kind.to_byte()));
                     }
                     counters.record_decrypt(edk.kind);
-                    match keyring.decrypt_data_key(&edk, &context).await {
+                    let opened = std::panic::AssertUnwindSafe(keyring.decrypt_data_key(&edk, &context))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(EnvelopeError::Keyring("the keyring panicked in decrypt_data_key".into()))
+                        });
+                    match opened {
                         Ok(k) => Ok(Arc::new(KeyMaterial::derive(&k))),
                         Err(e) => {
                             counters.record_keyring_error();

@@ -38,6 +38,26 @@
 //! - It is not fork-safe: build envelopes after forking worker processes, never before (a
 //!   forked child would share the parent's cached data key and random-number state).
 //!
+//! # Defaults and guarantees
+//!
+//! | what | default | guarantee (tested) |
+//! |---|---|---|
+//! | data key lifetime | 5 min, 2^20 messages, 2^32 bytes ([`DataKeyLimits`]) | no EDK in more ciphertexts than `max_messages` (hard cap 2^32), under any thread count |
+//! | cold key | one keyring call | 100 concurrent callers → exactly 1 `generate_data_key`; cancelled callers do not wedge it |
+//! | refresh | a standby key is generated in the background at 75 % of age/messages/bytes | a steady stream of encrypts never waits on the keyring after the first |
+//! | decrypt cache | 5 min TTL, 10,000 keys ([`EnvelopeBuilder::decrypt_cache`]) | concurrent misses on one EDK → 1 `decrypt_data_key`; keys of this envelope's own encrypts are pre-seeded |
+//! | ciphertext | [format v1](format), `lv1.` text form | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring) |
+//!
+//! Counters for the CLI and tests are in [`Envelope::stats`]; the same are published through
+//! the `metrics` facade, and [`CostEstimate`] turns request rates into a monthly KMS bill
+//! (see [`cost`]).
+//!
+//! Synchronous code uses [`BlockingEnvelope`] (`envelope.blocking()?`), which shares the
+//! envelope's caches and runs refreshes on its own one-thread Tokio runtime. The async methods
+//! need no particular runtime for the warm path; background refreshes are spawned on Tokio when
+//! a Tokio runtime is present, otherwise the caller that triggered the refresh runs it after
+//! making its own ciphertext.
+//!
 //! # Example
 //!
 //! ```

@@ -429,3 +429,58 @@ async fn extreme_limits_do_not_panic() {
     let ct = envelope.encrypt(b"", &c).await.unwrap();
     assert!(envelope.decrypt(&ct, &c).await.unwrap().is_empty());
 }
+
+/// A keyring that panics once: the waiters of that flight get an error, not a panic, and the
+/// next caller gets a key (the flight is not poisoned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_keyring_does_not_poison_the_flight() {
+    struct PanicOnce {
+        inner: Arc<CountingKeyring>,
+        armed: std::sync::atomic::AtomicBool,
+    }
+    impl larder_envelope::Keyring for PanicOnce {
+        fn kind(&self) -> larder_envelope::KeyringKind {
+            self.inner.kind()
+        }
+        fn primary_key_id(&self) -> String {
+            self.inner.primary_key_id()
+        }
+        fn generate_data_key<'a>(
+            &'a self,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::GeneratedKey, EnvelopeError>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    panic!("injected keyring panic");
+                }
+                self.inner.generate_data_key(context).await
+            })
+        }
+        fn decrypt_data_key<'a>(
+            &'a self,
+            edk: &'a larder_envelope::EncryptedDataKey,
+            context: &'a larder_envelope::EncryptionContext,
+        ) -> larder_envelope::BoxFuture<'a, Result<larder_envelope::DataKey, EnvelopeError>> {
+            self.inner.decrypt_data_key(edk, context)
+        }
+    }
+    let envelope =
+        Envelope::builder(PanicOnce { inner: CountingKeyring::test_key(None), armed: true.into() }).build();
+    let c = ctx();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (envelope, c) = (envelope.clone(), c.clone());
+            tokio::spawn(async move { envelope.encrypt(b"x", &c).await })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.expect("no task panics") {
+            Err(EnvelopeError::Keyring(m)) => assert!(m.contains("panicked"), "{m}"),
+            Err(e) => panic!("unexpected {e}"),
+            Ok(_) => {}
+        }
+    }
+    let ct = envelope.encrypt(b"y", &c).await.unwrap();
+    assert_eq!(&*envelope.decrypt(&ct, &c).await.unwrap(), b"y");
+}
