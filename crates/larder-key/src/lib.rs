@@ -257,7 +257,7 @@ impl KeySecret {
     /// Parses a secret written as hex digits (at least 32 of them).
     pub fn from_hex(hex: &str) -> Result<Self, KeyError> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if hex.len() & 1 == 1 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyError::InvalidSecret("expected an even number of hex digits"));
         }
         let bytes: Vec<u8> =
