@@ -186,7 +186,8 @@ impl Encoder {
         }
     }
 
-    /// Writes a length-prefixed UTF-8 string without a tag (used for names inside derives).
+    /// Writes a `u32` LE length and the UTF-8 bytes, without a tag: only after a tag of your
+    /// own that says a string follows, or the result is not self-delimiting.
     #[inline]
     pub fn name(&mut self, s: &str) {
         self.len(s.len());
