@@ -187,7 +187,8 @@ impl Encoder {
     }
 
     /// Writes a `u32` LE length and the UTF-8 bytes, without a tag: only after a tag of your
-    /// own that says a string follows, or the result is not self-delimiting.
+    /// own that says a string follows; on its own it carries no type and could encode like
+    /// another kind of value.
     #[inline]
     pub fn name(&mut self, s: &str) {
         self.len(s.len());
