@@ -215,10 +215,21 @@ impl Envelope {
         if !material.commitment_matches(p.commitment) {
             return Err(EnvelopeError::KeyCommitmentMismatch);
         }
-        let mut aad = Vec::with_capacity(p.header.len() + ctx_bytes.len());
-        aad.extend_from_slice(p.header);
-        aad.extend_from_slice(ctx_bytes);
-        material.open(p.nonce, &aad, p.body)
+        // AAD = header || context; on the stack when it fits (the usual case), else on the heap.
+        let aad_len = p.header.len() + ctx_bytes.len();
+        let mut stack = [0u8; 512];
+        let mut heap = Vec::new();
+        let aad: &mut [u8] = match stack.get_mut(..aad_len) {
+            Some(s) => s,
+            None => {
+                heap.resize(aad_len, 0);
+                &mut heap
+            }
+        };
+        let (h, c) = aad.split_at_mut(p.header.len());
+        h.copy_from_slice(p.header);
+        c.copy_from_slice(ctx_bytes);
+        material.open(p.nonce, aad, p.body)
     }
 
     async fn data_key_for(

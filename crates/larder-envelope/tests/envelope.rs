@@ -256,3 +256,58 @@ fn plaintext_larger_than_the_byte_budget_is_refused() {
         assert_eq!(e.stats().generate_calls, 2);
     });
 }
+
+#[test]
+fn random_mutations_never_decrypt() {
+    let e = envelope();
+    let c = ctx();
+    let rt = rt();
+    let ct = rt.block_on(e.encrypt(b"010-1234-5678", &c)).unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut tried = 0;
+    for _ in 0..5_000 {
+        let mut m = ct.clone();
+        for _ in 0..1 + next() % 4 {
+            let len = m.len().max(1) as u64;
+            let at = (next() % len) as usize;
+            match next() % 4 {
+                0 if !m.is_empty() => m[at] = next() as u8,
+                1 if !m.is_empty() => {
+                    m.remove(at);
+                }
+                2 => m.insert(at.min(m.len()), next() as u8),
+                _ if m.len() > 1 => {
+                    let other = (next() % len) as usize;
+                    m.swap(at, other);
+                }
+                _ => {}
+            }
+        }
+        if m == ct {
+            continue;
+        }
+        tried += 1;
+        if let Ok(p) = rt.block_on(e.decrypt(&m, &c)) {
+            panic!("mutated ciphertext decrypted to {:?}", &*p);
+        }
+    }
+    assert!(tried > 4_500);
+}
+
+#[test]
+fn large_contexts_and_plaintexts_round_trip() {
+    let e = envelope();
+    let c = ctx().with("note", "가".repeat(1_000));
+    rt().block_on(async {
+        let big = vec![0x5Au8; 100_000];
+        let ct = e.encrypt(&big, &c).await.unwrap();
+        assert_eq!(&*e.decrypt(&ct, &c).await.unwrap(), &big[..]);
+        assert!(e.decrypt(&ct, &ctx()).await.is_err());
+    });
+}
