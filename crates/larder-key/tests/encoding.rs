@@ -403,3 +403,31 @@ fn decimals() {
     assert_eq!(e(&Decimal::from_str("-0.0").unwrap()), e(&Decimal::ZERO));
     assert_ne!(e(&Decimal::from_str("15").unwrap()), e(&b));
 }
+
+/// Many threads share one `KeySpace` (an `Arc` inside) and each uses its own scratch buffer:
+/// every thread computes exactly the keys one thread computes alone.
+#[test]
+fn many_threads_agree() {
+    let space =
+        KeySpace::new("threads", 1).unwrap().with_secret(&KeySecret::from_hex(&"07".repeat(32)).unwrap());
+    let values: Vec<(u64, String, Vec<u8>)> =
+        (0..500u64).map(|i| (i, format!("user-{i}"), vec![i as u8; (i % 40) as usize])).collect();
+    let expected: Vec<String> = values.iter().map(|v| space.key(v).unwrap().to_string()).collect();
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (space, values, expected) = (&space, &values, &expected);
+            s.spawn(move || {
+                for round in 0..4 {
+                    // Each thread walks the values in its own order.
+                    for k in 0..values.len() {
+                        let i = (k * (2 * t + 1) + round * 7) % values.len();
+                        assert_eq!(space.key(&values[i]).unwrap().as_str(), expected[i]);
+                    }
+                }
+            });
+        }
+    });
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<KeySpace>();
+    assert_send_sync::<larder_key::CacheKey>();
+}
