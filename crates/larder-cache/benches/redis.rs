@@ -42,7 +42,11 @@ struct LoanQuote {
 const TTL: Duration = Duration::from_secs(3600);
 
 fn args() -> LoanQuote {
-    LoanQuote { user_id: 42, amount_won: 5_000_000, rate_bp: 450, term_months: 36 }
+    args_of(42)
+}
+
+fn args_of(user_id: u64) -> LoanQuote {
+    LoanQuote { user_id, amount_won: 5_000_000, rate_bp: 450, term_months: 36 }
 }
 
 fn quote() -> Quote {
@@ -83,7 +87,13 @@ async fn bare_get(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Ve
 }
 
 async fn cache_hit(cache: &Cache, space: &KeySpace) -> Quote {
-    cache.get_or_compute(space, &args(), TTL, || async { unreachable!("the value is cached") }).await
+    cache_hit_of(cache, space, 42).await
+}
+
+async fn cache_hit_of(cache: &Cache, space: &KeySpace, user_id: u64) -> Quote {
+    cache
+        .get_or_compute(space, &args_of(user_id), TTL, || async { unreachable!("the value is cached") })
+        .await
 }
 
 fn sequential(c: &mut Criterion) {
@@ -195,21 +205,36 @@ fn throughput(c: &mut Criterion) {
     if let Some(rps) = run_redis_benchmark(&server, s.frame_len) {
         eprintln!("redis-benchmark -t get -c 64 -d {} on the same server: {rps:.0} requests/s", s.frame_len);
     }
+    // One key per task (64 distinct keys, all stored): concurrent hits on one key would be
+    // coalesced by the cache's single-flight into fewer Redis round trips than the bare side.
+    let redis_keys: Arc<Vec<String>> = Arc::new(rt.block_on(async {
+        let mut keys = Vec::new();
+        for id in 0..TASKS {
+            let v = s.cache.get_or_compute(&space, &args_of(id), TTL, || async { quote() }).await;
+            assert_eq!(v, quote());
+            keys.push(s.tier.value_key(space.key(&args_of(id)).expect("key").as_str()));
+        }
+        keys
+    }));
+    let before = s.cache.stats();
     let mut g = c.benchmark_group("redis_throughput_64_tasks");
     g.throughput(Throughput::Elements(1));
     g.bench_function("bare_redis_rs_get", |b| {
         b.iter_custom(|iters| {
             let s = Arc::clone(&s);
+            let redis_keys = Arc::clone(&redis_keys);
             rt.block_on(async move {
                 let per = iters.div_ceil(TASKS);
                 let start = Instant::now();
                 let hs: Vec<_> = (0..TASKS)
-                    .map(|_| {
+                    .map(|task| {
                         let s = Arc::clone(&s);
+                        let keys = Arc::clone(&redis_keys);
                         tokio::spawn(async move {
                             let mut conn = s.bare.clone();
+                            let key = &keys[task as usize];
                             for _ in 0..per {
-                                bare_get(&mut conn, &s.redis_key).await;
+                                std::hint::black_box(bare_get(&mut conn, key).await);
                             }
                         })
                     })
@@ -229,12 +254,12 @@ fn throughput(c: &mut Criterion) {
                 let per = iters.div_ceil(TASKS);
                 let start = Instant::now();
                 let hs: Vec<_> = (0..TASKS)
-                    .map(|_| {
+                    .map(|task| {
                         let s = Arc::clone(&s);
                         let space = space.clone();
                         tokio::spawn(async move {
                             for _ in 0..per {
-                                cache_hit(&s.cache, &space).await;
+                                std::hint::black_box(cache_hit_of(&s.cache, &space, task).await);
                             }
                         })
                     })
@@ -247,6 +272,9 @@ fn throughput(c: &mut Criterion) {
         });
     });
     g.finish();
+    let after = s.cache.stats();
+    assert_eq!(after.computations, before.computations, "the cache recomputed during the bench");
+    assert_eq!(after.coalesced, before.coalesced, "hits were coalesced: not one round trip per hit");
     if let Some(rps) = run_redis_benchmark(&server, s.frame_len) {
         eprintln!("redis-benchmark -t get -c 64 -d {} (again, after): {rps:.0} requests/s", s.frame_len);
     }

@@ -15,6 +15,9 @@ use larder_testkit::redis::{RedisCluster, RedisServer};
 
 const TTL: Duration = Duration::from_secs(600);
 
+/// Builds the bytes to plant under a key text.
+type MakeEntry = Box<dyn Fn(&str) -> Vec<u8>>;
+
 fn secret() -> KeySecret {
     KeySecret::from_bytes(&[0x5a; 32]).unwrap()
 }
@@ -50,7 +53,7 @@ async fn foreign_entries_are_counted_misses(url: &str) {
     let probe_frame = raw.get(&probe_text).await.unwrap().unwrap();
     assert_eq!(value_key("larder:", &probe_text), raw.value_key(&probe_text));
 
-    let mut cases: Vec<(&str, Box<dyn Fn(&str) -> Vec<u8>>)> = Vec::new();
+    let mut cases: Vec<(&str, MakeEntry)> = Vec::new();
     cases.push(("garbage", Box::new(|_| b"\x00\xffnot a frame at all, just bytes \x80\x81".to_vec())));
     cases.push(("empty", Box::new(|_| Vec::new())));
     cases.push(("a real frame truncated", {

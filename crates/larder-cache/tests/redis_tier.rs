@@ -245,10 +245,10 @@ async fn cluster_spreads_keys_over_every_node_and_keeps_leases_with_values() {
     let cluster = RedisCluster::start(3);
     let t = tier(&cluster.url());
     let raw = raw_cluster(&cluster);
-    let n = 300;
+    let n: u64 = 300;
     for i in 0..n {
         // Key texts as the core builds them: namespace, version, digest.
-        let key = format!("loan_calc:v1:{:016x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let key = format!("loan_calc:v1:{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         t.set(&key, b"v", Duration::from_secs(60)).await.unwrap();
         assert_eq!(t.try_lease(&key, &[7; 16], Duration::from_secs(60)).await.unwrap(), Lease::Acquired);
         assert_eq!(
