@@ -7,6 +7,8 @@
 //!
 //! `cargo bench -p larder-cache --bench memo -- --warm-up-time 1 --measurement-time 3`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::hint::black_box;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -77,12 +79,32 @@ fn local_hits(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("local_hit_2_threads");
     g.bench_function("memoize_loanquote", |b| {
-        b.iter_custom(|n| two_threads(n, || drop(black_box(quote(black_box(Q))))))
+        b.iter_custom(|n| {
+            two_threads(n, || {
+                black_box(quote(black_box(Q)));
+            })
+        })
     });
-    g.bench_function("quick_cache_u64", |b| b.iter_custom(|n| two_threads(n, || drop(black_box(qc.get(black_box(&7)))))));
-    g.bench_function("moka_u64", |b| b.iter_custom(|n| two_threads(n, || drop(black_box(mk.get(black_box(&7)))))));
+    g.bench_function("quick_cache_u64", |b| {
+        b.iter_custom(|n| {
+            two_threads(n, || {
+                black_box(qc.get(black_box(&7)));
+            })
+        })
+    });
+    g.bench_function("moka_u64", |b| {
+        b.iter_custom(|n| {
+            two_threads(n, || {
+                black_box(mk.get(black_box(&7)));
+            })
+        })
+    });
     g.bench_function("cached_macro_u64", |b| {
-        b.iter_custom(|n| two_threads(n, || drop(black_box(cached_quote(black_box(7))))))
+        b.iter_custom(|n| {
+            two_threads(n, || {
+                black_box(cached_quote(black_box(7)));
+            })
+        })
     });
     g.finish();
 }
@@ -96,7 +118,9 @@ fn sqlite_tier(c: &mut Criterion) {
     cache.get_or_compute_blocking(&space, &Q.user_id, Duration::from_secs(3600), || 42u64);
     let mut g = c.benchmark_group("sqlite_tier");
     g.bench_function("hit", |b| {
-        b.iter(|| black_box(cache.get_or_compute_blocking(&space, &Q.user_id, Duration::from_secs(3600), || 0u64)))
+        b.iter(|| {
+            black_box(cache.get_or_compute_blocking(&space, &Q.user_id, Duration::from_secs(3600), || 0u64))
+        })
     });
     let mut next = 1_000_000u64;
     g.bench_function("miss_and_store", |b| {

@@ -65,7 +65,8 @@ impl Breaker {
 
     /// Records a successful call; returns true if this closed an open breaker.
     pub(crate) fn success(&self) -> bool {
-        let _ = self.failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+        let _ =
+            self.failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
         if self.open_until.load(Ordering::Acquire) == 0 {
             return false;
         }

@@ -359,7 +359,9 @@ impl fmt::Debug for Pending {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -463,8 +465,9 @@ impl Cache {
         let local = self.inner.local.as_ref();
         let prefix = space.prefix();
         let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            let hash = local_clock::hash_parts(prefix, enc);
             let found = local.map(|l| {
-                l.with_entry(prefix, enc, |entry| {
+                l.with_entry(hash, prefix, enc, |entry| {
                     let entry = entry?;
                     let now = local_clock::now();
                     let v = entry.fresh::<V>(now)?;
@@ -473,8 +476,8 @@ impl Cache {
             });
             match found.flatten() {
                 Some((v, false)) => Ok(v),
-                Some((v, true)) => Err((LocalKey::new(prefix, enc), Some(v))),
-                None => Err((LocalKey::new(prefix, enc), None)),
+                Some((v, true)) => Err((LocalKey::with_hash(hash, prefix, enc), Some(v))),
+                None => Err((LocalKey::with_hash(hash, prefix, enc), None)),
             }
         });
         match r {
@@ -502,7 +505,13 @@ impl Cache {
             }
             Err(e) => {
                 tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
-                Lookup::Miss(Pending { cache: self.clone(), space: space.clone(), key: None, ttl, fallback: None })
+                Lookup::Miss(Pending {
+                    cache: self.clone(),
+                    space: space.clone(),
+                    key: None,
+                    ttl,
+                    fallback: None,
+                })
             }
         }
     }
@@ -699,9 +708,9 @@ impl Cache {
 
 /// Runs a future to completion from sync code: on the cache's runtime when this thread is
 /// not inside one, else on a scoped helper thread (a sync call made from async code).
-pub(crate) fn block_on<F: Future>(fut: F) -> F::Output
+pub(crate) fn block_on<F>(fut: F) -> F::Output
 where
-    F: Send,
+    F: Future + Send,
     F::Output: Send,
 {
     let rt = match runtime() {
@@ -725,10 +734,7 @@ where
 }
 
 impl Inner {
-    async fn tier_call<T>(
-        &self,
-        fut: impl Future<Output = Result<T, TierError>>,
-    ) -> Result<T, TierError> {
+    async fn tier_call<T>(&self, fut: impl Future<Output = Result<T, TierError>>) -> Result<T, TierError> {
         if self.breaker.permit() == Permit::Denied {
             bump(&self.counters.breaker_skips);
             return Err(TierError::Unavailable("circuit breaker open".into()));
@@ -890,7 +896,12 @@ impl Inner {
     }
 
     /// Everything before the computation: the shared tier, XFetch and the lease.
-    async fn fetch<V: CacheValue>(&self, space: &KeySpace, key: &LocalKey, cap: Option<Duration>) -> Fetched<V> {
+    async fn fetch<V: CacheValue>(
+        &self,
+        space: &KeySpace,
+        key: &LocalKey,
+        cap: Option<Duration>,
+    ) -> Fetched<V> {
         let Some(tier) = &self.shared else {
             return Fetched::Compute { key_text: None, lease: None, stale: None };
         };
@@ -959,12 +970,10 @@ impl Inner {
                 bump(&self.counters.lease_waits);
                 self.counters.m.lease_waits.increment(1);
                 let wait = self.opts.lease_wait;
-                let waited = tokio::time::timeout(
-                    wait + self.opts.op_timeout,
-                    tier.wait_for_value(&text, wait),
-                )
-                .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
-                .await;
+                let waited =
+                    tokio::time::timeout(wait + self.opts.op_timeout, tier.wait_for_value(&text, wait))
+                        .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
+                        .await;
                 let got = match waited {
                     Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
                     Ok(Ok(None)) => None,
@@ -1103,7 +1112,9 @@ impl Pending {
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
         let start = Instant::now();
-        let r = f().instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace())).await;
+        let r = f()
+            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+            .await;
         let took = start.elapsed();
         inner.count_computation(took);
         self.finish(guard, &key, text, lease, stale, r, took).await

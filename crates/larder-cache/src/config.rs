@@ -120,9 +120,12 @@ pub fn open_shared(url: &str, opts: &TierOptions) -> Result<Arc<dyn SharedTier>,
             Ok(Arc::new(crate::redis::connect(url, ropts)?))
         }
         #[allow(unreachable_patterns)]
-        "sqlite" | "redis" | "rediss" | "redis+unix" | "redis+cluster" => Err(CacheError::Tier(TierError::Config(
-            format!("the `{scheme}` tier is not compiled in (enable larder-cache's `{}` feature)", feature_of(scheme)),
-        ))),
+        "sqlite" | "redis" | "rediss" | "redis+unix" | "redis+cluster" => {
+            Err(CacheError::Tier(TierError::Config(format!(
+                "the `{scheme}` tier is not compiled in (enable larder-cache's `{}` feature)",
+                feature_of(scheme)
+            ))))
+        }
         _ => Err(CacheError::Config(format!("`{url}` is not a shared tier URL"))),
     }
 }

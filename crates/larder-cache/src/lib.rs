@@ -131,7 +131,13 @@ pub mod __private {
         let mut s = raw.replace("::", ".").to_ascii_lowercase();
         s = s
             .chars()
-            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if s.is_empty() {
             s.push('_');

@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use parking_lot::RwLock;
 
@@ -31,19 +32,42 @@ pub(crate) fn dur(d: std::time::Duration) -> coarsetime::Duration {
     coarsetime::Duration::from(d)
 }
 
-/// A local-tier key: prefix bytes followed by the encoding.
+/// The process's in-memory key hasher: foldhash, randomly seeded once per process. That seed
+/// never leaves the process, so it cannot cause the cross-process misses stable keys prevent;
+/// it does keep callers from crafting collisions in the local tier.
+fn hasher() -> &'static foldhash::fast::RandomState {
+    static H: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    H.get_or_init(foldhash::fast::RandomState::default)
+}
+
+/// The in-memory hash of (prefix, encoding), computed once per lookup and reused for the
+/// shard choice and the shard's own table.
+#[inline]
+pub(crate) fn hash_parts(prefix: &str, encoding: &[u8]) -> u64 {
+    let mut h = hasher().build_hasher();
+    h.write(prefix.as_bytes());
+    h.write(encoding);
+    h.finish()
+}
+
+/// A local-tier key: prefix bytes followed by the encoding, and their in-memory hash.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct LocalKey {
+    hash: u64,
     bytes: Box<[u8]>,
     prefix_len: usize,
 }
 
 impl LocalKey {
     pub(crate) fn new(prefix: &str, encoding: &[u8]) -> Self {
+        Self::with_hash(hash_parts(prefix, encoding), prefix, encoding)
+    }
+
+    pub(crate) fn with_hash(hash: u64, prefix: &str, encoding: &[u8]) -> Self {
         let mut v = Vec::with_capacity(prefix.len() + encoding.len());
         v.extend_from_slice(prefix.as_bytes());
         v.extend_from_slice(encoding);
-        LocalKey { bytes: v.into_boxed_slice(), prefix_len: prefix.len() }
+        LocalKey { hash, bytes: v.into_boxed_slice(), prefix_len: prefix.len() }
     }
 
     pub(crate) fn encoding(&self) -> &[u8] {
@@ -57,28 +81,28 @@ impl LocalKey {
 
 impl Hash for LocalKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (p, e) = self.bytes.split_at(self.prefix_len);
-        state.write(p);
-        state.write(e);
+        state.write_u64(self.hash);
     }
 }
 
 /// A borrowed lookup key, hashed exactly like [`LocalKey`].
 pub(crate) struct LookupKey<'a> {
+    pub(crate) hash: u64,
     pub(crate) prefix: &'a str,
     pub(crate) encoding: &'a [u8],
 }
 
 impl Hash for LookupKey<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.prefix.as_bytes());
-        state.write(self.encoding);
+        state.write_u64(self.hash);
     }
 }
 
 impl Equivalent<LocalKey> for LookupKey<'_> {
     fn equivalent(&self, key: &LocalKey) -> bool {
-        key.prefix_len == self.prefix.len()
+        key.hash == self.hash
+            && key.prefix_len == self.prefix.len()
+            && key.bytes.len() == self.prefix.len() + self.encoding.len()
             && key.bytes[..key.prefix_len] == *self.prefix.as_bytes()
             && key.bytes[key.prefix_len..] == *self.encoding
     }
@@ -141,7 +165,6 @@ type Shard = quick_cache::unsync::Cache<LocalKey, LocalEntry, EntryWeighter, See
 /// the entry under a shard read lock and clones only the caller's value.
 pub(crate) struct LocalTier {
     shards: Box<[RwLock<Shard>]>,
-    hasher: Seeded,
     mask: u64,
     /// key text → local key, for entries whose key text is known (shared-tier traffic).
     by_text: QCache<Box<str>, LocalKey>,
@@ -172,23 +195,30 @@ impl LocalTier {
                 ))
             })
             .collect();
-        let text_cap = usize::try_from(if by_bytes { capacity / 256 } else { capacity }).unwrap_or(usize::MAX);
-        LocalTier { shards, hasher, mask: n - 1, by_text: QCache::new(text_cap.max(16)) }
+        let text_cap =
+            usize::try_from(if by_bytes { capacity / 256 } else { capacity }).unwrap_or(usize::MAX);
+        LocalTier { shards, mask: n - 1, by_text: QCache::new(text_cap.max(16)) }
     }
 
     #[inline]
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<Shard> {
-        let h = self.hasher.hash_one(key);
-        // High bits: the shard's own table uses the low bits of its (differently seeded) hash.
-        let i = usize::try_from((h >> 40) & self.mask).unwrap_or(0);
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        // High bits: the shard's own table rehashes the u64 with its own seed.
+        let i = usize::try_from((hash >> 40) & self.mask).unwrap_or(0);
         &self.shards[i]
     }
 
-    /// Runs `f` on the entry for (`prefix`, `encoding`), under the shard's read lock.
+    /// Runs `f` on the entry for (`prefix`, `encoding`) whose [`hash_parts`] is `hash`, under
+    /// the shard's read lock.
     #[inline]
-    pub(crate) fn with_entry<R>(&self, prefix: &str, encoding: &[u8], f: impl FnOnce(Option<&LocalEntry>) -> R) -> R {
-        let q = LookupKey { prefix, encoding };
-        let shard = self.shard(&q).read();
+    pub(crate) fn with_entry<R>(
+        &self,
+        hash: u64,
+        prefix: &str,
+        encoding: &[u8],
+        f: impl FnOnce(Option<&LocalEntry>) -> R,
+    ) -> R {
+        let q = LookupKey { hash, prefix, encoding };
+        let shard = self.shard(hash).read();
         f(shard.get(&q))
     }
 
@@ -196,11 +226,11 @@ impl LocalTier {
         if let Some(text) = key_text {
             self.by_text.insert(text.into(), key.clone());
         }
-        self.shard(&key).write().insert(key, entry);
+        self.shard(key.hash).write().insert(key, entry);
     }
 
     pub(crate) fn remove(&self, key: &LocalKey) -> bool {
-        let removed = self.shard(key).write().remove(key);
+        let removed = self.shard(key.hash).write().remove(key);
         removed.is_some()
     }
 
@@ -244,9 +274,16 @@ mod tests {
     fn lookup_by_parts_equals_owned_key() {
         let t = LocalTier::new(100, false);
         t.insert(LocalKey::new("a:v1:", b"xyz"), Some("a:v1:digest"), entry(5, Duration::from_secs(60)));
-        let get = |p: &str, e: &[u8]| t.with_entry(p, e, |x| x.and_then(|x| x.fresh::<u64>(now())));
+        let get = |p: &str, e: &[u8]| {
+            t.with_entry(hash_parts(p, e), p, e, |x| x.and_then(|x| x.fresh::<u64>(now())))
+        };
         assert_eq!(get("a:v1:", b"xyz"), Some(5));
-        assert_eq!(t.with_entry("a:v1:", b"xyz", |x| x.and_then(|x| x.fresh::<u32>(now()))), None, "another type is a miss");
+        let h = hash_parts("a:v1:", b"xyz");
+        assert_eq!(
+            t.with_entry(h, "a:v1:", b"xyz", |x| x.and_then(|x| x.fresh::<u32>(now()))),
+            None,
+            "another type is a miss"
+        );
         assert!(get("a:v1:", b"xy").is_none());
         assert!(get("a:v2:", b"xyz").is_none());
         assert!(get("a:v1:x", b"yz").is_none(), "prefix/encoding split matters");

@@ -106,12 +106,17 @@ pub struct SqliteTier {
 
 impl std::fmt::Debug for SqliteTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteTier").field("path", &self.shared.path).field("opts", &self.shared.opts).finish()
+        f.debug_struct("SqliteTier")
+            .field("path", &self.shared.path)
+            .field("opts", &self.shared.opts)
+            .finish()
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn dur_ms(d: Duration) -> i64 {
@@ -143,7 +148,9 @@ impl Shared {
     fn open_conn(&self) -> Result<Connection, TierError> {
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err)?;
         conn.busy_timeout(self.opts.timeout.max(Duration::from_millis(50))).map_err(err)?;
@@ -226,7 +233,7 @@ impl Shared {
                 ])
             })
             .map_err(err)?;
-            if n % SWEEP_EVERY == 0 {
+            if n.checked_rem(SWEEP_EVERY) == Some(0) {
                 // A failed sweep is retried at the next round; the write itself succeeded.
                 if let Err(e) = self.sweep(c) {
                     tracing::debug!(error = %e, "sqlite cache sweep failed");
@@ -290,7 +297,11 @@ impl Shared {
 
 impl SqliteTier {
     /// Opens (creating if needed) the cache file at `path`. Blocking: call it at startup.
-    pub fn open(path: impl AsRef<Path>, opts: SqliteOptions, rt: tokio::runtime::Handle) -> Result<Self, TierError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        opts: SqliteOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Self, TierError> {
         let path = path.as_ref().to_path_buf();
         if path.as_os_str().is_empty() {
             return Err(TierError::Config("sqlite: the path is empty".into()));
@@ -398,7 +409,12 @@ impl SharedTier for SqliteTier {
         Box::pin(self.blocking(move |s| s.get(&key)))
     }
 
-    fn set<'a>(&'a self, key: &'a str, frame: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<(), TierError>> {
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        frame: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), TierError>> {
         let key = key.to_owned();
         let frame = frame.to_vec();
         Box::pin(self.blocking(move |s| s.set(&key, &frame, ttl)))
@@ -420,7 +436,11 @@ impl SharedTier for SqliteTier {
         Box::pin(self.blocking(move |s| s.try_lease(&key, &token, ttl)))
     }
 
-    fn release_lease<'a>(&'a self, key: &'a str, token: &'a [u8; 16]) -> BoxFuture<'a, Result<(), TierError>> {
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a [u8; 16],
+    ) -> BoxFuture<'a, Result<(), TierError>> {
         let key = key.to_owned();
         let token = *token;
         Box::pin(self.blocking(move |s| s.release(&key, &token)))
@@ -476,7 +496,8 @@ mod tests {
     fn get_set_delete_and_leases() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let tier = SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
+        let tier =
+            SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
         rt.block_on(async {
             assert_eq!(tier.get("k").await.unwrap(), None);
             tier.set("k", b"frame", Duration::from_secs(60)).await.unwrap();
@@ -502,7 +523,8 @@ mod tests {
     fn wait_for_value_sees_the_holders_write_and_ends_when_the_lease_goes() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let tier = SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
+        let tier =
+            SqliteTier::open(dir.path().join("c.db"), SqliteOptions::default(), rt.handle().clone()).unwrap();
         rt.block_on(async {
             let tok = [9u8; 16];
             assert_eq!(tier.try_lease("w", &tok, Duration::from_secs(5)).await.unwrap(), Lease::Acquired);
@@ -556,8 +578,14 @@ mod tests {
             runtime: rt.handle().clone(),
         };
         assert!(matches!(SqliteTier::open_url("sqlite:", &topts), Err(TierError::Config(_))));
-        assert!(matches!(SqliteTier::open_url("sqlite:/tmp/x.db?max_entries=abc", &topts), Err(TierError::Config(_))));
-        assert!(matches!(SqliteTier::open_url("sqlite:/tmp/x.db?colour=blue", &topts), Err(TierError::Config(_))));
+        assert!(matches!(
+            SqliteTier::open_url("sqlite:/tmp/x.db?max_entries=abc", &topts),
+            Err(TierError::Config(_))
+        ));
+        assert!(matches!(
+            SqliteTier::open_url("sqlite:/tmp/x.db?colour=blue", &topts),
+            Err(TierError::Config(_))
+        ));
         assert!(matches!(
             SqliteTier::open_url("sqlite:/nonexistent-dir-larder/x.db", &topts),
             Err(TierError::Config(_))

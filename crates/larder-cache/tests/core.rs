@@ -64,7 +64,8 @@ fn garbage_and_forged_entries_in_sqlite_are_counted_misses() {
     let key2 = space.key(&2u32).unwrap();
     let forger = MacKey::from_secret(&KeySecret::from_hex(&"66".repeat(32)).unwrap());
     let meta = FrameMeta { written_ms: now_ms(), ttl_ms: 600_000, delta_ms: 0 };
-    let forged = frame::seal(&forger, key2.as_str(), meta, &postcard::to_allocvec(&999_999u64).unwrap()).unwrap();
+    let forged =
+        frame::seal(&forger, key2.as_str(), meta, &postcard::to_allocvec(&999_999u64).unwrap()).unwrap();
     write_raw(&db, key2.as_str(), &forged);
     assert_eq!(cache.get_or_compute_blocking(&space, &2u32, ttl, || compute(20)), 20);
     assert_eq!(cache.stats().corrupt_entries, 2);
@@ -190,7 +191,8 @@ fn concurrent_errors_are_shared_not_cached() {
         }
     });
     assert!(calls.load(Ordering::SeqCst) <= 2, "waiters share the error: {}", calls.load(Ordering::SeqCst));
-    let r: Result<u32, String> = cache.try_get_or_compute_blocking(&space, &"k", Duration::from_secs(60), || Ok(5));
+    let r: Result<u32, String> =
+        cache.try_get_or_compute_blocking(&space, &"k", Duration::from_secs(60), || Ok(5));
     assert_eq!(r, Ok(5), "the error was not cached");
 }
 
@@ -225,7 +227,9 @@ fn ttl_expiry_recomputes() {
     let space = KeySpace::new("ttl", 1).unwrap();
     let calls = AtomicU32::new(0);
     let get = || {
-        cache.get_or_compute_blocking(&space, &1u8, Duration::from_millis(80), || calls.fetch_add(1, Ordering::SeqCst))
+        cache.get_or_compute_blocking(&space, &1u8, Duration::from_millis(80), || {
+            calls.fetch_add(1, Ordering::SeqCst)
+        })
     };
     assert_eq!(get(), 0);
     assert_eq!(get(), 0);
@@ -270,7 +274,12 @@ fn xfetch_on_the_shared_tier() {
         std::thread::sleep(Duration::from_millis(50));
         1u32
     });
-    let reader = Cache::builder().secret(&secret()).shared_url(&format!("sqlite:{}", db.display())).xfetch_beta(1e6).build().unwrap();
+    let reader = Cache::builder()
+        .secret(&secret())
+        .shared_url(&format!("sqlite:{}", db.display()))
+        .xfetch_beta(1e6)
+        .build()
+        .unwrap();
     let v = reader.get_or_compute_blocking(&space, &1u8, Duration::from_secs(10), || 2u32);
     assert_eq!(v, 2, "recomputed early by this reader");
     assert_eq!(reader.stats().early_refreshes, 1);
@@ -357,7 +366,9 @@ fn nan_keys_compute_without_caching() {
     let space = KeySpace::new("nan", 1).unwrap();
     let calls = AtomicU32::new(0);
     for _ in 0..2 {
-        cache.get_or_compute_blocking(&space, &f64::NAN, Duration::from_secs(60), || calls.fetch_add(1, Ordering::SeqCst));
+        cache.get_or_compute_blocking(&space, &f64::NAN, Duration::from_secs(60), || {
+            calls.fetch_add(1, Ordering::SeqCst)
+        });
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -123,7 +123,8 @@ fn frames_match_the_checked_in_vectors() {
     if std::env::var("LARDER_BLESS").as_deref() == Ok("1") {
         std::fs::write(&path, serde_json::to_string_pretty(&built).unwrap() + "\n").unwrap();
     }
-    let text = std::fs::read_to_string(&path).expect("docs/cache-value-vectors.json (LARDER_BLESS=1 writes it)");
+    let text =
+        std::fs::read_to_string(&path).expect("docs/cache-value-vectors.json (LARDER_BLESS=1 writes it)");
     let stored: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(stored, built, "frame encoding changed: that needs a new frame version");
     // Independently of how they were built: every valid vector opens to its fields, every

@@ -151,7 +151,10 @@ fn default_namespace(x: u8) -> u8 {
 #[test]
 fn default_namespace_is_sanitized_module_path() {
     assert_eq!(default_namespace(3), 3);
-    assert_eq!(larder_cache::__private::sanitize_namespace("memoize::default_namespace"), "memoize.default_namespace");
+    assert_eq!(
+        larder_cache::__private::sanitize_namespace("memoize::default_namespace"),
+        "memoize.default_namespace"
+    );
     assert_eq!(larder_cache::__private::sanitize_namespace("a::B<T>"), "a.b_t_");
     let long = larder_cache::__private::sanitize_namespace(&"x".repeat(100));
     assert_eq!(long.len(), 64);
@@ -163,8 +166,9 @@ fn arc_errors_are_shareable() {
     // A non-Clone error wrapped in Arc works with try_get_or_compute.
     let cache = Cache::builder().local(10).build().unwrap();
     let space = larder_cache::KeySpace::new("io", 1).unwrap();
-    let r: Result<u32, Arc<std::io::Error>> = cache.try_get_or_compute_blocking(&space, &1u8, Duration::from_secs(1), || {
-        Err(Arc::new(std::io::Error::other("boom")))
-    });
+    let r: Result<u32, Arc<std::io::Error>> =
+        cache.try_get_or_compute_blocking(&space, &1u8, Duration::from_secs(1), || {
+            Err(Arc::new(std::io::Error::other("boom")))
+        });
     assert!(r.is_err());
 }

@@ -14,11 +14,16 @@ fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
     common::worker_main_if_requested();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,sqlite:{}", dir.path().join("cache.db").display());
-    let report = Scenario::seed(&spec, dir.path()).run("seed_scenario_sqlite_computes_each_input_once_across_4_processes");
+    let report = Scenario::seed(&spec, dir.path())
+        .run("seed_scenario_sqlite_computes_each_input_once_across_4_processes");
     eprintln!("sqlite seed scenario: {report:?}");
     assert!(report.all_workers_ok, "a worker returned a wrong value or failed");
     assert_eq!(report.per_input.len(), 50, "every input computed");
-    assert!(report.per_input.values().all(|&n| n == 1), "an input was computed twice: {:?}", report.per_input);
+    assert!(
+        report.per_input.values().all(|&n| n == 1),
+        "an input was computed twice: {:?}",
+        report.per_input
+    );
     assert_eq!(report.computations, 50);
 }
 
@@ -26,7 +31,8 @@ fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
 fn seed_scenario_local_only_computes_per_process() {
     common::worker_main_if_requested();
     let dir = tempfile::tempdir().unwrap();
-    let report = Scenario::seed("local:1000", dir.path()).run("seed_scenario_local_only_computes_per_process");
+    let report =
+        Scenario::seed("local:1000", dir.path()).run("seed_scenario_local_only_computes_per_process");
     eprintln!("local-only seed scenario: {report:?}");
     assert!(report.all_workers_ok);
     assert!(report.computations >= 4 * 50, "process-local caches: {} computations", report.computations);
@@ -70,7 +76,8 @@ fn killed_lease_holder_is_taken_over_within_lease_ttl() {
     let mut holder = spawn_worker(name, &base);
     assert!(wait_for_lines(&count_file, 1, Duration::from_secs(20)), "holder never started computing");
     let holder_started = Instant::now();
-    let mut waiter = spawn_worker(name, &WorkerSpec { compute_ms: 100, start_at_ms: unix_ms(), ..base.clone() });
+    let mut waiter =
+        spawn_worker(name, &WorkerSpec { compute_ms: 100, start_at_ms: unix_ms(), ..base.clone() });
     std::thread::sleep(Duration::from_millis(300));
     holder.kill().unwrap(); // SIGKILL
     holder.wait().unwrap();

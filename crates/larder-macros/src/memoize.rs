@@ -210,7 +210,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 has_receiver = true;
                 if opts.receiver && opts.key.is_none() {
                     key_parts.push(quote!(&self));
-                    checks.push(quote_spanned! {r.span()=> #cache_crate::__private::assert_stable_key(&self); });
+                    checks.push(
+                        quote_spanned! {r.span()=> #cache_crate::__private::assert_stable_key(&self); },
+                    );
                 }
             }
             FnArg::Typed(pt) => {
@@ -224,7 +226,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 if opts.key.is_none() {
                     key_parts.push(quote!(&#id));
                     let ty = &pt.ty;
-                    checks.push(quote_spanned! {ty.span()=> #cache_crate::__private::assert_stable_key(&#id); });
+                    checks.push(
+                        quote_spanned! {ty.span()=> #cache_crate::__private::assert_stable_key(&#id); },
+                    );
                 }
             }
         }
@@ -235,7 +239,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let key_expr = match &opts.key {
         Some(k) => {
-            checks.push(quote_spanned! {k.span()=> #cache_crate::__private::assert_stable_key(&__larder_key); });
+            checks.push(
+                quote_spanned! {k.span()=> #cache_crate::__private::assert_stable_key(&__larder_key); },
+            );
             quote!(#k)
         }
         None if key_parts.is_empty() => quote!(()),

@@ -40,7 +40,9 @@ pub fn expected_value(input: u32) -> u64 {
 
 /// Unix time in milliseconds.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One worker process's job.
@@ -131,7 +133,9 @@ fn record(count_file: &Path, input: u32) {
 
 fn run_worker(spec: &WorkerSpec) -> i32 {
     let cache = match larder_cache::config::parse(&spec.cache_spec).and_then(|b| {
-        b.lease_ttl(Duration::from_millis(spec.lease_ttl_ms)).lease_wait(Duration::from_millis(spec.lease_wait_ms)).build()
+        b.lease_ttl(Duration::from_millis(spec.lease_ttl_ms))
+            .lease_wait(Duration::from_millis(spec.lease_wait_ms))
+            .build()
     }) {
         Ok(c) => c,
         Err(e) => {
