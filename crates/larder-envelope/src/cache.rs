@@ -62,6 +62,16 @@ impl DataKeyLimits {
     }
 }
 
+/// The longest time before expiry at which a replacement key is generated: a keyring call
+/// takes milliseconds, so refreshing earlier than this would only shorten key lifetimes.
+pub const MAX_REFRESH_LEAD: Duration = Duration::from_secs(30);
+
+/// How long before `max_age` the refresh starts: `(1 − fraction) × max_age`, at most
+/// [`MAX_REFRESH_LEAD`].
+fn refresh_lead(max_age: Duration, refresh_fraction: f64) -> Duration {
+    max_age.mul_f64((1.0 - refresh_fraction).clamp(0.0, 1.0)).min(MAX_REFRESH_LEAD)
+}
+
 /// A SHA-256 digest naming an (EDK, context) pair (the decrypt side's single-flight key).
 pub(crate) type EdkDigest = [u8; 32];
 
@@ -118,7 +128,7 @@ impl ActiveKey {
             aad,
             header_len,
             expires: now + limits.max_age,
-            refresh_at: now + limits.max_age.mul_f64(refresh_fraction),
+            refresh_at: now + limits.max_age - refresh_lead(limits.max_age, refresh_fraction),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             max_messages: limits.max_messages,

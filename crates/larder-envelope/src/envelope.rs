@@ -51,9 +51,12 @@ impl EnvelopeBuilder {
         self
     }
 
-    /// Fraction of a data key's age or message budget after which a replacement is generated in
-    /// the background (default 0.75; clamped to 0.05..=1.0; not finite means the default). The replacement waits as a standby
-    /// and takes over when the current key is exhausted, so message budgets are used in full.
+    /// When a replacement data key is generated in the background: at this fraction of the
+    /// current key's message or byte budget, and at this fraction of its max age but never more
+    /// than [`MAX_REFRESH_LEAD`](crate::MAX_REFRESH_LEAD) (30 s) before it expires (default 0.75;
+    /// clamped to 0.05..=1.0; not finite means the default). The replacement waits as a standby
+    /// and takes over when the current key is exhausted or expires, so message budgets are used
+    /// in full; its own max age counts from its generation.
     pub fn refresh_at(mut self, fraction: f64) -> Self {
         self.refresh_fraction = fraction;
         self

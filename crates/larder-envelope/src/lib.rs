@@ -44,7 +44,7 @@
 //! |---|---|---|
 //! | data key lifetime | 5 min, 2^20 messages, 2^32 bytes ([`DataKeyLimits`]) | no EDK in more ciphertexts than `max_messages` (hard cap 2^32), under any thread count |
 //! | cold key | one keyring call | 100 concurrent callers → exactly 1 `generate_data_key`; cancelled callers do not wedge it |
-//! | refresh | a standby key is generated in the background at 75 % of age/messages/bytes | a steady stream of encrypts never waits on the keyring after the first |
+//! | refresh | a standby key is generated in the background at 75 % of messages/bytes, 30 s before max age | a steady stream of encrypts never waits on the keyring after the first |
 //! | decrypt cache | 5 min TTL, 10,000 keys ([`EnvelopeBuilder::decrypt_cache`]) | concurrent misses on one EDK → 1 `decrypt_data_key`; keys of this envelope's own encrypts are pre-seeded |
 //! | ciphertext | [format v1](format), `lv1.` text form | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring) |
 //!
@@ -117,7 +117,7 @@ mod aws;
 pub use aws::*;
 
 pub use blocking::BlockingEnvelope;
-pub use cache::{DataKeyLimits, HARD_MAX_MESSAGES};
+pub use cache::{DataKeyLimits, HARD_MAX_MESSAGES, MAX_REFRESH_LEAD};
 pub use context::EncryptionContext;
 pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
 #[doc(hidden)]
