@@ -131,6 +131,80 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     endpoint: Endpoint,
     options: RedisOptions,
+    tls: Option<TlsEndpoint>,
+}
+
+/// The TLS side of a server started with [`RedisServer::start_tls`].
+struct TlsEndpoint {
+    port: u16,
+    ca_cert: PathBuf,
+    _certs: tempfile::TempDir,
+}
+
+/// Makes a throwaway CA and a server certificate for `IP:127.0.0.1` with the `openssl` CLI.
+/// Returns (CA cert, server cert, server key) paths inside `dir`.
+fn make_test_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = find_binary("LARDER_OPENSSL", "openssl", "Install it with: apt-get install openssl");
+    let p = |name: &str| dir.join(name);
+    std::fs::write(
+        p("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the certificate extension file");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl).args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=larder test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (p("ca.crt"), p("server.crt"), p("server.key"))
 }
 
 impl RedisServer {
@@ -152,7 +226,7 @@ impl RedisServer {
         } else {
             Endpoint::Tcp(free_port())
         };
-        let mut server = RedisServer { child: None, dir, endpoint, options };
+        let mut server = RedisServer { child: None, dir, endpoint, options, tls: None };
         let mut last_err = String::new();
         // A free port can be taken by someone else before the server binds it: retry.
         for _ in 0..5 {
@@ -168,6 +242,44 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start: {last_err}");
+    }
+
+    /// Starts a server that also accepts TLS on a second loopback port, with a certificate for
+    /// `IP:127.0.0.1` issued by a throwaway CA (see [`ca_cert`](Self::ca_cert)). Clients are
+    /// not asked for certificates. [`url`](Self::url) stays the plaintext one (for admin
+    /// commands); [`tls_url`](Self::tls_url) is `rediss://127.0.0.1:PORT`.
+    pub fn start_tls() -> Self {
+        let certs =
+            tempfile::Builder::new().prefix("larder-redis-tls-").tempdir().expect("create a temp dir");
+        let (ca, cert, key) = make_test_certs(certs.path());
+        let port = free_port();
+        let extra_args = [
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert.display().to_string(),
+            "--tls-key-file",
+            &key.display().to_string(),
+            "--tls-ca-cert-file",
+            &ca.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut server = Self::start_with(RedisOptions { extra_args, ..RedisOptions::default() });
+        server.tls = Some(TlsEndpoint { port, ca_cert: ca, _certs: certs });
+        server
+    }
+
+    /// `rediss://127.0.0.1:PORT` for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls.as_ref().map(|t| format!("rediss://127.0.0.1:{}", t.port))
+    }
+
+    /// The PEM file of the CA that issued the TLS server's certificate.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_cert.as_path())
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -390,8 +502,13 @@ impl RedisCluster {
                     "5000".into(),
                 ],
             };
-            let mut server =
-                RedisServer { child: None, dir, endpoint: Endpoint::Tcp(free_cluster_port()), options };
+            let mut server = RedisServer {
+                child: None,
+                dir,
+                endpoint: Endpoint::Tcp(free_cluster_port()),
+                options,
+                tls: None,
+            };
             server.spawn()?;
             nodes.push(server);
         }
