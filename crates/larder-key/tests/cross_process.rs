@@ -103,16 +103,6 @@ fn child_report(order_seed: u64) -> String {
     lines.join("\n")
 }
 
-/// Child mode: runs only when the parent sets `LARDER_KEY_CHILD`; prints the report between
-/// markers (the test harness prints its own lines around it).
-#[test]
-fn child_entry() {
-    if let Ok(seed) = std::env::var(CHILD_VAR) {
-        let seed: u64 = seed.parse().expect("LARDER_KEY_CHILD is a number");
-        println!("BEGIN-REPORT\n{}\nEND-REPORT", child_report(seed));
-    }
-}
-
 struct Child {
     label: &'static str,
     env: Vec<(&'static str, String)>,
@@ -121,7 +111,7 @@ struct Child {
 
 fn run_child(exe: &std::path::Path, seed: u64, child: &Child) -> Vec<String> {
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads", "1"]);
+    cmd.args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"]);
     if child.clear_env {
         cmd.env_clear();
     }
@@ -146,10 +136,17 @@ fn run_child(exe: &std::path::Path, seed: u64, child: &Child) -> Vec<String> {
     body.lines().map(str::to_owned).collect()
 }
 
+const TEST_NAME: &str = "keys_agree_across_processes_while_seeded_hashes_do_not";
+
+/// In the parent: spawns the children and compares. In a child (`LARDER_KEY_CHILD` set, and
+/// only this test selected with `--exact`): prints the report between markers (the test
+/// harness prints its own lines around it) and returns.
 #[test]
 fn keys_agree_across_processes_while_seeded_hashes_do_not() {
-    if std::env::var_os(CHILD_VAR).is_some() {
-        return; // inside a child: only child_entry runs there.
+    if let Ok(seed) = std::env::var(CHILD_VAR) {
+        let seed: u64 = seed.parse().expect("LARDER_KEY_CHILD is a number");
+        println!("BEGIN-REPORT\n{}\nEND-REPORT", child_report(seed));
+        return;
     }
     let exe = std::env::current_exe().unwrap();
     let children = [
