@@ -11,12 +11,27 @@ use crate::{EncryptionContext, Envelope, EnvelopeError, EnvelopeStats};
 ///
 /// Every method blocks the calling thread. Calling them from inside an async runtime returns
 /// [`EnvelopeError::ApiMisuse`] (use [`Envelope`] there). Clone it freely and share it between
-/// threads. Drop the last clone outside async code (dropping a runtime inside one panics in
-/// Tokio).
+/// threads. Dropping the last clone inside async code is fine too (the runtime is then shut
+/// down in the background instead of blocking).
 #[derive(Clone, Debug)]
 pub struct BlockingEnvelope {
     envelope: Envelope,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<OwnedRuntime>,
+}
+
+/// Drops its runtime without blocking when dropped inside an async context (where Tokio would
+/// panic on a blocking shutdown).
+#[derive(Debug)]
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            }
+        }
+    }
 }
 
 impl BlockingEnvelope {
@@ -28,7 +43,7 @@ impl BlockingEnvelope {
             .enable_all()
             .build()
             .map_err(|e| EnvelopeError::Keyring(format!("could not start the blocking runtime: {e}")))?;
-        Ok(BlockingEnvelope { envelope, runtime: Arc::new(runtime) })
+        Ok(BlockingEnvelope { envelope, runtime: Arc::new(OwnedRuntime(Some(runtime))) })
     }
 
     /// The async envelope inside.
@@ -45,7 +60,10 @@ impl BlockingEnvelope {
                 "BlockingEnvelope used inside an async runtime; use Envelope",
             ));
         }
-        self.runtime.block_on(fut)
+        match &self.runtime.0 {
+            Some(rt) => rt.block_on(fut),
+            None => Err(EnvelopeError::ApiMisuse("BlockingEnvelope used after its runtime was dropped")),
+        }
     }
 
     /// See [`Envelope::encrypt`].

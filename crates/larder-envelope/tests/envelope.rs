@@ -238,7 +238,28 @@ fn blocking_inside_async_is_an_error_not_a_panic() {
     assert!(matches!(r, Err(EnvelopeError::ApiMisuse(_))));
     let ct = b.encrypt(b"x", &c).unwrap();
     assert_eq!(&*b.decrypt(&ct, &c).unwrap(), b"x");
-    drop(b);
+    // Dropping the last clone inside async code does not panic either.
+    rt().block_on(async move { drop(b) });
+}
+
+#[test]
+fn partitions_beyond_the_maximum_are_dropped_when_idle() {
+    let keyring = CountingKeyring::test_key(None);
+    let e = Envelope::builder(keyring.clone()).max_partitions(2).build();
+    rt().block_on(async {
+        let mut cts = Vec::new();
+        for i in 0..5 {
+            let c = EncryptionContext::new().with("row", i.to_string());
+            cts.push((e.encrypt(b"v", &c).await.unwrap(), c));
+        }
+        assert_eq!(keyring.generates(), 5);
+        for (ct, c) in &cts {
+            assert_eq!(&*e.decrypt(ct, c).await.unwrap(), b"v");
+        }
+        // Row 0's partition was dropped to stay within 2: its next encrypt needs a new key.
+        e.encrypt(b"v", &cts[0].1).await.unwrap();
+        assert_eq!(keyring.generates(), 6);
+    });
 }
 
 #[test]
