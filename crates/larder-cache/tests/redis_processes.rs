@@ -266,3 +266,58 @@ fn invalidation_in_one_process_clears_another_process_local_tier() {
     assert!(a.wait().unwrap().success());
     wait_until("B sees A's overwrite", || b.get_blocking::<_, u64>(&space, &5u32) == Some(999));
 }
+
+#[test]
+fn killed_lease_holder_on_redis_is_taken_over_within_lease_ttl() {
+    worker_entry();
+    let name = "killed_lease_holder_on_redis_is_taken_over_within_lease_ttl";
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let count_file = dir.path().join("count.log");
+    let lease_ttl_ms = 2_000;
+    let base = common::WorkerSpec {
+        cache_spec: format!("local:100,{}", server.url()),
+        count_file: count_file.clone(),
+        start_at_ms: unix_ms(),
+        index: 0,
+        calls: 1,
+        distinct: 1,
+        compute_ms: 60_000, // the holder "hangs" until it is killed
+        threads: 1,
+        lease_ttl_ms,
+        lease_wait_ms: 20_000,
+    };
+    let mut holder = common::spawn_worker(name, &base);
+    assert!(
+        common::wait_for_lines(&count_file, 1, Duration::from_secs(20)),
+        "holder never started computing"
+    );
+    let holder_started = Instant::now();
+    // The lease is in Redis, held by the holder.
+    let text = KeySpace::new("seed_calc", 1).unwrap().key(&0u32).unwrap().as_str().to_owned();
+    let lease = larder_cache::redis::lease_key("larder:", &text);
+    assert_eq!(server.command(&["EXISTS", &lease]), "1", "no lease in Redis while computing");
+    let mut waiter = common::spawn_worker(
+        name,
+        &common::WorkerSpec { compute_ms: 100, start_at_ms: unix_ms(), ..base.clone() },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    holder.kill().unwrap(); // SIGKILL: the lease is never released, only expires
+    holder.wait().unwrap();
+    let status = waiter.wait().unwrap();
+    let took = holder_started.elapsed();
+    assert!(status.success(), "the waiting worker failed");
+    assert!(
+        took < Duration::from_millis(lease_ttl_ms + 1_500),
+        "took over after {took:?}, lease TTL {lease_ttl_ms} ms"
+    );
+    assert_eq!(common::computations_per_input(&count_file).get(&0), Some(&2), "holder + taker");
+    // The value is now in Redis: a third worker does not compute.
+    let third =
+        common::spawn_worker(name, &common::WorkerSpec { compute_ms: 100, start_at_ms: unix_ms(), ..base })
+            .wait()
+            .unwrap();
+    assert!(third.success());
+    assert_eq!(common::computations_per_input(&count_file).get(&0), Some(&2));
+    eprintln!("redis lease takeover after the holder's start: {took:?}");
+}
