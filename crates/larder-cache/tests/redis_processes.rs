@@ -234,25 +234,23 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn invalidation_in_one_process_clears_another_process_local_tier() {
-    worker_entry();
-    let test_name = "invalidation_in_one_process_clears_another_process_local_tier";
-    let server = RedisServer::start();
+/// Process B (this one) holds a value in its local tier; process A invalidates, then
+/// overwrites; B must stop serving its local copy each time. `del` deletes a Redis name.
+fn backplane_between_processes(test_name: &str, url: &str, del: &dyn Fn(&str) -> String) {
     let space = backplane_space();
     // This process is "B": a local tier in front of Redis.
-    let b = Cache::from_url(&format!("local:100,{}", server.url())).unwrap();
+    let b = Cache::from_url(&format!("local:100,{url}")).unwrap();
     assert_eq!(b.get_or_compute_blocking(&space, &5u32, TTL, || 100u64), 100);
     assert_eq!(b.get_or_compute_blocking(&space, &5u32, TTL, || 0u64), 100);
     assert_eq!(b.stats().local_hits, 1);
     // Remove the Redis copy behind B's back: B keeps serving its local copy (so what follows
     // tests the local tier, not a Redis read).
     let text = space.key(&5u32).unwrap().as_str().to_owned();
-    assert_eq!(server.command(&["DEL", &value_key("larder:", &text)]), "1");
+    assert_eq!(del(&value_key("larder:", &text)), "1");
     assert_eq!(b.get_blocking::<_, u64>(&space, &5u32), Some(100));
 
     // Process A invalidates.
-    let mut a = spawn_role(test_name, &format!("invalidate\n{}", server.url()));
+    let mut a = spawn_role(test_name, &format!("invalidate\n{url}"));
     assert!(a.wait().unwrap().success());
     wait_until("B's local tier drops the invalidated key", || {
         b.get_blocking::<_, u64>(&space, &5u32).is_none()
@@ -265,9 +263,36 @@ fn invalidation_in_one_process_clears_another_process_local_tier() {
     );
 
     // Process A overwrites: B sees the new value, not its local 200.
-    let mut a = spawn_role(test_name, &format!("overwrite\n{}", server.url()));
+    let mut a = spawn_role(test_name, &format!("overwrite\n{url}"));
     assert!(a.wait().unwrap().success());
     wait_until("B sees A's overwrite", || b.get_blocking::<_, u64>(&space, &5u32) == Some(999));
+}
+
+#[test]
+fn invalidation_in_one_process_clears_another_process_local_tier() {
+    worker_entry();
+    let server = RedisServer::start();
+    backplane_between_processes(
+        "invalidation_in_one_process_clears_another_process_local_tier",
+        &server.url(),
+        &|name| server.command(&["DEL", name]),
+    );
+}
+
+#[test]
+fn invalidation_across_processes_on_the_cluster() {
+    worker_entry();
+    let cluster = RedisCluster::start(3);
+    // DEL on whichever node owns the slot (the others answer MOVED).
+    let del = |name: &str| {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| n.command(&["DEL", name]))
+            .find(|r| !r.starts_with("ERR:MOVED"))
+            .unwrap_or_default()
+    };
+    backplane_between_processes("invalidation_across_processes_on_the_cluster", &cluster.url(), &del);
 }
 
 #[test]
