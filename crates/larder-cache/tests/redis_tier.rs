@@ -104,3 +104,34 @@ async fn unreachable_server_is_an_error_within_the_timeout() {
     assert!(t.wait_for_value("k", Duration::from_secs(1)).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
+    let mut cluster = RedisCluster::start(3);
+    let t = tier(&cluster.url());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let s2 = std::sync::Arc::clone(&seen);
+    assert!(
+        t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())))
+    );
+    redis_common::wait_subscribed(&t).await;
+    // Which node holds the listener's connection (a client subscribed to 2 channels)?
+    let listener_node = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.command(&["PUBSUB", "NUMSUB", "larder:invalidate"]).ends_with("\n1"))
+        .expect("no node has the listener's subscription");
+    cluster.nodes_mut()[listener_node].kill9();
+    // Publish on a surviving node until the listener, reconnected elsewhere, receives it
+    // (a message sent while it is between connections is lost, as pub/sub is).
+    let other = (listener_node + 1) % 3;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        cluster.nodes()[other].command(&["PUBLISH", "larder:invalidate", "after:failover"]);
+        if seen.lock().unwrap().iter().any(|k| k == "after:failover") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the listener did not move to a live node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
