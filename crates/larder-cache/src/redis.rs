@@ -201,7 +201,11 @@ impl Hub {
         let handlers: Vec<InvalidationHandler> =
             self.handlers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for h in handlers {
-            h(key);
+            // A panicking handler must not take the listener (and every later invalidation)
+            // down with it.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(key))).is_err() {
+                tracing::error!("an invalidation handler panicked; the listener goes on");
+            }
         }
     }
 }

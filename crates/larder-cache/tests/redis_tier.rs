@@ -135,3 +135,26 @@ async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_invalidation_handler_does_not_stop_the_backplane() {
+    let server = RedisServer::start();
+    let t = tier(&server.url());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    t.subscribe_invalidations(std::sync::Arc::new(|k: &str| {
+        if k == "boom" {
+            panic!("handler bug");
+        }
+    }));
+    let s2 = std::sync::Arc::clone(&seen);
+    t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())));
+    redis_common::wait_subscribed(&t).await;
+    t.publish_invalidation("boom").await.unwrap();
+    t.publish_invalidation("after").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().unwrap().iter().any(|k| k == "after") {
+        assert!(Instant::now() < deadline, "the listener died with the handler: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*seen.lock().unwrap(), ["boom", "after"]);
+}
