@@ -8,9 +8,11 @@
 //! invalidation published by another process (which only knows the key text) can find them.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
@@ -142,8 +144,8 @@ struct EntryWeighter {
     by_bytes: bool,
 }
 
-impl Weighter<LocalKey, LocalEntry> for EntryWeighter {
-    fn weight(&self, key: &LocalKey, val: &LocalEntry) -> u64 {
+impl Weighter<LocalKey, Arc<LocalEntry>> for EntryWeighter {
+    fn weight(&self, key: &LocalKey, val: &Arc<LocalEntry>) -> u64 {
         if self.by_bytes {
             // Key, value payload, and a fixed overhead for the entry itself.
             (key.len() as u64) + u64::from(val.weight) + 64
@@ -156,15 +158,53 @@ impl Weighter<LocalKey, LocalEntry> for EntryWeighter {
 /// Randomly seeded per process: fine (and wanted) for a map that never leaves the process.
 type Seeded = foldhash::fast::RandomState;
 
-type Shard = quick_cache::unsync::Cache<LocalKey, LocalEntry, EntryWeighter, Seeded>;
+type Shard = quick_cache::unsync::Cache<LocalKey, Arc<LocalEntry>, EntryWeighter, Seeded>;
 
-/// The in-process tier: quick_cache's CLOCK-Pro shards behind reader-writer locks.
+/// A shard's generation, bumped (under the shard's write lock) by every change to the shard.
+/// On its own cache line: readers load it on every front hit, writers of other shards never
+/// touch it.
+#[repr(align(128))]
+struct Generation(AtomicU64);
+
+/// Entries larger than this are not kept in the per-thread front (it must stay small).
+const FRONT_MAX_WEIGHT: u32 = 4096;
+/// Slots of the per-thread front (direct-mapped by hash).
+const FRONT_SLOTS: usize = 16;
+
+/// One slot of a thread's front: an entry this thread read recently, valid while its shard's
+/// generation has not moved.
+struct Slot {
+    tier: u64,
+    shard_gen: u64,
+    key: LocalKey,
+    entry: Arc<LocalEntry>,
+}
+
+thread_local! {
+    static FRONT: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_TIER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The in-process tier: quick_cache's CLOCK-Pro shards behind reader-writer locks, with a
+/// tiny per-thread front.
 ///
 /// quick_cache's own `sync::Cache` returns values by clone; a type-erased entry would then be
-/// an `Arc` whose reference count two threads hitting one key fight over. Here a hit reads
-/// the entry under a shard read lock and clones only the caller's value.
+/// an `Arc` whose reference count every hit on a hot key increments and decrements, from
+/// every thread. Here a hit is served, in order:
+///
+/// 1. from the calling thread's front (16 slots): compare the key, check that the shard's
+///    generation has not changed since the slot was filled (one plain atomic load), read the
+///    entry — no lock, no shared write, so threads hitting one key do not slow each other;
+/// 2. else under the shard's read lock, which also fills the front slot.
+///
+/// Every insert or removal bumps its shard's generation, which invalidates the fronts' slots
+/// for that shard, so a front never serves an entry that was replaced or removed before the
+/// read began. Expiry is checked on the entry itself, as for the shard path.
 pub(crate) struct LocalTier {
+    id: u64,
     shards: Box<[RwLock<Shard>]>,
+    gens: Box<[Generation]>,
     mask: u64,
     /// key text → local key, for entries whose key text is known (shared-tier traffic).
     by_text: QCache<Box<str>, LocalKey>,
@@ -197,18 +237,23 @@ impl LocalTier {
             .collect();
         let text_cap =
             usize::try_from(if by_bytes { capacity / 256 } else { capacity }).unwrap_or(usize::MAX);
-        LocalTier { shards, mask: n - 1, by_text: QCache::new(text_cap.max(16)) }
+        let gens = (0..n).map(|_| Generation(AtomicU64::new(0))).collect();
+        LocalTier {
+            id: NEXT_TIER_ID.fetch_add(1, Ordering::Relaxed),
+            shards,
+            gens,
+            mask: n - 1,
+            by_text: QCache::new(text_cap.max(16)),
+        }
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+    fn shard_index(&self, hash: u64) -> usize {
         // High bits: the shard's own table rehashes the u64 with its own seed.
-        let i = usize::try_from((hash >> 40) & self.mask).unwrap_or(0);
-        &self.shards[i]
+        usize::try_from((hash >> 40) & self.mask).unwrap_or(0)
     }
 
-    /// Runs `f` on the entry for (`prefix`, `encoding`) whose [`hash_parts`] is `hash`, under
-    /// the shard's read lock.
+    /// Runs `f` on the entry for (`prefix`, `encoding`) whose [`hash_parts`] is `hash`.
     #[inline]
     pub(crate) fn with_entry<R>(
         &self,
@@ -218,20 +263,75 @@ impl LocalTier {
         f: impl FnOnce(Option<&LocalEntry>) -> R,
     ) -> R {
         let q = LookupKey { hash, prefix, encoding };
-        let shard = self.shard(hash).read();
-        f(shard.get(&q))
+        let si = self.shard_index(hash);
+        let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) else { return f(None) };
+        let gen = gen.0.load(Ordering::Acquire);
+        let slot_i = (hash as usize) & (FRONT_SLOTS - 1);
+        // 1. The thread's front. A destroyed thread-local (checked first: `with` would panic)
+        //    or a re-entrant call (a value's `Clone` that uses the cache) skips it.
+        let f = if FRONT.try_with(|_| ()).is_ok() {
+            let q = &q;
+            let front = FRONT.with(move |fr| {
+                let Ok(fr) = fr.try_borrow() else { return Err(f) };
+                match fr.get(slot_i).and_then(Option::as_ref) {
+                    Some(slot)
+                        if slot.tier == self.id && slot.shard_gen == gen && q.equivalent(&slot.key) =>
+                    {
+                        Ok(f(Some(&slot.entry)))
+                    }
+                    _ => Err(f),
+                }
+            });
+            match front {
+                Ok(r) => return r,
+                Err(f) => f,
+            }
+        } else {
+            f
+        };
+        // 2. The shard.
+        let guard = shard.read();
+        let entry = guard.get(&q);
+        if let Some(e) = entry.filter(|e| e.weight <= FRONT_MAX_WEIGHT) {
+            let slot = Slot {
+                tier: self.id,
+                shard_gen: gen,
+                key: LocalKey::with_hash(hash, prefix, encoding),
+                entry: e.clone(),
+            };
+            let _ = FRONT.try_with(|fr| {
+                if let Ok(mut fr) = fr.try_borrow_mut() {
+                    if fr.len() < FRONT_SLOTS {
+                        fr.resize_with(FRONT_SLOTS, || None);
+                    }
+                    if let Some(s) = fr.get_mut(slot_i) {
+                        *s = Some(slot);
+                    }
+                }
+            });
+        }
+        f(entry.map(|e| &**e))
     }
 
     pub(crate) fn insert(&self, key: LocalKey, key_text: Option<&str>, entry: LocalEntry) {
         if let Some(text) = key_text {
             self.by_text.insert(text.into(), key.clone());
         }
-        self.shard(key.hash).write().insert(key, entry);
+        let si = self.shard_index(key.hash);
+        if let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) {
+            let mut w = shard.write();
+            w.insert(key, Arc::new(entry));
+            gen.0.fetch_add(1, Ordering::Release);
+        }
     }
 
     pub(crate) fn remove(&self, key: &LocalKey) -> bool {
-        let removed = self.shard(key.hash).write().remove(key);
-        removed.is_some()
+        let si = self.shard_index(key.hash);
+        let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) else { return false };
+        let mut w = shard.write();
+        let removed = w.remove(key).is_some();
+        gen.0.fetch_add(1, Ordering::Release);
+        removed
     }
 
     /// Drops the entry stored under `key_text`, if this tier knows it.
@@ -247,8 +347,10 @@ impl LocalTier {
     }
 
     pub(crate) fn clear(&self) {
-        for s in self.shards.iter() {
-            s.write().clear();
+        for (s, g) in self.shards.iter().zip(self.gens.iter()) {
+            let mut w = s.write();
+            w.clear();
+            g.0.fetch_add(1, Ordering::Release);
         }
         self.by_text.clear();
     }
@@ -290,6 +392,34 @@ mod tests {
         assert!(t.remove_by_text("a:v1:digest"));
         assert!(get("a:v1:", b"xyz").is_none());
         assert!(!t.remove_by_text("a:v1:digest"));
+    }
+
+    #[test]
+    fn thread_front_never_serves_replaced_or_removed_entries() {
+        let t = LocalTier::new(1000, false);
+        let h = hash_parts("f:v1:", b"k");
+        let read = |t: &LocalTier| t.with_entry(h, "f:v1:", b"k", |x| x.and_then(|x| x.fresh::<u64>(now())));
+        t.insert(LocalKey::new("f:v1:", b"k"), None, entry(1, Duration::from_secs(60)));
+        assert_eq!(read(&t), Some(1)); // fills this thread's front
+        assert_eq!(read(&t), Some(1)); // served by the front
+        t.insert(LocalKey::new("f:v1:", b"k"), None, entry(2, Duration::from_secs(60)));
+        assert_eq!(read(&t), Some(2));
+        assert!(t.remove(&LocalKey::new("f:v1:", b"k")));
+        assert_eq!(read(&t), None);
+        // Another tier with the same key never shares this thread's front slot.
+        let other = LocalTier::new(1000, false);
+        t.insert(LocalKey::new("f:v1:", b"k"), None, entry(3, Duration::from_secs(60)));
+        assert_eq!(read(&t), Some(3));
+        assert_eq!(read(&other), None);
+        // Writes from another thread are seen by this thread's next read.
+        for i in 10..200u64 {
+            std::thread::scope(|s| {
+                s.spawn(|| t.insert(LocalKey::new("f:v1:", b"k"), None, entry(i, Duration::from_secs(60))));
+            });
+            assert_eq!(read(&t), Some(i));
+        }
+        t.clear();
+        assert_eq!(read(&t), None);
     }
 
     #[test]
