@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock;
 
 use futures_util::future::{FutureExt, Shared};
 use sha2::{Digest, Sha256};
@@ -29,7 +31,7 @@ use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// for random 96-bit nonces (collision probability ≤ 2^-32).
 pub const HARD_MAX_MESSAGES: u64 = 1 << 32;
 /// The longest max age or TTL accepted (one year); longer values are clamped so that
-/// `Instant` arithmetic cannot overflow.
+/// clock arithmetic cannot overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// AES-GCM's per-message limit (2^36 − 32 bytes).
 const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
@@ -90,8 +92,9 @@ pub(crate) struct ActiveKey {
     /// `header || canonical context` — the AAD; the header is its first `header_len` bytes.
     pub(crate) aad: Vec<u8>,
     pub(crate) header_len: usize,
-    expires: Instant,
-    refresh_at: Instant,
+    /// Deadlines on [`clock::now`]'s scale.
+    expires: Duration,
+    refresh_at: Duration,
     messages: AtomicU64,
     bytes: AtomicU64,
     max_messages: u64,
@@ -116,7 +119,7 @@ impl ActiveKey {
         ctx_bytes: &[u8],
         limits: &DataKeyLimits,
         refresh_fraction: f64,
-        now: Instant,
+        now: Duration,
     ) -> Self {
         let header = format::header(edk_fields, material.commitment());
         let header_len = header.len();
@@ -127,8 +130,10 @@ impl ActiveKey {
             material,
             aad,
             header_len,
-            expires: now + limits.max_age,
-            refresh_at: now + limits.max_age - refresh_lead(limits.max_age, refresh_fraction),
+            expires: now.saturating_add(limits.max_age),
+            refresh_at: now
+                .saturating_add(limits.max_age)
+                .saturating_sub(refresh_lead(limits.max_age, refresh_fraction)),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             max_messages: limits.max_messages,
@@ -145,7 +150,7 @@ impl ActiveKey {
 
     /// Reserves one message of `len` bytes. Exact under any concurrency: the message counter
     /// only grants the first `max_messages` increments, the byte budget is a CAS loop.
-    pub(crate) fn reserve(&self, len: u64, now: Instant) -> Reservation {
+    pub(crate) fn reserve(&self, len: u64, now: Duration) -> Reservation {
         if now >= self.expires {
             return Reservation::Exhausted;
         }
@@ -173,7 +178,7 @@ impl ActiveKey {
     }
 
     /// True while the key can still serve some message.
-    pub(crate) fn usable(&self, now: Instant) -> bool {
+    pub(crate) fn usable(&self, now: Duration) -> bool {
         now < self.expires
             && self.messages.load(Ordering::Relaxed) < self.max_messages
             && self.bytes.load(Ordering::Relaxed) < self.max_bytes
@@ -238,7 +243,7 @@ impl Partition {
             slot.flight = None;
         }
         let Ok(key) = result else { return };
-        let now = Instant::now();
+        let now = clock::now();
         let mut active = write(&self.active);
         let keep_current = kind == FlightKind::Refresh && active.as_ref().is_some_and(|a| a.usable(now));
         if keep_current {
@@ -276,7 +281,7 @@ fn activate(
     if let Some(dc) = decrypt_cache {
         dc.insert(material.clone(), &fields, ctx_bytes);
     }
-    Ok(Arc::new(ActiveKey::new(material, &fields, ctx_bytes, limits, refresh_fraction, Instant::now())))
+    Ok(Arc::new(ActiveKey::new(material, &fields, ctx_bytes, limits, refresh_fraction, clock::now())))
 }
 
 impl EncryptCache {
@@ -328,7 +333,7 @@ impl EncryptCache {
         if map.len() >= self.max_partitions && !map.contains_key(ctx_bytes) {
             // Drop partitions that hold no usable key and no flight; if still full, drop all
             // idle ones. Dropped partitions only cost a new data key if their context returns.
-            let now = Instant::now();
+            let now = clock::now();
             map.retain(|_, p| {
                 Arc::strong_count(p) > 1
                     || lock(&p.slot).flight.is_some()
@@ -395,7 +400,7 @@ impl EncryptCache {
     ) -> Result<(Arc<ActiveKey>, bool), EnvelopeError> {
         let flight = {
             let mut slot = lock(&part.slot);
-            let now = Instant::now();
+            let now = clock::now();
             let not_stale = |k: &Arc<ActiveKey>| stale.is_none_or(|s| !Arc::ptr_eq(s, k));
             if let Some(a) = read(&part.active).as_ref() {
                 if not_stale(a) && a.usable(now) {
@@ -428,7 +433,7 @@ impl EncryptCache {
     pub(crate) fn start_refresh(&self, part: &Arc<Partition>) -> Option<impl Future<Output = ()> + Send> {
         let shared = {
             let mut slot = lock(&part.slot);
-            if slot.flight.is_some() || slot.standby.as_ref().is_some_and(|s| s.usable(Instant::now())) {
+            if slot.flight.is_some() || slot.standby.as_ref().is_some_and(|s| s.usable(clock::now())) {
                 return None;
             }
             let f = self.new_flight(part, FlightKind::Refresh);
@@ -471,7 +476,9 @@ struct DecryptEntry {
     material: Arc<KeyMaterial>,
     edk_fields: Box<[u8]>,
     ctx_bytes: Box<[u8]>,
-    expires: Instant,
+    expires: Duration,
+    /// Insertion order (the coarse clock ties), for evicting the oldest.
+    seq: u64,
 }
 
 /// Decrypt side: opened data keys with TTL and a capacity bound.
@@ -486,6 +493,7 @@ pub(crate) struct DecryptCache {
     ttl: Duration,
     capacity: usize,
     entries: RwLock<HashMap<[u8; COMMITMENT_LEN], DecryptEntry>>,
+    next_seq: AtomicU64,
     flights: Mutex<HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>>,
 }
 
@@ -495,6 +503,7 @@ impl DecryptCache {
             ttl: ttl.clamp(Duration::from_millis(1), MAX_DURATION),
             capacity: capacity.max(1),
             entries: RwLock::new(HashMap::new()),
+            next_seq: AtomicU64::new(0),
             flights: Mutex::new(HashMap::new()),
         }
     }
@@ -508,20 +517,20 @@ impl DecryptCache {
         let commitment: &[u8; COMMITMENT_LEN] = commitment.try_into().ok()?;
         let map = read(&self.entries);
         let e = map.get(commitment)?;
-        (*e.edk_fields == *edk_fields && *e.ctx_bytes == *ctx_bytes && Instant::now() < e.expires)
+        (*e.edk_fields == *edk_fields && *e.ctx_bytes == *ctx_bytes && clock::now() < e.expires)
             .then(|| e.material.clone())
     }
 
     pub(crate) fn insert(&self, material: Arc<KeyMaterial>, edk_fields: &[u8], ctx_bytes: &[u8]) {
-        let now = Instant::now();
+        let now = clock::now();
         let key = *material.commitment();
         let mut map = write(&self.entries);
         if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, e| e.expires > now);
             if map.len() >= self.capacity {
                 // Evict the oldest eighth (at least one) in one pass.
-                let mut by_age: Vec<(Instant, [u8; COMMITMENT_LEN])> =
-                    map.iter().map(|(k, e)| (e.expires, *k)).collect();
+                let mut by_age: Vec<(u64, [u8; COMMITMENT_LEN])> =
+                    map.iter().map(|(k, e)| (e.seq, *k)).collect();
                 let n = (self.capacity / 8).max(1).min(by_age.len());
                 if n > 0 && n < by_age.len() {
                     by_age.select_nth_unstable(n - 1);
@@ -537,7 +546,8 @@ impl DecryptCache {
                 material,
                 edk_fields: edk_fields.into(),
                 ctx_bytes: ctx_bytes.into(),
-                expires: now + self.ttl,
+                expires: now.saturating_add(self.ttl),
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             },
         );
     }

@@ -189,7 +189,7 @@ impl Envelope {
                     k
                 }
             };
-            match k.reserve(len, std::time::Instant::now()) {
+            match k.reserve(len, crate::clock::now()) {
                 Reservation::Granted { refresh } => {
                     self.inner.counters.encrypt_cache(hit);
                     let out = seal(&k, plaintext)?;
@@ -355,7 +355,7 @@ pub fn dangerous_encrypt_with_fixed_key_and_nonce(
         context.canonical(),
         &DataKeyLimits::default(),
         1.0,
-        std::time::Instant::now(),
+        crate::clock::now(),
     );
     let header = key.header();
     let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);

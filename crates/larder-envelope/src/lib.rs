@@ -100,6 +100,7 @@
 
 mod blocking;
 mod cache;
+mod clock;
 mod context;
 pub mod cost;
 mod crypto;
