@@ -399,3 +399,24 @@ async fn async_api_against_sqlite_single_flights_many_tasks() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_api_works_inside_a_runtime() {
+    // A sync memoized function called from async code: tier calls must not try to start a
+    // runtime inside this one (they run on a helper thread instead).
+    let dir = tempfile::tempdir().unwrap();
+    let cache = sqlite_cache(&dir.path().join("c.db"), true);
+    let space = KeySpace::new("nested", 1).unwrap();
+    let calls = AtomicU32::new(0);
+    for _ in 0..3 {
+        let v = cache.get_or_compute_blocking(&space, &9u8, Duration::from_secs(60), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            81u32
+        });
+        assert_eq!(v, 81);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    cache.invalidate_blocking(&space, &9u8);
+    assert_eq!(cache.get_blocking::<_, u32>(&space, &9u8), None);
+    assert_eq!(cache.stats().shared_writes, 1);
+}
