@@ -13,10 +13,16 @@ need_root() {
   fi
 }
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "== installing redis-server (Debian package)"
+# redis-server/redis-cli for the Redis and Redis Cluster tests; openssl for the rediss:// test,
+# which makes a throwaway CA; python3-venv for the moto venv below.
+missing=()
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
+command -v openssl >/dev/null || missing+=(openssl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
   need_root apt-get update -qq
-  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The package starts a system-wide server on 6379; the tests never use it (they start their own
 # on free ports and unix sockets), so it is left alone.
