@@ -54,7 +54,8 @@ fn main() {
             seed.extend_from_slice(&ct);
             write("envelope_decrypt", &format!("bin{i}_m{mode}"), &seed);
         }
-        let text = now(env.encrypt_text(std::str::from_utf8(&pt).unwrap_or("010-1234-5678"), &ctx)).expect("text");
+        let text =
+            now(env.encrypt_text(std::str::from_utf8(&pt).unwrap_or("010-1234-5678"), &ctx)).expect("text");
         if std::str::from_utf8(&pt).is_ok() {
             for mode in [1u8, 3] {
                 let mut seed = vec![mode];

@@ -52,9 +52,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     if mode & 1 == 0 {
         if let Ok(f) = frame::open(mac_key(), KEY_TEXT, rest) {
-            let again = frame::seal(mac_key(), KEY_TEXT, f.meta, f.payload).expect("reseal an accepted frame");
+            let again =
+                frame::seal(mac_key(), KEY_TEXT, f.meta, f.payload).expect("reseal an accepted frame");
             assert_eq!(again, rest, "an accepted frame is not the canonical sealing of its contents");
-            assert!(frame::open(other_mac_key(), KEY_TEXT, rest).is_err(), "frame opens under another secret");
+            assert!(
+                frame::open(other_mac_key(), KEY_TEXT, rest).is_err(),
+                "frame opens under another secret"
+            );
             assert!(frame::open(mac_key(), "fuzz:v1:other", rest).is_err(), "frame opens under another key");
         }
         return;
@@ -81,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         sealed[..pos].to_vec()
     };
-    assert!(frame::open(mac_key(), KEY_TEXT, &altered).is_err(), "altered frame (pos {pos}, bit {bit}) opened");
+    assert!(
+        frame::open(mac_key(), KEY_TEXT, &altered).is_err(),
+        "altered frame (pos {pos}, bit {bit}) opened"
+    );
     // The reader's next step: a typed decode of the verified payload.
     let _ = postcard::from_bytes::<Quote>(payload);
     let _ = postcard::from_bytes::<Vec<String>>(payload);

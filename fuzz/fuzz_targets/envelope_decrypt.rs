@@ -91,8 +91,12 @@ fuzz_target!(|data: &[u8]| {
         } else {
             ct[..pos].to_vec()
         };
-        assert!(now(env.decrypt(&altered, &ctx)).is_err(), "altered ciphertext (pos {pos}, bit {bit}) opened");
-        let text = now(env.encrypt_text(&String::from_utf8_lossy(plaintext), &ctx)).expect("encrypt_text failed");
+        assert!(
+            now(env.decrypt(&altered, &ctx)).is_err(),
+            "altered ciphertext (pos {pos}, bit {bit}) opened"
+        );
+        let text =
+            now(env.encrypt_text(&String::from_utf8_lossy(plaintext), &ctx)).expect("encrypt_text failed");
         let mut t = text.into_bytes();
         let tpos = pos % t.len();
         t[tpos] = t[tpos].wrapping_add(1 + (bit % 64));

@@ -23,7 +23,11 @@ fn encode(space: &KeySpace, v: &Value) -> Option<Vec<u8>> {
             let text = serde_json::to_vec(v).expect("serializing a parsed Value failed");
             let back: Value = serde_json::from_slice(&text).expect("re-parsing printed JSON failed");
             assert_eq!(&back, v, "serde_json round trip changed the value");
-            assert_eq!(space.encode(&back).expect("re-encoding failed"), bytes, "round trip changed the encoding");
+            assert_eq!(
+                space.encode(&back).expect("re-encoding failed"),
+                bytes,
+                "round trip changed the encoding"
+            );
             Some(bytes)
         }
         // A typed refusal (too large, ...) is a fine answer; it must be a stable one.
@@ -44,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
         let Ok(b) = serde_json::from_slice::<Value>(second) else { return };
         let eb = encode(&space, &b);
         if let (Some(ea), Some(eb)) = (ea, eb) {
-            assert_eq!(a == b, ea == eb, "injectivity: values equal={} but encodings equal={}", a == b, ea == eb);
+            assert_eq!(
+                a == b,
+                ea == eb,
+                "injectivity: values equal={} but encodings equal={}",
+                a == b,
+                ea == eb
+            );
         }
     }
 });

@@ -31,7 +31,11 @@ fn now<T>(fut: impl Future<Output = T>) -> T {
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
         let d = base.join(format!("larder-fuzz-keyring-{}", std::process::id()));
         fs::create_dir_all(&d).expect("create the fuzz keyring dir");
         d
@@ -40,7 +44,12 @@ fn dir() -> &'static PathBuf {
 
 fn write_private(path: &PathBuf, data: &[u8]) {
     let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("create keyring file");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create keyring file");
     f.write_all(data).expect("write keyring file");
 }
 
