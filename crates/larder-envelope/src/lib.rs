@@ -17,7 +17,8 @@
 //! - key material is immutable after derivation, shared through `Arc`, zeroized on drop, and
 //!   has no `Clone`, `Debug` output, `Display` or serde;
 //! - usage limits (age, messages, bytes) are reserved with atomics, so they hold exactly under
-//!   any number of threads; the lock-free fast path never waits on a keyring;
+//!   any number of threads; the fast path takes only shared (read) locks, never around crypto,
+//!   and never waits on a keyring;
 //! - any number of concurrent callers on a cold, expired or exhausted key cause exactly one
 //!   keyring call (single flight, also on the decrypt side), and a key nearing its limits is
 //!   replaced in the background;
