@@ -432,3 +432,40 @@ async fn a_panicking_keyring_does_not_poison_the_flight() {
     let ct = envelope.encrypt(b"y", &c).await.unwrap();
     assert_eq!(&*envelope.decrypt(&ct, &c).await.unwrap(), b"y");
 }
+
+/// The byte budget is exact too: max_bytes = 13,000 and 13-byte values from 8 threads → no
+/// EDK encrypts more than 13,000 bytes (1,000 values), and keys are used to the last byte.
+#[test]
+fn byte_limit_is_exact_under_8_threads() {
+    let keyring = CountingKeyring::test_key(None);
+    let envelope = Envelope::builder(keyring.clone())
+        .data_key_limits(DataKeyLimits { max_bytes: 13_000, ..DataKeyLimits::default() })
+        .build()
+        .blocking()
+        .unwrap();
+    let context = ctx();
+    let barrier = Arc::new(Barrier::new(8));
+    let hs: Vec<_> = (0..8)
+        .map(|t| {
+            let (envelope, context, barrier) = (envelope.clone(), context.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..2_000)
+                    .map(|i| envelope.encrypt(format!("010-{t:04}-{i:04}").as_bytes(), &context).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut per_edk: HashMap<Vec<u8>, usize> = HashMap::new();
+    for h in hs {
+        for ct in h.join().unwrap() {
+            assert_eq!(Envelope::inspect(&ct).unwrap().plaintext_len, 13);
+            *per_edk.entry(ct[2..2 + 66].to_vec()).or_default() += 13;
+        }
+    }
+    assert!(per_edk.values().all(|b| *b <= 13_000));
+    assert_eq!(per_edk.len(), 16);
+    assert!(per_edk.values().all(|b| *b == 13_000), "every key used to its full byte budget");
+    let g = keyring.generates();
+    assert!(g == 16 || g == 17, "{g}");
+}
