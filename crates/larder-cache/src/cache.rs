@@ -938,65 +938,95 @@ impl Inner {
             }
         }
         let token = random_token();
-        match self.tier_call(tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
-            Ok(Lease::Acquired) => {
-                // Look again after winning the lease: another worker may have stored the value
-                // and released its lease between our miss above and our lease (its release is
-                // what let us win). Computing now would run the function twice for the fleet.
-                // (Read quietly: an entry refused above was already counted as corrupt.)
-                if fresh_but_due.is_none() {
-                    if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
-                        if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
-                            if let Ok(v) = postcard::from_bytes::<V>(fr.payload) {
-                                if unix_ms() < fr.meta.expires_ms() {
-                                    let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
-                                    self.release(Some(&text), Some(token)).await;
-                                    bump(&self.counters.shared_hits);
-                                    self.counters.m.shared_hit.increment(1);
-                                    self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
-                                    return Fetched::Value(v);
+        // Waiting for another worker's lease is bounded by `lease_wait` in total. When a
+        // holder dies or gives up, its lease disappears without a value: the waiters then try
+        // to take the lease themselves (one wins and computes, the others wait for it) rather
+        // than all computing at once.
+        let deadline = tokio::time::Instant::now() + self.opts.lease_wait;
+        let mut waited_once = false;
+        loop {
+            match self.tier_call(tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
+                Ok(Lease::Acquired) => {
+                    // Look again after winning the lease: another worker may have stored the
+                    // value and released its lease between our miss above and our lease (its
+                    // release is what let us win). Computing now would run the function twice
+                    // for the fleet. (Read quietly: an entry refused above was already
+                    // counted as corrupt.)
+                    if fresh_but_due.is_none() {
+                        if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
+                            if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
+                                if let Ok(v) = postcard::from_bytes::<V>(fr.payload) {
+                                    if unix_ms() < fr.meta.expires_ms() {
+                                        let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
+                                        self.release(Some(&text), Some(token)).await;
+                                        bump(&self.counters.shared_hits);
+                                        self.counters.m.shared_hit.increment(1);
+                                        self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
+                                        return Fetched::Value(v);
+                                    }
                                 }
                             }
                         }
                     }
+                    return Fetched::Compute {
+                        key_text: Some(text),
+                        lease: Some(token),
+                        stale: fresh_but_due.or(stale),
+                    };
                 }
-                Fetched::Compute { key_text: Some(text), lease: Some(token), stale: fresh_but_due.or(stale) }
-            }
-            Ok(Lease::HeldByOther) => {
-                if let Some(v) = fresh_but_due {
-                    // Someone else is already refreshing; the current value is still good.
-                    return Fetched::Value(v);
-                }
-                bump(&self.counters.lease_waits);
-                self.counters.m.lease_waits.increment(1);
-                let wait = self.opts.lease_wait;
-                let waited =
-                    tokio::time::timeout(wait + self.opts.op_timeout, tier.wait_for_value(&text, wait))
-                        .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
-                        .await;
-                let got = match waited {
-                    Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
-                    Ok(Ok(None)) => None,
-                    Ok(Err(e)) => {
-                        self.tier_result::<()>(&Err(e));
-                        None
-                    }
-                    Err(_) => None,
-                };
-                if let Some((v, meta, size)) = got {
-                    if unix_ms() < meta.expires_ms() {
-                        bump(&self.counters.shared_hits);
-                        self.counters.m.shared_hit.increment(1);
-                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                Ok(Lease::HeldByOther) => {
+                    if let Some(v) = fresh_but_due {
+                        // Someone else is already refreshing; the current value is still good.
                         return Fetched::Value(v);
                     }
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    if !waited_once {
+                        bump(&self.counters.lease_waits);
+                        self.counters.m.lease_waits.increment(1);
+                        waited_once = true;
+                    }
+                    let wait = deadline - now;
+                    let waited =
+                        tokio::time::timeout(wait + self.opts.op_timeout, tier.wait_for_value(&text, wait))
+                            .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
+                            .await;
+                    let got = match waited {
+                        Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
+                        Ok(Ok(None)) => None,
+                        Ok(Err(e)) => {
+                            self.tier_result::<()>(&Err(e));
+                            break;
+                        }
+                        Err(_) => break,
+                    };
+                    if let Some((v, meta, size)) = got {
+                        if unix_ms() < meta.expires_ms() {
+                            bump(&self.counters.shared_hits);
+                            self.counters.m.shared_hit.increment(1);
+                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                            return Fetched::Value(v);
+                        }
+                    }
+                    // No value: the lease expired or was released empty. Try to take it (after a
+                    // poll interval, so a tier that answers "no value" at once cannot spin us).
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(self.opts.poll_interval.min(left)).await;
                 }
-                bump(&self.counters.lease_timeouts);
-                self.counters.m.lease_timeouts.increment(1);
-                Fetched::Compute { key_text: Some(text), lease: None, stale }
+                Err(_) => {
+                    return Fetched::Compute {
+                        key_text: Some(text),
+                        lease: None,
+                        stale: fresh_but_due.or(stale),
+                    }
+                }
             }
-            Err(_) => Fetched::Compute { key_text: Some(text), lease: None, stale: fresh_but_due.or(stale) },
         }
+        bump(&self.counters.lease_timeouts);
+        self.counters.m.lease_timeouts.increment(1);
+        Fetched::Compute { key_text: Some(text), lease: None, stale }
     }
 
     async fn release(&self, text: Option<&str>, lease: Option<[u8; 16]>) {
