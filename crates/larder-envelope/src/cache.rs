@@ -554,17 +554,42 @@ impl DecryptCache {
 
     /// Single-flight open: concurrent callers with the same (EDK fields, context) share one
     /// keyring call; its result (or error) goes to all of them.
-    pub(crate) fn open_shared(
+    pub(crate) async fn open_shared(
         self: &Arc<Self>,
+        commitment: &[u8],
+        edk_fields: &[u8],
+        ctx_bytes: &[u8],
+        make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
+    ) -> MaterialResult {
+        let digest = edk_digest(edk_fields, ctx_bytes);
+        let shared = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&digest) {
+                Some(f) => f.clone(),
+                None => {
+                    // Look again under the flight lock: a flight that finished after the
+                    // caller's first look stored its key before leaving the map (it inserts,
+                    // then removes itself under this lock), so it is found here instead of
+                    // starting a second keyring call. (Found by the loom model
+                    // `cold_decrypts_share_one_keyring_call`, docs/reliability.md.)
+                    if let Some(m) = self.get(commitment, edk_fields, ctx_bytes) {
+                        return Ok(m);
+                    }
+                    self.start_flight(&mut flights, digest, edk_fields, ctx_bytes, make)
+                }
+            }
+        };
+        shared.await
+    }
+
+    fn start_flight(
+        self: &Arc<Self>,
+        flights: &mut HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>,
+        digest: EdkDigest,
         edk_fields: &[u8],
         ctx_bytes: &[u8],
         make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
     ) -> Shared<BoxFuture<'static, MaterialResult>> {
-        let digest = edk_digest(edk_fields, ctx_bytes);
-        let mut flights = lock(&self.flights);
-        if let Some(f) = flights.get(&digest) {
-            return f.clone();
-        }
         let inner = make();
         let me = Arc::downgrade(self);
         let (edk_fields, ctx_bytes) = (edk_fields.to_vec(), ctx_bytes.to_vec());

@@ -277,7 +277,7 @@ impl Envelope {
             }
         };
         match &self.inner.decrypt_cache {
-            Some(cache) => cache.open_shared(p.edk_fields, ctx_bytes, open).await,
+            Some(cache) => cache.open_shared(p.commitment, p.edk_fields, ctx_bytes, open).await,
             None => open().await,
         }
     }
