@@ -16,9 +16,11 @@
 //! primitives, or the internals of `futures::future::Shared` (std locks that loom runs as
 //! plain locks).
 //!
+//! The models share one envelope between loom threads, which relies on this:
+//!
 //! ```
-//! // Nothing to call: the crate exists for its tests.
-//! assert!(true);
+//! fn shared_by_threads<T: Send + Sync + Clone + 'static>() {}
+//! shared_by_threads::<larder_envelope::Envelope>();
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
