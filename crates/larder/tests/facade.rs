@@ -50,7 +50,7 @@ fn keys_through_the_facade_equal_keys_through_larder_key() {
 #[test]
 fn envelope_and_mask_through_the_facade() {
     let dir = tempfile::tempdir().unwrap();
-    let keyring = LocalKeyring::init(&dir.path().join("keyring")).unwrap();
+    let keyring = LocalKeyring::init(dir.path().join("keyring")).unwrap();
     let envelope = Envelope::builder(keyring).build();
     let ctx = EncryptionContext::new().with("column", "phone");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
