@@ -8,8 +8,8 @@
 //!   the run starting at 40 %, then lets it go on.
 //!
 //! Asserts: zero wrong values (a memo call always returns the function's value, Redis down or
-//! not), zero panics, every worker exits cleanly. Prints errors by kind, latency percentiles and keyring calls
-//! (counted in the workers and cross-checked with moto's request log).
+//! not), zero panics, every worker exits cleanly. Prints errors by kind, latency percentiles
+//! and keyring calls (counted in the workers and cross-checked with moto's request log).
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
