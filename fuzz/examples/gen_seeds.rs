@@ -110,5 +110,25 @@ fn main() {
         s.extend_from_slice(p);
         write("cache_frame", &format!("alter{i}"), &s);
     }
+    // Check that every checked-in ciphertext seed still decrypts with a fresh envelope (a
+    // format change would make them stale: delete them and run this again).
+    let fresh =
+        Envelope::builder(LocalKeyring::from_key_bytes("fuzz-k1", [0x42; 32]).expect("key id")).build();
+    let mut checked = 0;
+    for entry in fs::read_dir("corpus/envelope_decrypt").expect("seed dir") {
+        let bytes = fs::read(entry.expect("entry").path()).expect("read seed");
+        let Some((&mode, rest)) = bytes.split_first() else { continue };
+        if mode & 4 != 0 {
+            continue;
+        }
+        let ok = if mode & 1 == 0 {
+            now(fresh.decrypt(rest, &ctx)).is_ok()
+        } else {
+            now(fresh.decrypt_text(std::str::from_utf8(rest).expect("text seed"), &ctx)).is_ok()
+        };
+        assert!(ok, "a ciphertext seed no longer decrypts: delete fuzz/corpus/envelope_decrypt/{{bin,text}}* and rerun");
+        checked += 1;
+    }
+    println!("{checked} ciphertext seeds decrypt");
     println!("seeds written under fuzz/corpus/");
 }
