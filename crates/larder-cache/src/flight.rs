@@ -31,8 +31,15 @@ enum State {
     Abandoned,
 }
 
+/// The flight's state and how many blocking callers sleep on `cv`, under one lock: the leader
+/// only pays for a `notify_all` (a futex syscall) when somebody is actually asleep.
+struct Inner {
+    state: State,
+    sleepers: usize,
+}
+
 pub(crate) struct Flight {
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
     cv: Condvar,
     notify: Notify,
 }
@@ -52,7 +59,7 @@ pub(crate) enum Waited {
 
 impl Flight {
     fn finished(&self) -> Option<Waited> {
-        match &*lock(&self.state) {
+        match &lock(&self.inner).state {
             State::Running => None,
             State::Done(o) => Some(Waited::Done(o.clone())),
             State::Abandoned => Some(Waited::Abandoned),
@@ -72,10 +79,16 @@ impl Flight {
     }
 
     pub(crate) fn wait_blocking(&self) -> Waited {
-        let mut st = lock(&self.state);
+        let mut g = lock(&self.inner);
         loop {
-            match &*st {
-                State::Running => st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner),
+            match &g.state {
+                State::Running => {
+                    // Counted under the lock before sleeping, so a leader that finishes after
+                    // this point sees the sleeper and wakes it (no lost wake-up).
+                    g.sleepers += 1;
+                    g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+                    g.sleepers -= 1;
+                }
                 State::Done(o) => return Waited::Done(o.clone()),
                 State::Abandoned => return Waited::Abandoned,
             }
@@ -100,8 +113,11 @@ impl Flights {
         if let Some(f) = map.get(key) {
             return Joined::Waiter(f.clone());
         }
-        let flight =
-            Arc::new(Flight { state: Mutex::new(State::Running), cv: Condvar::new(), notify: Notify::new() });
+        let flight = Arc::new(Flight {
+            inner: Mutex::new(Inner { state: State::Running, sleepers: 0 }),
+            cv: Condvar::new(),
+            notify: Notify::new(),
+        });
         map.insert(key.clone(), flight.clone());
         Joined::Leader(LeaderGuard { flights: self, key: key.clone(), flight, done: false })
     }
@@ -134,8 +150,14 @@ impl LeaderGuard<'_> {
                 map.remove(&self.key);
             }
         }
-        *lock(&self.flight.state) = state;
-        self.flight.cv.notify_all();
+        let sleepers = {
+            let mut g = lock(&self.flight.inner);
+            g.state = state;
+            g.sleepers
+        };
+        if sleepers > 0 {
+            self.flight.cv.notify_all();
+        }
         self.flight.notify.notify_waiters();
     }
 }
