@@ -94,8 +94,8 @@ pub enum Command {
         /// The key space's version.
         #[arg(long, default_value_t = 1)]
         version: u32,
-        /// The value, as JSON.
-        #[arg(long)]
+        /// The value, as JSON (a negative number may follow directly: --json -5).
+        #[arg(long, allow_hyphen_values = true)]
         json: String,
     },
 

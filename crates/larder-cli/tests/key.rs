@@ -157,3 +157,19 @@ fn clap_usage_errors_exit_2() {
         .code(2)
         .stderr(predicate::str::contains("--frobnicate"));
 }
+
+/// JSON floats must be read correctly rounded, or `larder key` names a different key than a
+/// service (or another language) that parses the same text exactly. serde_json's default
+/// fast path is one unit in the last place off for this value (found by the key_json fuzzer).
+#[test]
+fn json_floats_are_parsed_correctly_rounded() {
+    let text = "-9.223372036875459e+18";
+    let exact: f64 = text.parse().unwrap();
+    let expected = larder_key::KeySpace::new("t", 1).unwrap().key(&exact).unwrap();
+    let sb = Sandbox::new();
+    sb.larder()
+        .args(["key", "--namespace", "t", "--version", "1", "--json", text])
+        .assert()
+        .success()
+        .stdout(format!("{expected}\n"));
+}
