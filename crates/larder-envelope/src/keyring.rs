@@ -154,3 +154,28 @@ impl<K: Keyring + ?Sized> Keyring for std::sync::Arc<K> {
         (**self).decrypt_data_key(edk, context)
     }
 }
+
+impl<K: Keyring + ?Sized> Keyring for Box<K> {
+    fn kind(&self) -> KeyringKind {
+        (**self).kind()
+    }
+
+    fn primary_key_id(&self) -> String {
+        (**self).primary_key_id()
+    }
+
+    fn generate_data_key<'a>(
+        &'a self,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
+        (**self).generate_data_key(context)
+    }
+
+    fn decrypt_data_key<'a>(
+        &'a self,
+        edk: &'a EncryptedDataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
+        (**self).decrypt_data_key(edk, context)
+    }
+}

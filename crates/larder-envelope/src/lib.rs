@@ -104,6 +104,7 @@ mod cache;
 mod clock;
 mod context;
 pub mod cost;
+mod counting;
 mod crypto;
 mod envelope;
 mod error;
@@ -122,6 +123,7 @@ pub use blocking::BlockingEnvelope;
 pub use cache::{DataKeyLimits, HARD_MAX_MESSAGES, MAX_REFRESH_LEAD};
 pub use context::EncryptionContext;
 pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
+pub use counting::CountingKeyring;
 #[doc(hidden)]
 pub use envelope::dangerous_encrypt_with_fixed_key_and_nonce;
 pub use envelope::{

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{ctx, CountingKeyring};
+use common::{counting_test_key, ctx};
 use larder_envelope::{DataKeyLimits, Envelope, EnvelopeError};
 
 /// Seed 003: 100 threads × 1,000 encrypt+decrypt round trips of different phone numbers
 /// through ONE shared envelope from a cold cache. The Java SDK's shared ByteBuffer failed this
 /// intermittently; here: no errors, every plaintext back, exactly one data key generated.
 fn seed_scenario(delay: Option<Duration>) {
-    let keyring = CountingKeyring::test_key(delay);
+    let keyring = counting_test_key(delay);
     let envelope = Envelope::builder(keyring.clone()).build().blocking().unwrap();
     let context = ctx();
     let barrier = Arc::new(Barrier::new(100));
@@ -55,11 +55,11 @@ fn seed_scenario(delay: Option<Duration>) {
     }
     assert_eq!(errors.load(Ordering::Relaxed), 0);
     assert_eq!(ok.load(Ordering::Relaxed), 100_000);
-    assert_eq!(keyring.generates(), 1, "exactly one data key for a cold cache under 100 threads");
-    assert!(keyring.decrypts() <= 1, "decrypts: {}", keyring.decrypts());
+    assert_eq!(keyring.generate_calls(), 1, "exactly one data key for a cold cache under 100 threads");
+    assert!(keyring.decrypt_calls() <= 1, "decrypts: {}", keyring.decrypt_calls());
     let stats = envelope.stats();
     assert_eq!(stats.generate_calls, 1);
-    assert_eq!(stats.decrypt_calls as usize, keyring.decrypts());
+    assert_eq!(stats.decrypt_calls, keyring.decrypt_calls());
     assert_eq!(stats.encrypt_cache_hits + stats.encrypt_cache_misses, 100_000);
     eprintln!("seed scenario (delay {delay:?}): {stats:?}");
 }
@@ -78,13 +78,13 @@ fn seed_scenario_100_threads_5ms_keyring() {
 /// (so nothing is cached) cause one keyring decrypt.
 #[test]
 fn cold_decrypt_single_flight_100_threads() {
-    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let keyring = counting_test_key(Some(Duration::from_millis(5)));
     let producer = Envelope::builder(keyring.clone()).build().blocking().unwrap();
     let context = ctx();
     let cts: Vec<String> =
         (0..100).map(|i| producer.encrypt_text(&format!("010-0000-{i:04}"), &context).unwrap()).collect();
     let consumer = Envelope::builder(keyring.clone()).build().blocking().unwrap();
-    let before = keyring.decrypts();
+    let before = keyring.decrypt_calls();
     let barrier = Arc::new(Barrier::new(100));
     let hs: Vec<_> = cts
         .into_iter()
@@ -100,7 +100,7 @@ fn cold_decrypt_single_flight_100_threads() {
     for h in hs {
         h.join().unwrap();
     }
-    assert_eq!(keyring.decrypts() - before, 1);
+    assert_eq!(keyring.decrypt_calls() - before, 1);
     assert_eq!(consumer.stats().decrypt_calls, 1);
 }
 
@@ -108,7 +108,7 @@ fn cold_decrypt_single_flight_100_threads() {
 /// and 160 data keys (+1 standby generated ahead of time at most).
 #[test]
 fn message_limit_is_exact_under_16_threads() {
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     let envelope = Envelope::builder(keyring.clone())
         .data_key_limits(DataKeyLimits { max_messages: 1_000, ..DataKeyLimits::default() })
         .build()
@@ -143,7 +143,7 @@ fn message_limit_is_exact_under_16_threads() {
     let max = per_edk.values().copied().max().unwrap();
     assert!(max <= 1_000, "an EDK was used for {max} ciphertexts");
     assert_eq!(per_edk.len(), 160, "every key used to its full budget");
-    let g = keyring.generates();
+    let g = keyring.generate_calls();
     assert!(g == 160 || g == 161, "generate calls: {g}");
     eprintln!("limits: {} EDKs, max {max} per EDK, {g} generate calls", per_edk.len());
 }
@@ -152,7 +152,7 @@ fn message_limit_is_exact_under_16_threads() {
 /// a second wave after the key expires → exactly 1 more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_single_flight_and_expiry() {
-    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let keyring = counting_test_key(Some(Duration::from_millis(5)));
     let envelope = Envelope::builder(keyring.clone())
         .data_key_limits(DataKeyLimits { max_age: Duration::from_millis(300), ..DataKeyLimits::default() })
         .refresh_at(1.0)
@@ -171,7 +171,7 @@ async fn async_single_flight_and_expiry() {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(keyring.generates(), wave);
+        assert_eq!(keyring.generate_calls(), wave);
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
 }
@@ -180,7 +180,7 @@ async fn async_single_flight_and_expiry() {
 /// and later callers, still get the key from the same single keyring call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_waiters_do_not_wedge_the_flight() {
-    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(50)));
+    let keyring = counting_test_key(Some(Duration::from_millis(50)));
     let envelope = Envelope::builder(keyring.clone()).build();
     let context = ctx();
     // Ten callers that give up after 10 ms (the keyring takes 50 ms).
@@ -197,7 +197,7 @@ async fn cancelled_waiters_do_not_wedge_the_flight() {
     // Every caller of the flight is gone; a new caller resumes the same flight.
     let ct = envelope.encrypt(b"010-1234-5678", &context).await.unwrap();
     assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"010-1234-5678");
-    assert_eq!(keyring.generates(), 1);
+    assert_eq!(keyring.generate_calls(), 1);
 }
 
 /// A failing keyring: every waiter of the flight gets the error (no blank result), and the next
@@ -206,7 +206,7 @@ async fn cancelled_waiters_do_not_wedge_the_flight() {
 async fn errors_are_shared_then_retried() {
     // Wraps the real keyring and turns its first generate into a throttling error.
     struct FailOnce {
-        inner: Arc<CountingKeyring>,
+        inner: Arc<common::CountingKeyring<larder_envelope::LocalKeyring>>,
         fail: std::sync::atomic::AtomicBool,
     }
     impl larder_envelope::Keyring for FailOnce {
@@ -236,7 +236,7 @@ async fn errors_are_shared_then_retried() {
             self.inner.decrypt_data_key(edk, context)
         }
     }
-    let counting = CountingKeyring::test_key(Some(Duration::from_millis(20)));
+    let counting = counting_test_key(Some(Duration::from_millis(20)));
     let envelope = Envelope::builder(FailOnce { inner: counting.clone(), fail: true.into() }).build();
     let context = ctx();
     let tasks: Vec<_> = (0..20)
@@ -254,7 +254,11 @@ async fn errors_are_shared_then_retried() {
         }
     }
     assert!(errs >= 1);
-    assert_eq!(counting.generates(), 1 + usize::from(errs < 20), "one failed flight, then at most one retry");
+    assert_eq!(
+        counting.generate_calls(),
+        1 + u64::from(errs < 20),
+        "one failed flight, then at most one retry"
+    );
     let ct = envelope.encrypt(b"y", &context).await.unwrap();
     assert_eq!(&*envelope.decrypt(&ct, &context).await.unwrap(), b"y");
     assert!(envelope.stats().keyring_errors >= 1);
@@ -263,7 +267,7 @@ async fn errors_are_shared_then_retried() {
 /// Decrypt cache TTL and capacity: expired or evicted keys are opened again through the keyring.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decrypt_cache_ttl_and_capacity() {
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     let producer = Envelope::builder(keyring.clone()).build();
     let contexts: Vec<_> = (0..3).map(|i| ctx().with("row", i.to_string())).collect();
     let mut cts = Vec::new();
@@ -352,7 +356,7 @@ async fn primary_change_moves_to_a_new_partition() {
 /// Extreme configuration values are clamped, never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extreme_limits_do_not_panic() {
-    let envelope = Envelope::builder(CountingKeyring::test_key(None))
+    let envelope = Envelope::builder(counting_test_key(None))
         .data_key_limits(DataKeyLimits {
             max_age: Duration::MAX,
             max_messages: u64::MAX,
@@ -365,7 +369,7 @@ async fn extreme_limits_do_not_panic() {
     let c = ctx();
     let ct = envelope.encrypt(b"x", &c).await.unwrap();
     assert_eq!(&*envelope.decrypt(&ct, &c).await.unwrap(), b"x");
-    let envelope = Envelope::builder(CountingKeyring::test_key(None))
+    let envelope = Envelope::builder(counting_test_key(None))
         .data_key_limits(DataKeyLimits { max_age: Duration::ZERO, max_messages: 0, max_bytes: 0 })
         .decrypt_cache(Duration::ZERO, 0)
         .refresh_at(-3.0)
@@ -383,7 +387,7 @@ async fn extreme_limits_do_not_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_keyring_does_not_poison_the_flight() {
     struct PanicOnce {
-        inner: Arc<CountingKeyring>,
+        inner: Arc<common::CountingKeyring<larder_envelope::LocalKeyring>>,
         armed: std::sync::atomic::AtomicBool,
     }
     impl larder_envelope::Keyring for PanicOnce {
@@ -414,7 +418,7 @@ async fn a_panicking_keyring_does_not_poison_the_flight() {
         }
     }
     let envelope =
-        Envelope::builder(PanicOnce { inner: CountingKeyring::test_key(None), armed: true.into() }).build();
+        Envelope::builder(PanicOnce { inner: counting_test_key(None), armed: true.into() }).build();
     let c = ctx();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -437,7 +441,7 @@ async fn a_panicking_keyring_does_not_poison_the_flight() {
 /// EDK encrypts more than 13,000 bytes (1,000 values), and keys are used to the last byte.
 #[test]
 fn byte_limit_is_exact_under_8_threads() {
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     let envelope = Envelope::builder(keyring.clone())
         .data_key_limits(DataKeyLimits { max_bytes: 13_000, ..DataKeyLimits::default() })
         .build()
@@ -466,6 +470,6 @@ fn byte_limit_is_exact_under_8_threads() {
     assert!(per_edk.values().all(|b| *b <= 13_000));
     assert_eq!(per_edk.len(), 16);
     assert!(per_edk.values().all(|b| *b == 13_000), "every key used to its full byte budget");
-    let g = keyring.generates();
+    let g = keyring.generate_calls();
     assert!(g == 16 || g == 17, "{g}");
 }

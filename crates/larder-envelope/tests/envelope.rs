@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ctx, CountingKeyring};
+use common::{counting_test_key, ctx};
 use larder_envelope::{
     BlockingEnvelope, EncryptionContext, Envelope, EnvelopeError, KeyringKind, LocalKeyring,
 };
@@ -160,7 +160,7 @@ fn wrong_context_fails_without_any_cache() {
 #[test]
 fn swapped_edk_fails_the_key_commitment() {
     let c = ctx();
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     // Two envelopes over the same keyring: two data keys, same EDK field lengths.
     let a = Envelope::builder(keyring.clone()).build();
     let b = Envelope::builder(keyring.clone()).build();
@@ -197,7 +197,7 @@ fn unknown_key_id_is_refused() {
 
 #[test]
 fn partitions_by_context_and_counts() {
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     let e = Envelope::builder(keyring.clone()).build();
     rt().block_on(async {
         for col in ["phone", "name", "email"] {
@@ -209,8 +209,8 @@ fn partitions_by_context_and_counts() {
         }
     });
     let s = e.stats();
-    assert_eq!(keyring.generates(), 3, "one data key per context partition");
-    assert_eq!(keyring.decrypts(), 0, "the encrypting envelope seeds its decrypt cache");
+    assert_eq!(keyring.generate_calls(), 3, "one data key per context partition");
+    assert_eq!(keyring.decrypt_calls(), 0, "the encrypting envelope seeds its decrypt cache");
     assert_eq!((s.encrypt_cache_hits, s.encrypt_cache_misses), (27, 3));
     assert_eq!((s.decrypt_cache_hits, s.decrypt_cache_misses), (30, 0));
 }
@@ -244,7 +244,7 @@ fn blocking_inside_async_is_an_error_not_a_panic() {
 
 #[test]
 fn partitions_beyond_the_maximum_are_dropped_when_idle() {
-    let keyring = CountingKeyring::test_key(None);
+    let keyring = counting_test_key(None);
     let e = Envelope::builder(keyring.clone()).max_partitions(2).build();
     rt().block_on(async {
         let mut cts = Vec::new();
@@ -252,13 +252,13 @@ fn partitions_beyond_the_maximum_are_dropped_when_idle() {
             let c = EncryptionContext::new().with("row", i.to_string());
             cts.push((e.encrypt(b"v", &c).await.unwrap(), c));
         }
-        assert_eq!(keyring.generates(), 5);
+        assert_eq!(keyring.generate_calls(), 5);
         for (ct, c) in &cts {
             assert_eq!(&*e.decrypt(ct, c).await.unwrap(), b"v");
         }
         // Row 0's partition was dropped to stay within 2: its next encrypt needs a new key.
         e.encrypt(b"v", &cts[0].1).await.unwrap();
-        assert_eq!(keyring.generates(), 6);
+        assert_eq!(keyring.generate_calls(), 6);
     });
 }
 

@@ -6,14 +6,14 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{ctx, CountingKeyring};
+use common::{counting_test_key, ctx};
 use larder_envelope::{DataKeyLimits, Envelope};
 
 /// Refresh ahead of expiry: a steady stream of encrypts over several key lifetimes waits on
 /// the keyring only once (the cold start); every later key was generated in the background.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_never_waits_on_the_keyring() {
-    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let keyring = counting_test_key(Some(Duration::from_millis(5)));
     let envelope = Envelope::builder(keyring.clone())
         // Refresh 300 ms before expiry: a wide margin for a 5 ms keyring on a loaded machine.
         .data_key_limits(DataKeyLimits { max_age: Duration::from_millis(400), ..DataKeyLimits::default() })
@@ -31,7 +31,11 @@ async fn steady_state_never_waits_on_the_keyring() {
     let s = envelope.stats();
     assert_eq!(s.encrypt_cache_misses, 1, "only the cold start waited: {s:?}");
     assert_eq!(s.encrypt_cache_hits, n - 1);
-    assert!(keyring.generates() >= 4, "keys rotated by age in the background: {}", keyring.generates());
+    assert!(
+        keyring.generate_calls() >= 4,
+        "keys rotated by age in the background: {}",
+        keyring.generate_calls()
+    );
     assert_eq!(s.decrypt_calls, 0);
 }
 
@@ -40,7 +44,7 @@ async fn steady_state_never_waits_on_the_keyring() {
 /// finish within the last 250 messages).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_budget_refresh_uses_keys_fully() {
-    let keyring = CountingKeyring::test_key(Some(Duration::from_millis(5)));
+    let keyring = counting_test_key(Some(Duration::from_millis(5)));
     let envelope = Envelope::builder(keyring.clone())
         .data_key_limits(DataKeyLimits { max_messages: 1_000, ..DataKeyLimits::default() })
         .build();
@@ -55,7 +59,7 @@ async fn message_budget_refresh_uses_keys_fully() {
     }
     assert_eq!(per_edk.len(), 10);
     assert!(per_edk.values().all(|n| *n == 1_000));
-    let g = keyring.generates();
+    let g = keyring.generate_calls();
     assert!(g == 10 || g == 11, "{g}");
     let s = envelope.stats();
     // Without refresh ahead every one of the 10 keys would be a wait.

@@ -20,41 +20,10 @@ use std::time::{Duration, Instant};
 use larder_cache::{Cache, KeySpace};
 use larder_envelope::aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use larder_envelope::{
-    aws_sdk_kms, AwsKmsKeyring, BoxFuture, DataKey, DataKeyLimits, EncryptedDataKey, EncryptionContext,
-    Envelope, EnvelopeError, GeneratedKey, Keyring, KeyringKind, RetryPolicy,
+    aws_sdk_kms, AwsKmsKeyring, CountingKeyring, DataKeyLimits, EncryptionContext, Envelope, EnvelopeError,
+    RetryPolicy,
 };
 use larder_soak::Report;
-
-/// The real AWS KMS keyring, counting the calls that reach it.
-struct Counting {
-    inner: AwsKmsKeyring,
-    generates: AtomicU64,
-    decrypts: AtomicU64,
-}
-
-impl Keyring for Counting {
-    fn kind(&self) -> KeyringKind {
-        self.inner.kind()
-    }
-    fn primary_key_id(&self) -> String {
-        self.inner.primary_key_id()
-    }
-    fn generate_data_key<'a>(
-        &'a self,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
-        self.generates.fetch_add(1, Ordering::Relaxed);
-        self.inner.generate_data_key(context)
-    }
-    fn decrypt_data_key<'a>(
-        &'a self,
-        edk: &'a EncryptedDataKey,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        self.decrypts.fetch_add(1, Ordering::Relaxed);
-        self.inner.decrypt_data_key(edk, context)
-    }
-}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (the soak orchestrator sets it)"))
@@ -88,7 +57,7 @@ struct Shared {
     cache: Cache,
     space: KeySpace,
     envelope: Envelope,
-    keyring: Arc<Counting>,
+    keyring: Arc<CountingKeyring<AwsKmsKeyring>>,
     report: Mutex<Report>,
     computations: AtomicU64,
     deadline: Instant,
@@ -190,8 +159,7 @@ fn main() {
             .attempt_timeout(Duration::from_millis(800))
             .retry_policy(RetryPolicy { operation_timeout: Duration::from_secs(2), ..RetryPolicy::default() })
             .build();
-        let keyring =
-            Arc::new(Counting { inner: kms, generates: AtomicU64::new(0), decrypts: AtomicU64::new(0) });
+        let keyring = Arc::new(CountingKeyring::new(kms));
         let envelope = Envelope::builder_shared(keyring.clone())
             .data_key_limits(DataKeyLimits { max_age: Duration::from_secs(4), ..DataKeyLimits::default() })
             .decrypt_cache(Duration::from_secs(3), 1000)
@@ -225,8 +193,8 @@ fn main() {
             *r.errors.entry("worker:panic".into()).or_default() += panics;
         }
         r.computations = shared.computations.load(Ordering::Relaxed);
-        r.keyring_calls.insert("GenerateDataKey".into(), shared.keyring.generates.load(Ordering::Relaxed));
-        r.keyring_calls.insert("Decrypt".into(), shared.keyring.decrypts.load(Ordering::Relaxed));
+        r.keyring_calls.insert("GenerateDataKey".into(), shared.keyring.generate_calls());
+        r.keyring_calls.insert("Decrypt".into(), shared.keyring.decrypt_calls());
         let st = shared.cache.stats();
         for (k, v) in [
             ("shared_hits", st.shared_hits),

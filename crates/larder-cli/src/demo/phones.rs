@@ -1,6 +1,6 @@
 //! Part 2 of the demo: 100 threads encrypt and decrypt phone numbers through ONE shared
 //! envelope (story B, "the data key that broke under load"), with and without the data-key
-//! cache. Every keyring call goes through [`SlowKeyring`], which counts it and (for the local
+//! cache. Every keyring call goes through a [`CountingKeyring`], which counts it and (for the local
 //! keyring) sleeps like a KMS round trip would.
 
 use std::path::Path;
@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use larder::envelope::{
-    BoxFuture, CostEstimate, DataKey, DataKeyLimits, EncryptedDataKey, EncryptionContext, Envelope,
-    EnvelopeError, GeneratedKey, Keyring, KeyringKind, LocalKeyring,
+    CostEstimate, CountingKeyring, DataKeyLimits, EncryptionContext, Envelope, Keyring, LocalKeyring,
 };
 use serde::Serialize;
 
@@ -58,69 +57,20 @@ impl KeyringSetup {
         }
     }
 
-    async fn keyring(&self, args: &DemoArgs) -> anyhow::Result<SlowKeyring> {
+    /// The demo's keyring, wrapped so every call is counted outside the envelope (so the
+    /// envelope's own statistics can be cross-checked) and, for the local keyring, delayed by
+    /// the simulated KMS latency.
+    async fn keyring(&self, args: &DemoArgs) -> anyhow::Result<CountingKeyring<Box<dyn Keyring>>> {
         let inner: Box<dyn Keyring> = match self {
             KeyringSetup::Local { path } => Box::new(LocalKeyring::load(path)?),
             KeyringSetup::Kms { key_id, endpoint } => {
                 Box::new(crate::crypt::aws_keyring(key_id, endpoint.as_deref()).await?)
             }
         };
-        Ok(SlowKeyring {
-            inner,
-            latency: self.simulated_latency(args),
-            generate: AtomicU64::new(0),
-            decrypt: AtomicU64::new(0),
-        })
-    }
-}
-
-/// A keyring wrapper that counts every call and optionally sleeps first (simulated KMS
-/// latency). Counting happens here, outside the envelope, so the envelope's own statistics can
-/// be cross-checked.
-pub struct SlowKeyring {
-    inner: Box<dyn Keyring>,
-    latency: Option<Duration>,
-    generate: AtomicU64,
-    decrypt: AtomicU64,
-}
-
-/// The counters of a [`SlowKeyring`], shared with the demo after the envelope took ownership.
-#[derive(Clone)]
-struct Counted(Arc<SlowKeyring>);
-
-impl Keyring for Counted {
-    fn kind(&self) -> KeyringKind {
-        self.0.inner.kind()
-    }
-
-    fn primary_key_id(&self) -> String {
-        self.0.inner.primary_key_id()
-    }
-
-    fn generate_data_key<'a>(
-        &'a self,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
-        Box::pin(async move {
-            self.0.generate.fetch_add(1, Ordering::Relaxed);
-            if let Some(d) = self.0.latency {
-                tokio::time::sleep(d).await;
-            }
-            self.0.inner.generate_data_key(context).await
-        })
-    }
-
-    fn decrypt_data_key<'a>(
-        &'a self,
-        edk: &'a EncryptedDataKey,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        Box::pin(async move {
-            self.0.decrypt.fetch_add(1, Ordering::Relaxed);
-            if let Some(d) = self.0.latency {
-                tokio::time::sleep(d).await;
-            }
-            self.0.inner.decrypt_data_key(edk, context).await
+        let counted = CountingKeyring::new(inner);
+        Ok(match self.simulated_latency(args) {
+            Some(latency) => counted.with_latency(latency),
+            None => counted,
         })
     }
 }
@@ -196,7 +146,7 @@ pub fn run(args: &DemoArgs, setup: &KeyringSetup) -> anyhow::Result<PhonesReport
     let off = one_run(args, setup, &rt, false, args.phones_uncached, &mut Vec::new())?;
     let ciphertext_bytes = rt.block_on(async {
         let ring = setup.keyring(args).await?;
-        let env = Envelope::builder(Counted(Arc::new(ring))).build();
+        let env = Envelope::builder(ring).build();
         let ct = env.encrypt(b"010-1234-5678", &context()).await?;
         anyhow::Ok(ct.len())
     })?;
@@ -252,8 +202,7 @@ fn one_run(
     samples: &mut Vec<String>,
 ) -> anyhow::Result<PhoneRun> {
     let ring = Arc::new(rt.block_on(setup.keyring(args))?);
-    let counted = Counted(Arc::clone(&ring));
-    let builder = Envelope::builder(counted);
+    let builder = Envelope::builder(Arc::clone(&ring));
     let envelope = if cache { builder.build() } else { builder.no_cache().build() };
     let label = if cache { "cache on" } else { "cache off" };
     let bar = crate::util::progress(Some(u64::from(phones)), label);
@@ -315,8 +264,8 @@ fn one_run(
         data_key_cache: cache,
         phones,
         threads,
-        generate_calls: ring.generate.load(Ordering::Relaxed),
-        decrypt_calls: ring.decrypt.load(Ordering::Relaxed),
+        generate_calls: ring.generate_calls(),
+        decrypt_calls: ring.decrypt_calls(),
         wall_ms: wall.as_secs_f64() * 1000.0,
         round_trips_per_s: f64::from(phones) / wall.as_secs_f64().max(1e-9),
         errors: errors.load(Ordering::Relaxed),

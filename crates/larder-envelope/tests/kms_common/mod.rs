@@ -29,48 +29,7 @@ pub fn keyring_builder(moto: &MotoServer, key: &str) -> larder_envelope::AwsKmsK
         })
 }
 
-/// Counts the calls that reach the wrapped keyring.
-pub struct CountingKeyring<K> {
-    pub inner: K,
-    generate: AtomicU64,
-    decrypt: AtomicU64,
-}
-
-impl<K> CountingKeyring<K> {
-    pub fn new(inner: K) -> Self {
-        CountingKeyring { inner, generate: AtomicU64::new(0), decrypt: AtomicU64::new(0) }
-    }
-    pub fn generate_calls(&self) -> u64 {
-        self.generate.load(Ordering::SeqCst)
-    }
-    pub fn decrypt_calls(&self) -> u64 {
-        self.decrypt.load(Ordering::SeqCst)
-    }
-}
-
-impl<K: Keyring> Keyring for CountingKeyring<K> {
-    fn kind(&self) -> KeyringKind {
-        self.inner.kind()
-    }
-    fn primary_key_id(&self) -> String {
-        self.inner.primary_key_id()
-    }
-    fn generate_data_key<'a>(
-        &'a self,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
-        self.generate.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(context)
-    }
-    fn decrypt_data_key<'a>(
-        &'a self,
-        edk: &'a EncryptedDataKey,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        self.decrypt.fetch_add(1, Ordering::SeqCst);
-        self.inner.decrypt_data_key(edk, context)
-    }
-}
+pub use larder_envelope::CountingKeyring;
 
 /// Fails its first `failures` calls (generate and decrypt together) with `error` — the
 /// throttling KMS that moto never is — then passes calls on to the wrapped keyring.
