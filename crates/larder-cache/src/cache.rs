@@ -88,7 +88,7 @@ impl Default for Options {
             fail_safe: None,
             local_max_ttl: None,
             breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(5),
+            breaker_cooldown: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
         }
     }
@@ -213,7 +213,7 @@ impl CacheBuilder {
     }
 
     /// Circuit breaker: open once shared-tier errors outnumber successes by `failures`, skip
-    /// the tier for `cooldown`, then probe with one call (default 5, 5 s).
+    /// the tier for `cooldown`, then probe with one call (default 5, 1 s).
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.opts.breaker_threshold = failures;
         self.opts.breaker_cooldown = cooldown;
