@@ -130,52 +130,36 @@ pub trait Keyring: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>>;
 }
 
-impl<K: Keyring + ?Sized> Keyring for std::sync::Arc<K> {
-    fn kind(&self) -> KeyringKind {
-        (**self).kind()
-    }
+/// A keyring behind a smart pointer is the same keyring: share one with `Arc` (to keep a
+/// handle, e.g. on a [`CountingKeyring`](crate::CountingKeyring)), or erase its type with `Box`.
+macro_rules! forward_keyring {
+    ($($ptr:ident)::+) => {
+        impl<K: Keyring + ?Sized> Keyring for $($ptr)::+<K> {
+            fn kind(&self) -> KeyringKind {
+                (**self).kind()
+            }
 
-    fn primary_key_id(&self) -> String {
-        (**self).primary_key_id()
-    }
+            fn primary_key_id(&self) -> String {
+                (**self).primary_key_id()
+            }
 
-    fn generate_data_key<'a>(
-        &'a self,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
-        (**self).generate_data_key(context)
-    }
+            fn generate_data_key<'a>(
+                &'a self,
+                context: &'a EncryptionContext,
+            ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
+                (**self).generate_data_key(context)
+            }
 
-    fn decrypt_data_key<'a>(
-        &'a self,
-        edk: &'a EncryptedDataKey,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        (**self).decrypt_data_key(edk, context)
-    }
+            fn decrypt_data_key<'a>(
+                &'a self,
+                edk: &'a EncryptedDataKey,
+                context: &'a EncryptionContext,
+            ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
+                (**self).decrypt_data_key(edk, context)
+            }
+        }
+    };
 }
 
-impl<K: Keyring + ?Sized> Keyring for Box<K> {
-    fn kind(&self) -> KeyringKind {
-        (**self).kind()
-    }
-
-    fn primary_key_id(&self) -> String {
-        (**self).primary_key_id()
-    }
-
-    fn generate_data_key<'a>(
-        &'a self,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
-        (**self).generate_data_key(context)
-    }
-
-    fn decrypt_data_key<'a>(
-        &'a self,
-        edk: &'a EncryptedDataKey,
-        context: &'a EncryptionContext,
-    ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        (**self).decrypt_data_key(edk, context)
-    }
-}
+forward_keyring!(std::sync::Arc);
+forward_keyring!(Box);
