@@ -144,23 +144,29 @@ CREATE TABLE IF NOT EXISTS larder_leases (
   key TEXT PRIMARY KEY, token BLOB NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// How long opening a cache file waits out other processes holding it locked at startup.
+const STARTUP_BUSY_WAIT: Duration = Duration::from_secs(10);
+
 impl Shared {
     fn open_conn(&self) -> Result<Connection, TierError> {
+        self.open_conn_raw().map_err(err)
+    }
+
+    fn open_conn_raw(&self) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(self.opts.timeout.max(Duration::from_millis(50))).map_err(err)?;
+        )?;
+        conn.busy_timeout(self.opts.timeout.max(Duration::from_millis(50)))?;
         // WAL: readers never block the writer; NORMAL sync is durable enough for a cache and
         // still crash-consistent.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %self.path.display(), mode, "sqlite cache file is not in WAL mode");
         }
-        conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(err)?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
         Ok(conn)
     }
 
@@ -307,23 +313,22 @@ impl SqliteTier {
             return Err(TierError::Config("sqlite: the path is empty".into()));
         }
         let shared = Arc::new(Shared { path, opts, pool: Mutex::new(Vec::new()), writes: AtomicU64::new(0) });
-        // Create the schema now so configuration errors surface at startup. Concurrent first
-        // opens by several processes are safe: `IF NOT EXISTS` under SQLite's write lock.
-        let conn = shared.open_conn().map_err(|e| match e {
-            TierError::Unavailable(d) | TierError::Server(d) => TierError::Config(d),
-            other => other,
-        })?;
-        let mut tries = 0;
-        loop {
-            match conn.execute_batch(SCHEMA) {
-                Ok(()) => break,
-                Err(e) if tries < 20 && is_busy(&e) => {
-                    tries += 1;
+        // Create the schema now so configuration errors surface at startup. Several worker
+        // processes opening a new file at once contend for it: switching a fresh file to WAL and
+        // creating the tables take SQLite's exclusive lock, and the switch can report "database
+        // is locked" without waiting for the busy timeout. Startup may block, so a busy file is
+        // retried for up to STARTUP_BUSY_WAIT; `IF NOT EXISTS` makes the schema idempotent.
+        let deadline = std::time::Instant::now() + STARTUP_BUSY_WAIT;
+        let conn = loop {
+            let attempt = shared.open_conn_raw().and_then(|c| c.execute_batch(SCHEMA).map(|()| c));
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(25));
                 }
-                Err(e) => return Err(TierError::Config(format!("sqlite schema: {e}"))),
+                Err(e) => return Err(TierError::Config(format!("sqlite: {e}"))),
             }
-        }
+        };
         let _ = shared.sweep(&conn);
         shared.pool.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
         Ok(SqliteTier { shared, rt })
