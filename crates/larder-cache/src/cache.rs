@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::RwLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_key::{KeySecret, KeySpace, StableKey};
@@ -234,50 +236,63 @@ impl CacheBuilder {
                 .map_err(|e| CacheError::Config(format!("LARDER_KEY_SECRET: {e}")))?
                 .unwrap_or_else(KeySecret::default_key),
         };
-        let shared: Option<Arc<dyn SharedTier>> = match self.shared {
+        let shared: Option<Arc<dyn SharedTier>> = match &self.shared {
             SharedSpec::None => None,
-            SharedSpec::Tier(t) => Some(t),
-            SharedSpec::Url(url) => {
-                let rt = runtime()?;
-                let topts = TierOptions {
-                    op_timeout: self.opts.op_timeout,
-                    poll_interval: self.opts.poll_interval,
-                    runtime: rt.handle().clone(),
-                };
-                // Tiers that spawn background tasks when opened find the cache's runtime.
-                let _entered = rt.enter();
-                Some(crate::config::open_shared(&url, &topts)?)
-            }
+            SharedSpec::Tier(t) => Some(t.clone()),
+            SharedSpec::Url(url) => Some(open_url(url, &self.opts)?),
         };
         let opts = self.opts;
         let shared_name = shared.as_ref().map_or("none", |t| t.name());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me: &Weak<Inner>| Inner {
             local: self.local.map(|(n, by_bytes)| LocalTier::new(n, by_bytes)),
-            shared: shared.clone(),
+            process: RwLock::new(Arc::new(ProcessState {
+                generation: larder_fork::generation(),
+                shared: shared.clone(),
+                flights: Arc::new(Flights::default()),
+            })),
+            spec: self.shared,
+            me: me.clone(),
             breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
             mac: MacKey::from_secret(&secret),
             counters: Counters::new(shared_name),
-            flights: Flights::default(),
             opts: opts.clone(),
         });
         let mut local_cap = opts.local_max_ttl;
         if let Some(tier) = &shared {
-            let weak = Arc::downgrade(&inner);
-            let has_backplane = tier.subscribe_invalidations(Arc::new(move |key_text: &str| {
-                if let Some(inner) = weak.upgrade() {
-                    if let Some(local) = &inner.local {
-                        if local.remove_by_text(key_text) {
-                            bump(&inner.counters.invalidations_received);
-                        }
-                    }
-                }
-            }));
-            if !has_backplane && local_cap.is_none() {
+            if !subscribe(&inner.me, tier.as_ref()) && local_cap.is_none() {
                 local_cap = Some(NO_BACKPLANE_LOCAL_TTL);
             }
         }
         Ok(Cache { inner, local_cap })
     }
+}
+
+/// Opens a shared tier from its URL on this process's runtime.
+fn open_url(url: &str, opts: &Options) -> Result<Arc<dyn SharedTier>, CacheError> {
+    let rt = runtime()?;
+    let topts = TierOptions {
+        op_timeout: opts.op_timeout,
+        poll_interval: opts.poll_interval,
+        runtime: rt.handle().clone(),
+    };
+    // Tiers that spawn background tasks when opened find the cache's runtime.
+    let _entered = rt.enter();
+    crate::config::open_shared(url, &topts)
+}
+
+/// Registers the backplane handler that drops other processes' invalidations from the local
+/// tier. Returns whether the tier has a backplane.
+fn subscribe(me: &Weak<Inner>, tier: &dyn SharedTier) -> bool {
+    let weak = me.clone();
+    tier.subscribe_invalidations(Arc::new(move |key_text: &str| {
+        if let Some(inner) = weak.upgrade() {
+            if let Some(local) = &inner.local {
+                if local.remove_by_text(key_text) {
+                    bump(&inner.counters.invalidations_received);
+                }
+            }
+        }
+    }))
 }
 
 /// The local tier's cap on an entry's life when the shared tier cannot broadcast
@@ -286,28 +301,70 @@ pub const NO_BACKPLANE_LOCAL_TTL: Duration = Duration::from_secs(30);
 
 /// The process-wide runtime that drives tier calls made from blocking code and tiers'
 /// background work (one worker thread, started on first use).
+///
+/// One per process: in a child made by `fork()` the parent's runtime has no threads (only the
+/// forking thread is copied), so the child starts its own on first use. The inherited one is
+/// leaked, never shut down: its shutdown would wait for threads that do not exist.
 pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, CacheError> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(16)
-            .thread_name("larder-cache")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|e| CacheError::Runtime(e.clone()))
+    type Slot = Option<(u64, &'static tokio::runtime::Runtime)>;
+    // Each thread remembers the runtime it last got, so the common path takes no lock (a
+    // lock taken on every blocking call would also be one more lock a fork could catch held).
+    thread_local! {
+        static SEEN: std::cell::Cell<Slot> = const { std::cell::Cell::new(None) };
+    }
+    let generation = larder_fork::generation();
+    if let Some((g, rt)) = SEEN.with(std::cell::Cell::get) {
+        if g == generation {
+            return Ok(rt);
+        }
+    }
+    let rt = process_runtime(generation)?;
+    SEEN.with(|s| s.set(Some((generation, rt))));
+    Ok(rt)
+}
+
+#[cold]
+fn process_runtime(generation: u64) -> Result<&'static tokio::runtime::Runtime, CacheError> {
+    static RT: parking_lot::Mutex<Option<(u64, &'static tokio::runtime::Runtime)>> =
+        parking_lot::Mutex::new(None);
+    let mut slot = RT.lock();
+    if let Some((g, rt)) = *slot {
+        if g == generation {
+            return Ok(rt);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(16)
+        .thread_name("larder-cache")
+        .enable_all()
+        .build()
+        .map_err(|e| CacheError::Runtime(e.to_string()))?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    *slot = Some((generation, rt));
+    Ok(rt)
+}
+
+/// What belongs to one process and must be rebuilt in a child after `fork()`: the shared tier
+/// (its connections, background tasks and SQLite handles are the parent's) and the
+/// in-process flights (a flight in progress at the fork is led by a thread the child does not
+/// have). The local tier is kept: its values are as good in the child as in the parent.
+struct ProcessState {
+    generation: u64,
+    shared: Option<Arc<dyn SharedTier>>,
+    flights: Arc<Flights>,
 }
 
 pub(crate) struct Inner {
     local: Option<LocalTier>,
-    shared: Option<Arc<dyn SharedTier>>,
+    /// This process's tier and flights; see [`Inner::process`].
+    process: RwLock<Arc<ProcessState>>,
+    /// How the shared tier was configured, to open it again in a forked child.
+    spec: SharedSpec,
+    me: Weak<Inner>,
     breaker: Breaker,
     mac: MacKey,
     counters: Counters,
-    flights: Flights,
     opts: Options,
 }
 
@@ -324,7 +381,7 @@ impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("local", &self.inner.local.is_some())
-            .field("shared", &self.inner.shared.as_ref().map(|t| t.name()))
+            .field("shared", &self.inner.shared().map(|t| t.name()))
             .finish()
     }
 }
@@ -368,20 +425,18 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A uniform random number in (0, 1].
+/// A uniform random number in (0, 1] (XFetch samples, TTL jitter), from larder-fork's
+/// per-thread generator: no system call per sample, and never the parent's stream in a child.
 fn rand_unit() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 1.0;
-    }
-    let x = u64::from_le_bytes(b) >> 11; // 53 bits
-    ((x as f64) + 1.0) / ((1u64 << 53) as f64)
+    larder_fork::unit_f64()
 }
 
+/// A lease token. Tokens must differ between every two workers, forked siblings included,
+/// which larder-fork's generator guarantees (it reseeds from the OS in a child).
 fn random_token() -> [u8; 16] {
     let mut t = [0u8; 16];
-    if getrandom::fill(&mut t).is_err() {
-        // Tokens only need to differ between workers; fall back to time and pid.
+    if larder_fork::fill(&mut t).is_err() {
+        // Tokens only need to differ between workers; fall back to time, pid and counter.
         let n = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         t.copy_from_slice(&(n ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
     }
@@ -438,7 +493,7 @@ impl Cache {
 
     /// The shared tier's name (`sqlite`, `redis`, …), if there is one.
     pub fn shared_tier_name(&self) -> Option<&'static str> {
-        self.inner.shared.as_ref().map(|t| t.name())
+        self.inner.shared().map(|t| t.name())
     }
 
     /// Entries in the local tier of this process (0 without one).
@@ -690,7 +745,7 @@ impl Cache {
             if let Some(l) = &this.inner.local {
                 l.remove(&key);
             }
-            if let Some(tier) = &this.inner.shared {
+            if let Some(tier) = this.inner.shared() {
                 let _ = this.inner.tier_call(tier.delete(&text)).await;
             }
             this.inner.publish(&text).await;
@@ -734,6 +789,55 @@ where
 }
 
 impl Inner {
+    /// This process's state: after a `fork()`, the first call in the child opens the shared
+    /// tier again (new connections, new runtime) and starts with no flights; the inherited
+    /// state is never used, nor dropped, there.
+    fn process(&self) -> Arc<ProcessState> {
+        let generation = larder_fork::generation();
+        {
+            let p = self.process.read();
+            if p.generation == generation {
+                return p.clone();
+            }
+        }
+        self.after_fork(generation)
+    }
+
+    #[cold]
+    fn after_fork(&self, generation: u64) -> Arc<ProcessState> {
+        let mut slot = self.process.write();
+        if slot.generation == generation {
+            return slot.clone();
+        }
+        let reopened = match &self.spec {
+            SharedSpec::None => Ok(None),
+            SharedSpec::Url(url) => open_url(url, &self.opts).map(Some),
+            SharedSpec::Tier(t) => t.reopen_after_fork().map(Some).map_err(CacheError::Tier),
+        };
+        let shared = reopened.unwrap_or_else(|e| {
+            // Fail open: the child answers by computing, as during any tier outage.
+            tracing::error!(error = %e, "cannot open the shared cache tier in a forked child; computing without it");
+            None
+        });
+        if let Some(tier) = &shared {
+            subscribe(&self.me, tier.as_ref());
+        }
+        let fresh = Arc::new(ProcessState { generation, shared, flights: Arc::new(Flights::default()) });
+        // The parent's tier and flights: never touched or dropped in this process.
+        std::mem::forget(std::mem::replace(&mut *slot, fresh.clone()));
+        fresh
+    }
+
+    /// This process's shared tier, if there is one.
+    fn shared(&self) -> Option<Arc<dyn SharedTier>> {
+        self.process().shared.clone()
+    }
+
+    /// This process's in-process flights.
+    fn flights(&self) -> Arc<Flights> {
+        self.process().flights.clone()
+    }
+
     async fn tier_call<T>(&self, fut: impl Future<Output = Result<T, TierError>>) -> Result<T, TierError> {
         if self.breaker.permit() == Permit::Denied {
             bump(&self.counters.breaker_skips);
@@ -768,7 +872,7 @@ impl Inner {
 
     /// Reads, verifies and decodes an entry (fresh or not) from the shared tier.
     async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<(V, FrameMeta, u32)> {
-        let tier = self.shared.as_ref()?;
+        let tier = self.shared()?;
         let bytes = self.tier_call(tier.get(text)).await.ok()??;
         self.decode(text, &bytes)
     }
@@ -864,7 +968,7 @@ impl Inner {
 
     /// Frames and writes a prepared value to the shared tier (failures counted, not raised).
     async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta) {
-        let Some(tier) = &self.shared else { return };
+        let Some(tier) = self.shared() else { return };
         let Ok(framed) = frame::seal(&self.mac, text, meta, payload) else { return };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
         if self.tier_call(tier.set(text, &framed, keep)).await.is_ok() {
@@ -890,7 +994,7 @@ impl Inner {
     }
 
     async fn publish(&self, text: &str) {
-        if let Some(tier) = &self.shared {
+        if let Some(tier) = self.shared() {
             let _ = self.tier_call(tier.publish_invalidation(text)).await;
         }
     }
@@ -902,7 +1006,7 @@ impl Inner {
         key: &LocalKey,
         cap: Option<Duration>,
     ) -> Fetched<V> {
-        let Some(tier) = &self.shared else {
+        let Some(tier) = self.shared() else {
             return Fetched::Compute { key_text: None, lease: None, stale: None };
         };
         let text = space.key_from_encoding(key.encoding()).as_str().to_owned();
@@ -1030,7 +1134,7 @@ impl Inner {
     }
 
     async fn release(&self, text: Option<&str>, lease: Option<[u8; 16]>) {
-        if let (Some(tier), Some(text), Some(token)) = (&self.shared, text, lease) {
+        if let (Some(tier), Some(text), Some(token)) = (self.shared(), text, lease) {
             let _ = self.tier_call(tier.release_lease(text, &token)).await;
         }
     }
@@ -1112,8 +1216,9 @@ impl Pending {
             return r;
         };
         let fallback = self.take_fallback::<V>();
+        let flights = inner.flights();
         let guard = loop {
-            match inner.flights.join(&key) {
+            match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
                     bump(&inner.counters.coalesced);
@@ -1212,8 +1317,9 @@ impl Pending {
             return r;
         };
         let fallback = self.take_fallback::<V>();
+        let flights = inner.flights();
         let guard = loop {
-            match inner.flights.join(&key) {
+            match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
                     bump(&inner.counters.coalesced);
@@ -1230,7 +1336,7 @@ impl Pending {
         };
         let cap = self.cache.local_cap;
         let fetched = match &guard {
-            Some(_) if inner.shared.is_some() => block_on(inner.fetch::<V>(&self.space, &key, cap)),
+            Some(_) if inner.shared().is_some() => block_on(inner.fetch::<V>(&self.space, &key, cap)),
             _ => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
@@ -1244,7 +1350,7 @@ impl Pending {
         let r = f();
         let took = start.elapsed();
         inner.count_computation(took);
-        if inner.shared.is_none() {
+        if inner.shared().is_none() {
             // No tier calls: finish without touching any runtime.
             return finish_local(&inner, guard, &key, stale, r, took, self.ttl, self.cache.local_cap);
         }
@@ -1315,14 +1421,20 @@ pub fn default_cache() -> &'static Cache {
 }
 
 fn local_only() -> Cache {
-    let inner = Arc::new(Inner {
+    let opts = Options::default();
+    let inner = Arc::new_cyclic(|me: &Weak<Inner>| Inner {
         local: Some(LocalTier::new(crate::config::DEFAULT_LOCAL_ENTRIES, false)),
-        shared: None,
-        breaker: Breaker::new(5, Duration::from_secs(5)),
+        process: RwLock::new(Arc::new(ProcessState {
+            generation: larder_fork::generation(),
+            shared: None,
+            flights: Arc::new(Flights::default()),
+        })),
+        spec: SharedSpec::None,
+        me: me.clone(),
+        breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
         mac: MacKey::from_secret(&KeySecret::default_key()),
         counters: Counters::new("none"),
-        flights: Flights::default(),
-        opts: Options::default(),
+        opts,
     });
     Cache { inner, local_cap: None }
 }

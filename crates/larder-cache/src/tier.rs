@@ -107,4 +107,19 @@ pub trait SharedTier: Send + Sync + 'static {
     /// Registers `handler` to be called with the key text of every invalidation published by
     /// any process (including this one). Returns `false` if the tier has no backplane.
     fn subscribe_invalidations(&self, handler: InvalidationHandler) -> bool;
+
+    /// A tier for a child process made by `fork()` from the process that opened this one:
+    /// its own connections, file handles and background tasks (the inherited ones belong to
+    /// the parent; the cache never uses or drops them in the child). Tiers the cache opened
+    /// from a URL are simply opened again from it and never reach this method; it is for tiers
+    /// handed to [`CacheBuilder::shared`](crate::CacheBuilder::shared).
+    ///
+    /// The default refuses: the child then runs without a shared tier (it computes, like
+    /// during an outage) and logs the error.
+    fn reopen_after_fork(&self) -> Result<Arc<dyn SharedTier>, TierError> {
+        Err(TierError::Config(format!(
+            "the {} tier does not implement reopen_after_fork; it cannot be used in a forked child",
+            self.name()
+        )))
+    }
 }

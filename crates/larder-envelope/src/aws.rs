@@ -47,6 +47,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_sdk_kms::config::retry::RetryConfig;
@@ -114,7 +115,8 @@ impl RetryPolicy {
     pub fn backoff(&self, retry: u32) -> Duration {
         let cap = self.backoff_cap(retry);
         let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+        // Full jitter; the modulo bias is below 2^-40 for any cap under an hour.
+        Duration::from_nanos(larder_fork::u64() % nanos.saturating_add(1))
     }
 }
 
@@ -217,12 +219,48 @@ fn with_attempts(error: EnvelopeError, attempts: u32) -> EnvelopeError {
 /// ```
 #[derive(Clone)]
 pub struct AwsKmsKeyring {
-    client: aws_sdk_kms::Client,
+    client: Arc<ProcessClient>,
     primary: String,
     additional: Vec<String>,
     policy: RetryPolicy,
     connect_timeout: Duration,
     attempt_timeout: Duration,
+}
+
+/// The SDK client of the current process.
+///
+/// An SDK client keeps a pool of open HTTPS connections whose driving tasks live on the runtime
+/// that opened them. After `fork()` a child would share those sockets with its parent (two
+/// processes reading one KMS response stream: a `GenerateDataKey` answer could reach the wrong
+/// process) and nothing would drive them. So a child builds a new client from the same
+/// configuration, with a fresh default HTTPS client (a custom `http_client` set on the
+/// original configuration is replaced by the SDK's default in children).
+struct ProcessClient(RwLock<(u64, aws_sdk_kms::Client)>);
+
+impl ProcessClient {
+    fn new(client: aws_sdk_kms::Client) -> Self {
+        ProcessClient(RwLock::new((larder_fork::generation(), client)))
+    }
+
+    fn get(&self) -> aws_sdk_kms::Client {
+        let generation = larder_fork::generation();
+        {
+            let cur = self.0.read().unwrap_or_else(|p| p.into_inner());
+            if cur.0 == generation {
+                return cur.1.clone();
+            }
+        }
+        let mut cur = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if cur.0 != generation {
+            let mut config = cur.1.config().to_builder();
+            config.set_http_client(None);
+            let fresh = aws_sdk_kms::Client::from_conf(config.build());
+            // The inherited client's connections belong to the parent: never touch them.
+            std::mem::forget(std::mem::replace(&mut cur.1, fresh));
+            cur.0 = generation;
+        }
+        cur.1.clone()
+    }
 }
 
 /// Builds an [`AwsKmsKeyring`].
@@ -275,7 +313,7 @@ impl AwsKmsKeyring {
     pub fn builder(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> AwsKmsKeyringBuilder {
         AwsKmsKeyringBuilder {
             keyring: AwsKmsKeyring {
-                client,
+                client: Arc::new(ProcessClient::new(client)),
                 primary: key_id.into(),
                 additional: Vec::new(),
                 policy: RetryPolicy::default(),
@@ -285,9 +323,9 @@ impl AwsKmsKeyring {
         }
     }
 
-    /// The SDK client.
-    pub fn client(&self) -> &aws_sdk_kms::Client {
-        &self.client
+    /// The SDK client of this process (a new one in a forked child, see the type docs).
+    pub fn client(&self) -> aws_sdk_kms::Client {
+        self.client.get()
     }
 
     /// The KMS keys this keyring decrypts under: the primary first, then the additional ones.
@@ -313,7 +351,7 @@ impl AwsKmsKeyring {
 
     async fn generate_once(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
         let out = self
-            .client
+            .client()
             .generate_data_key()
             .key_id(&self.primary)
             .key_spec(DataKeySpec::Aes256)
@@ -370,7 +408,7 @@ impl AwsKmsKeyring {
         context: &EncryptionContext,
     ) -> Result<DataKey, EnvelopeError> {
         let out = self
-            .client
+            .client()
             .decrypt()
             .key_id(pinned_key)
             .ciphertext_blob(Blob::new(edk.ciphertext.clone()))

@@ -102,6 +102,10 @@ pub(crate) struct ActiveKey {
     refresh_messages: u64,
     refresh_bytes: u64,
     refresh_claimed: AtomicBool,
+    /// The [`larder_fork::generation`] the key was made in: in a forked child it differs, and
+    /// the key (with its usage counters, which the parent keeps using) is never used to
+    /// encrypt there. Decrypting with it stays fine (the decrypt cache keeps it).
+    generation: u64,
 }
 
 pub(crate) enum Reservation {
@@ -141,6 +145,7 @@ impl ActiveKey {
             refresh_messages: refresh_messages.clamp(1, limits.max_messages),
             refresh_bytes: ((limits.max_bytes as f64) * refresh_fraction) as u64,
             refresh_claimed: AtomicBool::new(false),
+            generation: larder_fork::generation(),
         }
     }
 
@@ -151,7 +156,7 @@ impl ActiveKey {
     /// Reserves one message of `len` bytes. Exact under any concurrency: the message counter
     /// only grants the first `max_messages` increments, the byte budget is a CAS loop.
     pub(crate) fn reserve(&self, len: u64, now: Duration) -> Reservation {
-        if now >= self.expires {
+        if now >= self.expires || self.generation != larder_fork::generation() {
             return Reservation::Exhausted;
         }
         let mut cur = self.bytes.load(Ordering::Relaxed);
@@ -180,6 +185,7 @@ impl ActiveKey {
     /// True while the key can still serve some message.
     pub(crate) fn usable(&self, now: Duration) -> bool {
         now < self.expires
+            && self.generation == larder_fork::generation()
             && self.messages.load(Ordering::Relaxed) < self.max_messages
             && self.bytes.load(Ordering::Relaxed) < self.max_bytes
     }
@@ -199,6 +205,15 @@ enum FlightKind {
 struct Flight {
     id: u64,
     shared: KeyFlight,
+    /// A flight inherited through `fork()` is driven by a thread (and maybe a runtime) that
+    /// does not exist in the child, and its key would be the parent's: the child ignores it.
+    generation: u64,
+}
+
+impl Flight {
+    fn current(&self) -> bool {
+        self.generation == larder_fork::generation()
+    }
 }
 
 #[derive(Default)]
@@ -239,7 +254,7 @@ impl Partition {
     /// Called once by a finished flight (inside the shared future, so exactly once).
     fn finish(&self, id: u64, kind: FlightKind, result: &KeyResult) {
         let mut slot = lock(&self.slot);
-        if slot.flight.as_ref().is_some_and(|f| f.id == id) {
+        if slot.flight.as_ref().is_some_and(|f| f.id == id && f.current()) {
             slot.flight = None;
         }
         let Ok(key) = result else { return };
@@ -386,7 +401,7 @@ impl EncryptCache {
             }
             result
         });
-        Flight { id, shared: fut.shared() }
+        Flight { id, shared: fut.shared(), generation: larder_fork::generation() }
     }
 
     /// Slow path: a usable key for `part`, other than `stale` (a key that just refused the
@@ -414,8 +429,8 @@ impl EncryptCache {
                 }
             }
             match &slot.flight {
-                Some(f) => f.shared.clone(),
-                None => {
+                Some(f) if f.current() => f.shared.clone(),
+                _ => {
                     let f = self.new_flight(part, FlightKind::Replace);
                     let shared = f.shared.clone();
                     slot.flight = Some(f);
@@ -433,7 +448,9 @@ impl EncryptCache {
     pub(crate) fn start_refresh(&self, part: &Arc<Partition>) -> Option<impl Future<Output = ()> + Send> {
         let shared = {
             let mut slot = lock(&part.slot);
-            if slot.flight.is_some() || slot.standby.as_ref().is_some_and(|s| s.usable(clock::now())) {
+            if slot.flight.as_ref().is_some_and(Flight::current)
+                || slot.standby.as_ref().is_some_and(|s| s.usable(clock::now()))
+            {
                 return None;
             }
             let f = self.new_flight(part, FlightKind::Refresh);
@@ -471,6 +488,7 @@ impl EncryptCache {
 }
 
 type MaterialResult = Result<Arc<KeyMaterial>, EnvelopeError>;
+type MaterialFlight = Shared<BoxFuture<'static, MaterialResult>>;
 
 struct DecryptEntry {
     material: Arc<KeyMaterial>,
@@ -494,7 +512,9 @@ pub(crate) struct DecryptCache {
     capacity: usize,
     entries: RwLock<HashMap<[u8; COMMITMENT_LEN], DecryptEntry>>,
     next_seq: AtomicU64,
-    flights: Mutex<HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>>,
+    /// In-progress opens with the fork generation that started them (an inherited flight is
+    /// ignored in a child: nothing there drives it).
+    flights: Mutex<HashMap<EdkDigest, (u64, MaterialFlight)>>,
 }
 
 impl DecryptCache {
@@ -565,8 +585,8 @@ impl DecryptCache {
         let shared = {
             let mut flights = lock(&self.flights);
             match flights.get(&digest) {
-                Some(f) => f.clone(),
-                None => {
+                Some((generation, f)) if *generation == larder_fork::generation() => f.clone(),
+                _ => {
                     // Look again under the flight lock: a flight that finished after the
                     // caller's first look stored its key before leaving the map (it inserts,
                     // then removes itself under this lock), so it is found here instead of
@@ -584,12 +604,12 @@ impl DecryptCache {
 
     fn start_flight(
         self: &Arc<Self>,
-        flights: &mut HashMap<EdkDigest, Shared<BoxFuture<'static, MaterialResult>>>,
+        flights: &mut HashMap<EdkDigest, (u64, MaterialFlight)>,
         digest: EdkDigest,
         edk_fields: &[u8],
         ctx_bytes: &[u8],
         make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
-    ) -> Shared<BoxFuture<'static, MaterialResult>> {
+    ) -> MaterialFlight {
         let inner = make();
         let me = Arc::downgrade(self);
         let (edk_fields, ctx_bytes) = (edk_fields.to_vec(), ctx_bytes.to_vec());
@@ -604,7 +624,7 @@ impl DecryptCache {
             result
         });
         let shared = fut.shared();
-        flights.insert(digest, shared.clone());
+        flights.insert(digest, (larder_fork::generation(), shared.clone()));
         shared
     }
 }

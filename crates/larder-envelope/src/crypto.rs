@@ -6,7 +6,6 @@ use std::fmt;
 use aes_gcm::aead::{AeadInOut, Nonce, Tag};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -119,20 +118,22 @@ impl fmt::Debug for KeyMaterial {
     }
 }
 
-/// A fresh 96-bit nonce from the thread-local ChaCha12 CSPRNG (seeded and periodically
-/// reseeded from the OS; see docs/ciphertext-format.md for why not the OS RNG per call).
+/// A fresh 96-bit nonce from larder-fork's per-thread ChaCha12 generator: seeded from the OS,
+/// reseeded from the OS in a forked child and every 1 MiB, so no two processes of a forked
+/// fleet share its stream (see docs/ciphertext-format.md for why not the OS RNG per call).
 #[inline]
-pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {
+pub(crate) fn random_nonce() -> Result<[u8; NONCE_LEN], EnvelopeError> {
     let mut n = [0u8; NONCE_LEN];
-    rand::rng().fill_bytes(&mut n);
-    n
+    larder_fork::fill(&mut n).map_err(|e| EnvelopeError::Keyring(e.to_string()))?;
+    Ok(n)
 }
 
-/// Fills a fresh 32-byte key from the thread-local CSPRNG.
-pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
-    let mut k = Zeroizing::new([0u8; 32]);
-    rand::rng().fill_bytes(k.as_mut());
-    k
+/// A fresh 32-byte key (data keys, master keys) or wrap nonce straight from the OS generator:
+/// rare values, so the system call does not matter, and no user-space state can be shared.
+pub(crate) fn os_random<const N: usize>() -> Result<Zeroizing<[u8; N]>, EnvelopeError> {
+    let mut k = Zeroizing::new([0u8; N]);
+    larder_fork::fill_os(k.as_mut()).map_err(|e| EnvelopeError::Keyring(e.to_string()))?;
+    Ok(k)
 }
 
 /// Seals with a raw AES-256-GCM key (used by the local keyring to wrap data keys).

@@ -334,7 +334,7 @@ fn seal(key: &ActiveKey, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let header = key.header();
     let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(header);
-    key.material.seal_into(random_nonce(), &key.aad, plaintext, &mut out)?;
+    key.material.seal_into(random_nonce()?, &key.aad, plaintext, &mut out)?;
     Ok(out)
 }
 

@@ -36,8 +36,10 @@
 //!   keyed digest (larder-key) in a separate column if you need lookups.
 //! - It does not store the encryption context; the caller must present the same context to
 //!   decrypt.
-//! - It is not fork-safe: build envelopes after forking worker processes, never before (a
-//!   forked child would share the parent's cached data key and random-number state).
+//! - It does not need you to build envelopes after forking: a child of `fork()` (gunicorn
+//!   `--preload`, uWSGI, Celery prefork) gets its own data key, nonce stream, runtime and KMS
+//!   connections on first use (see `larder-fork` and docs/ciphertext-format.md, "Fork
+//!   safety"). It cannot see a child made by a raw `clone` system call.
 //!
 //! # Defaults and guarantees
 //!

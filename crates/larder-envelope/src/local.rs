@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::crypto::{aes_from, random_key, random_nonce, unwrap_with, wrap_with, NONCE_LEN};
+use crate::crypto::{aes_from, os_random, unwrap_with, wrap_with, NONCE_LEN};
 use crate::error::KeyringFileError;
 use crate::keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 use crate::{EncryptionContext, EnvelopeError};
@@ -240,7 +240,7 @@ impl LocalKeyring {
     pub fn init(path: impl AsRef<Path>) -> Result<Self, EnvelopeError> {
         let path = path.as_ref();
         let keys =
-            vec![FileKey { id: "k1".into(), created_unix: now_unix(), primary: true, key: random_key() }];
+            vec![FileKey { id: "k1".into(), created_unix: now_unix(), primary: true, key: os_random()? }];
         write_new(path, &keys)?;
         Self::from_file_keys(&keys)
     }
@@ -284,7 +284,7 @@ impl LocalKeyring {
             for k in &mut keys {
                 k.primary = false;
             }
-            keys.push(FileKey { id: id.clone(), created_unix: now_unix(), primary: true, key: random_key() });
+            keys.push(FileKey { id: id.clone(), created_unix: now_unix(), primary: true, key: os_random()? });
             let text = render_file(&keys);
             f.write_all(text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
             f.sync_all().map_err(|e| io_err(&tmp, e))?;
@@ -348,9 +348,12 @@ impl LocalKeyring {
     fn generate_sync(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
         let master =
             self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
-        let key = random_key();
+        // Data key and wrap nonce straight from the OS: no user-space generator state that a
+        // forked sibling could share (docs/keyring-format.md).
+        let key = os_random::<32>()?;
+        let nonce = os_random::<NONCE_LEN>()?;
         let wrapped =
-            wrap_with(&master.cipher, random_nonce(), &Self::wrap_aad(&self.primary, context), key.as_ref())?;
+            wrap_with(&master.cipher, *nonce, &Self::wrap_aad(&self.primary, context), key.as_ref())?;
         Ok(GeneratedKey {
             plaintext: DataKey::from_array(*key),
             edk: EncryptedDataKey {

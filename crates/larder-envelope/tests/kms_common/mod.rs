@@ -29,6 +29,7 @@ pub fn keyring_builder(moto: &MotoServer, key: &str) -> larder_envelope::AwsKmsK
         })
 }
 
+#[allow(unused_imports)] // not every suite that includes this module counts calls
 pub use larder_envelope::CountingKeyring;
 
 /// Fails its first `failures` calls (generate and decrypt together) with `error` — the
