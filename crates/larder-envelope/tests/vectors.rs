@@ -109,7 +109,7 @@ fn vectors_decrypt_and_reencrypt_identically() {
                 json!({
                     "name": c.name,
                     "context": ctx,
-                    "context_canonical_hex": hex(&context_of(c.context).canonical_bytes()),
+                    "context_canonical_hex": hex(&context_of(c.context).canonical_bytes().unwrap()),
                     "plaintext_utf8": c.plaintext,
                     "data_key_hex": hex(&c.data_key),
                     "wrap_nonce_hex": hex(&c.wrap_nonce),
@@ -185,7 +185,7 @@ fn independent_decrypt(ct: &[u8], ctx: &EncryptionContext, data_key: &[u8; 32]) 
     let mut wrap_aad = b"larder-envelope local wrap v1".to_vec();
     wrap_aad.push(id_len as u8);
     wrap_aad.extend_from_slice(KEY_ID.as_bytes());
-    wrap_aad.extend_from_slice(&ctx.canonical_bytes());
+    wrap_aad.extend_from_slice(&ctx.canonical_bytes().unwrap());
     let unwrapped = Aes256Gcm::new(&MASTER_KEY.into())
         .decrypt(edk[..12].try_into().unwrap(), Payload { msg: &edk[12..], aad: &wrap_aad })
         .expect("independent unwrap of the local EDK");
@@ -197,7 +197,7 @@ fn independent_decrypt(ct: &[u8], ctx: &EncryptionContext, data_key: &[u8; 32]) 
     let body = &ct[commit_at + 44..];
     let enc_key = hmac(data_key, b"larder-envelope v1 message encryption key");
     let mut aad = header.to_vec();
-    aad.extend_from_slice(&ctx.canonical_bytes());
+    aad.extend_from_slice(&ctx.canonical_bytes().unwrap());
     Aes256Gcm::new(&enc_key.into())
         .decrypt(nonce.try_into().unwrap(), Payload { msg: body, aad: &aad })
         .expect("independent AES-256-GCM open")
