@@ -20,6 +20,7 @@ use crate::flight::{Flights, Joined, LeaderGuard, Outcome, Waited};
 use crate::frame::{self, FrameMeta, MacKey};
 use crate::local::{self as local_clock, LocalEntry, LocalKey, LocalTier};
 use crate::stats::{bump, CacheStats, Counters};
+use crate::store_secret::TierKind;
 use crate::tier::{Lease, SharedTier, TierError};
 
 /// Why a cache could not be built.
@@ -32,6 +33,10 @@ pub enum CacheError {
     Tier(TierError),
     /// The cache's background runtime could not be started.
     Runtime(String),
+    /// The shared tier has no secret to authenticate its entries (and the public default
+    /// was not opted into), or the per-store secret file is unusable. The message says how
+    /// to set one.
+    Secret(String),
 }
 
 impl fmt::Display for CacheError {
@@ -40,6 +45,7 @@ impl fmt::Display for CacheError {
             CacheError::Config(d) => write!(f, "invalid cache configuration: {d}"),
             CacheError::Tier(e) => write!(f, "cannot open cache tier: {e}"),
             CacheError::Runtime(d) => write!(f, "cannot start the cache runtime: {d}"),
+            CacheError::Secret(d) => write!(f, "no usable cache secret: {d}"),
         }
     }
 }
@@ -109,6 +115,7 @@ pub struct CacheBuilder {
     local: Option<(u64, bool)>,
     shared: SharedSpec,
     secret: Option<KeySecret>,
+    insecure_public_mac: bool,
     opts: Options,
 }
 
@@ -120,7 +127,13 @@ impl fmt::Debug for CacheBuilder {
 
 impl Default for CacheBuilder {
     fn default() -> Self {
-        CacheBuilder { local: None, shared: SharedSpec::None, secret: None, opts: Options::default() }
+        CacheBuilder {
+            local: None,
+            shared: SharedSpec::None,
+            secret: None,
+            insecure_public_mac: false,
+            opts: Options::default(),
+        }
     }
 }
 
@@ -151,11 +164,21 @@ impl CacheBuilder {
         self
     }
 
-    /// The deployment secret that keys the value MAC (default: `LARDER_KEY_SECRET` if set,
-    /// else the fixed default key, which authenticates nothing against an attacker who can
-    /// write to the shared tier). Every process sharing a tier must use the same secret.
+    /// The deployment secret that keys the value MAC. Every process sharing a tier must use
+    /// the same secret. Without one: `secret=HEX` in the tier URL, else `LARDER_KEY_SECRET`,
+    /// else a per-store secret created beside a SQLite file (`PATH.secret`, mode 0600), else
+    /// — Redis, or a tier given to [`shared`](Self::shared) — `build()` fails with
+    /// [`CacheError::Secret`] (see `docs/cache.md`, "Who can do what to a shared tier").
     pub fn secret(mut self, secret: &KeySecret) -> Self {
         self.secret = Some(secret.clone());
+        self
+    }
+
+    /// Accepts the fixed, public default MAC key when no secret is configured (also
+    /// `insecure_public_mac=true` in the tier URL). **Anyone who can write to the shared tier
+    /// can then forge entries that every worker serves.** Only for throw-away setups.
+    pub fn insecure_public_mac(mut self, yes: bool) -> Self {
+        self.insecure_public_mac = yes;
         self
     }
 
@@ -230,13 +253,27 @@ impl CacheBuilder {
 
     /// Opens the tiers and builds the cache.
     pub fn build(self) -> Result<Cache, CacheError> {
-        let secret = match self.secret {
-            Some(s) => s,
-            None => KeySecret::from_env()
-                .map_err(|e| CacheError::Config(format!("LARDER_KEY_SECRET: {e}")))?
-                .unwrap_or_else(KeySecret::default_key),
+        // The MAC secret: never a silent public default for a shared tier (store_secret.rs).
+        let (shared_spec, url_opts) = match self.shared {
+            SharedSpec::Url(url) => {
+                let (url, o) = crate::store_secret::take_url_options(&url)?;
+                (SharedSpec::Url(url), o)
+            }
+            other => (other, Default::default()),
         };
-        let shared: Option<Arc<dyn SharedTier>> = match &self.shared {
+        let tier_kind = match &shared_spec {
+            SharedSpec::None => TierKind::None,
+            SharedSpec::Url(url) => crate::store_secret::sqlite_path(url)
+                .map_or(TierKind::Other(url.split(':').next().unwrap_or("shared")), TierKind::Sqlite),
+            SharedSpec::Tier(t) => TierKind::Other(t.name()),
+        };
+        let secret = crate::store_secret::resolve(
+            self.secret,
+            url_opts.secret,
+            self.insecure_public_mac || url_opts.insecure_public_mac,
+            tier_kind,
+        )?;
+        let shared: Option<Arc<dyn SharedTier>> = match &shared_spec {
             SharedSpec::None => None,
             SharedSpec::Tier(t) => Some(t.clone()),
             SharedSpec::Url(url) => Some(open_url(url, &self.opts)?),
@@ -250,7 +287,7 @@ impl CacheBuilder {
                 shared: shared.clone(),
                 flights: Arc::new(Flights::default()),
             })),
-            spec: self.shared,
+            spec: shared_spec,
             me: me.clone(),
             breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
             mac: MacKey::from_secret(&secret),

@@ -83,6 +83,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod stats;
+pub mod store_secret;
 pub mod tier;
 
 pub use cache::{
@@ -112,14 +113,15 @@ pub mod __private {
     ) -> Option<&'static KeySpace> {
         cell.get_or_init(|| {
             let ns = if sanitize { sanitize_namespace(namespace) } else { namespace.to_owned() };
-            let space = KeySpace::new(&ns, version).ok()?;
-            match larder_key::KeySecret::from_env() {
-                Ok(Some(secret)) => Some(space.with_secret(&secret)),
-                Ok(None) => Some(space),
-                Err(e) => {
+            // `KeySpace::new` is the one constructor: it applies LARDER_KEY_SECRET (read once per
+            // process), so a hand-built `KeySpace::new(ns, v)` names the same entries.
+            match KeySpace::new(&ns, version) {
+                Ok(space) => Some(space),
+                Err(e @ larder_key::KeyError::InvalidSecret(_)) => {
                     tracing::error!(error = %e, "LARDER_KEY_SECRET is invalid; memoized calls run uncached");
                     None
                 }
+                Err(_) => None,
             }
         })
         .as_ref()

@@ -23,6 +23,13 @@ use larder_testkit::redis::{RedisCluster, RedisServer};
 const TTL: Duration = Duration::from_secs(600);
 const ROLE_ENV: &str = "LARDER_REDIS_TEST_ROLE";
 
+/// The tier URL with the deployment secret every process of these tests shares (a Redis
+/// tier without a secret is refused: docs/cache.md, "Who can do what to a shared tier").
+fn with_secret(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}secret={}", "5a".repeat(32))
+}
+
 fn worker_entry() {
     common::worker_main_if_requested();
     role_main_if_requested();
@@ -48,7 +55,7 @@ fn seed_scenario_on_redis_computes_each_input_once() {
     worker_entry();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let spec = format!("local:1000,{}", server.url());
+    let spec = format!("local:1000,{}", with_secret(&server.url()));
     let report = Scenario::seed(&spec, dir.path()).run("seed_scenario_on_redis_computes_each_input_once");
     check_seed_report("redis", &report);
 }
@@ -58,7 +65,7 @@ fn seed_scenario_on_redis_cluster_computes_each_input_once() {
     worker_entry();
     let cluster = RedisCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
-    let spec = format!("local:1000,{}", cluster.url());
+    let spec = format!("local:1000,{}", with_secret(&cluster.url()));
     let report =
         Scenario::seed(&spec, dir.path()).run("seed_scenario_on_redis_cluster_computes_each_input_once");
     check_seed_report("redis cluster", &report);
@@ -80,12 +87,12 @@ fn role_main_if_requested() {
             load_worker(url, Path::new(count_file), Path::new(stop_file), index.parse().unwrap())
         }
         ["invalidate", url] => {
-            let cache = Cache::from_url(&format!("local:100,{url}")).unwrap();
+            let cache = Cache::from_url(&format!("local:100,{}", with_secret(url))).unwrap();
             cache.invalidate_blocking(&backplane_space(), &5u32);
             0
         }
         ["overwrite", url] => {
-            let cache = Cache::from_url(&format!("local:100,{url}")).unwrap();
+            let cache = Cache::from_url(&format!("local:100,{}", with_secret(url))).unwrap();
             cache.set_blocking(&backplane_space(), &5u32, 999u64, TTL);
             0
         }
@@ -121,7 +128,7 @@ const LOAD_INPUTS: u32 = 50;
 /// call). Exits 0 if every call returned the right value.
 fn load_worker(url: &str, count_file: &Path, stop_file: &Path, index: u32) -> i32 {
     let cache = Cache::builder()
-        .shared_url(url)
+        .shared_url(&with_secret(url))
         .op_timeout(Duration::from_millis(200))
         .breaker(2, Duration::from_millis(300))
         .lease_ttl(Duration::from_secs(3))
@@ -239,7 +246,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 fn backplane_between_processes(test_name: &str, url: &str, del: &dyn Fn(&str) -> String) {
     let space = backplane_space();
     // This process is "B": a local tier in front of Redis.
-    let b = Cache::from_url(&format!("local:100,{url}")).unwrap();
+    let b = Cache::from_url(&format!("local:100,{}", with_secret(url))).unwrap();
     assert_eq!(b.get_or_compute_blocking(&space, &5u32, TTL, || 100u64), 100);
     assert_eq!(b.get_or_compute_blocking(&space, &5u32, TTL, || 0u64), 100);
     assert_eq!(b.stats().local_hits, 1);
@@ -304,7 +311,7 @@ fn killed_lease_holder_on_redis_is_taken_over_within_lease_ttl() {
     let count_file = dir.path().join("count.log");
     let lease_ttl_ms = 2_000;
     let base = common::WorkerSpec {
-        cache_spec: format!("local:100,{}", server.url()),
+        cache_spec: format!("local:100,{}", with_secret(&server.url())),
         count_file: count_file.clone(),
         start_at_ms: unix_ms(),
         index: 0,

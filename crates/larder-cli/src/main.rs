@@ -47,11 +47,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key { namespace, version, json } => {
             let value: serde_json::Value = serde_json::from_str(&json)
                 .map_err(|e| Usage::err(format!("--json is not valid JSON: {e}")))?;
-            let mut space =
-                larder_key::KeySpace::new(&namespace, version).map_err(|e| Usage::err(e.to_string()))?;
-            if let Some(secret) = larder_key::KeySecret::from_env()? {
-                space = space.with_secret(&secret);
-            }
+            larder_key::validate_namespace(&namespace).map_err(|e| Usage::err(e.to_string()))?;
+            // The same constructor `#[memoize]` uses: keyed with LARDER_KEY_SECRET when set (a
+            // malformed secret is an operational error, exit 1).
+            let space = larder_key::KeySpace::new(&namespace, version)?;
             println!("{}", space.key(&value)?);
             Ok(ExitCode::SUCCESS)
         }

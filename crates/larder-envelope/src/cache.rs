@@ -290,7 +290,7 @@ fn activate(
     refresh_fraction: f64,
     decrypt_cache: Option<&DecryptCache>,
 ) -> KeyResult {
-    let material = Arc::new(KeyMaterial::derive(&generated.plaintext));
+    let material = Arc::new(KeyMaterial::derive(&generated.plaintext)?);
     drop(generated.plaintext);
     let fields = format::edk_fields(&generated.edk)?;
     if let Some(dc) = decrypt_cache {
@@ -331,18 +331,18 @@ impl EncryptCache {
     /// The partition for `context` under the keyring's current primary key. The map is keyed
     /// by the canonical context; a partition made under another primary key (the keyring was
     /// rotated) is replaced, so new data keys come from the new primary.
-    pub(crate) fn partition(&self, context: &EncryptionContext) -> Arc<Partition> {
-        let ctx_bytes = context.canonical();
+    pub(crate) fn partition(&self, context: &EncryptionContext) -> Result<Arc<Partition>, EnvelopeError> {
+        let ctx_bytes = context.canonical()?;
         let primary = self.keyring.primary_key_id();
         if let Some(p) = read(&self.partitions).get(ctx_bytes) {
             if p.primary == primary {
-                return p.clone();
+                return Ok(p.clone());
             }
         }
         let mut map = write(&self.partitions);
         if let Some(p) = map.get(ctx_bytes) {
             if p.primary == primary {
-                return p.clone();
+                return Ok(p.clone());
             }
         }
         if map.len() >= self.max_partitions && !map.contains_key(ctx_bytes) {
@@ -366,7 +366,7 @@ impl EncryptCache {
             slot: Mutex::new(Slot::default()),
         });
         map.insert(ctx_bytes.to_vec(), p.clone());
-        p
+        Ok(p)
     }
 
     fn new_flight(&self, part: &Arc<Partition>, kind: FlightKind) -> Flight {
@@ -479,7 +479,7 @@ impl EncryptCache {
             .await
             .inspect_err(|_| self.counters.record_keyring_error())?;
         let limits = DataKeyLimits { max_messages: 1, ..self.limits };
-        activate(g, context.canonical(), &limits, 1.0, None)
+        activate(g, context.canonical()?, &limits, 1.0, None)
     }
 
     pub(crate) fn max_plaintext(&self) -> u64 {
@@ -489,6 +489,26 @@ impl EncryptCache {
 
 type MaterialResult = Result<Arc<KeyMaterial>, EnvelopeError>;
 type MaterialFlight = Shared<BoxFuture<'static, MaterialResult>>;
+
+/// How long a failed keyring open of one (EDK fields, context) is remembered: a ciphertext
+/// with a bogus EDK, decrypted again and again, costs one keyring (KMS) call per window.
+pub const NEGATIVE_DECRYPT_TTL: Duration = Duration::from_secs(2);
+/// The most failed opens remembered at once (beyond it, expired ones are dropped, then all).
+pub const NEGATIVE_DECRYPT_CAPACITY: usize = 1024;
+
+/// Failures worth remembering: the keyring looked at this EDK under this context and said no.
+/// Transient failures (KMS unreachable, throttled, a generic keyring error) are not
+/// remembered, so a recovered KMS is used at once.
+fn remember_failure(e: &EnvelopeError) -> bool {
+    matches!(
+        e,
+        EnvelopeError::InvalidEncryptedDataKey(_)
+            | EnvelopeError::UnknownKeyId(_)
+            | EnvelopeError::UnsupportedKeyring(_)
+            | EnvelopeError::AccessDenied(_)
+            | EnvelopeError::KeyNotFound(_)
+    )
+}
 
 struct DecryptEntry {
     material: Arc<KeyMaterial>,
@@ -515,6 +535,8 @@ pub(crate) struct DecryptCache {
     /// In-progress opens with the fork generation that started them (an inherited flight is
     /// ignored in a child: nothing there drives it).
     flights: Mutex<HashMap<EdkDigest, (u64, MaterialFlight)>>,
+    /// Recent definitive keyring refusals: (expiry, error) by [`edk_digest`].
+    failures: Mutex<HashMap<EdkDigest, (Duration, EnvelopeError)>>,
 }
 
 impl DecryptCache {
@@ -525,7 +547,26 @@ impl DecryptCache {
             entries: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
             flights: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The remembered refusal of this (EDK, context), if it is recent.
+    fn failed(&self, digest: &EdkDigest) -> Option<EnvelopeError> {
+        let map = lock(&self.failures);
+        map.get(digest).filter(|(expires, _)| clock::now() < *expires).map(|(_, e)| e.clone())
+    }
+
+    fn remember(&self, digest: EdkDigest, e: &EnvelopeError) {
+        let now = clock::now();
+        let mut map = lock(&self.failures);
+        if map.len() >= NEGATIVE_DECRYPT_CAPACITY && !map.contains_key(&digest) {
+            map.retain(|_, (expires, _)| *expires > now);
+            if map.len() >= NEGATIVE_DECRYPT_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(digest, (now.saturating_add(NEGATIVE_DECRYPT_TTL), e.clone()));
     }
 
     pub(crate) fn get(
@@ -582,6 +623,9 @@ impl DecryptCache {
         make: impl FnOnce() -> BoxFuture<'static, MaterialResult>,
     ) -> MaterialResult {
         let digest = edk_digest(edk_fields, ctx_bytes);
+        if let Some(e) = self.failed(&digest) {
+            return Err(e);
+        }
         let shared = {
             let mut flights = lock(&self.flights);
             match flights.get(&digest) {
@@ -594,6 +638,10 @@ impl DecryptCache {
                     // `cold_decrypts_share_one_keyring_call`, docs/reliability.md.)
                     if let Some(m) = self.get(commitment, edk_fields, ctx_bytes) {
                         return Ok(m);
+                    }
+                    // Likewise a flight that just failed remembered its refusal before leaving.
+                    if let Some(e) = self.failed(&digest) {
+                        return Err(e);
                     }
                     self.start_flight(&mut flights, digest, edk_fields, ctx_bytes, make)
                 }
@@ -616,8 +664,10 @@ impl DecryptCache {
         let fut: BoxFuture<'static, MaterialResult> = Box::pin(async move {
             let result = inner.await;
             if let Some(me) = me.upgrade() {
-                if let Ok(m) = &result {
-                    me.insert(m.clone(), &edk_fields, &ctx_bytes);
+                match &result {
+                    Ok(m) => me.insert(m.clone(), &edk_fields, &ctx_bytes),
+                    Err(e) if remember_failure(e) => me.remember(digest, e),
+                    Err(_) => {}
                 }
                 lock(&me.flights).remove(&digest);
             }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
+use crate::EnvelopeError;
+
 /// Non-secret `key = value` pairs that must be presented again to decrypt (for example
 /// `table = customers`, `column = phone`). They are authenticated, not encrypted: a ciphertext
 /// moved to another row or column fails to decrypt. Pairs are held sorted, so their order of
@@ -13,7 +15,7 @@ pub struct EncryptionContext {
     pairs: BTreeMap<String, String>,
     /// The canonical encoding, computed on first use (reset by every mutation), so a context
     /// reused for many values (one per column, say) is encoded once.
-    canonical: OnceLock<Vec<u8>>,
+    canonical: OnceLock<Result<Vec<u8>, larder_key::KeyError>>,
 }
 
 impl PartialEq for EncryptionContext {
@@ -61,16 +63,22 @@ impl EncryptionContext {
 
     /// The canonical, injective encoding of the pairs (larder-key's map encoding), used as
     /// additional authenticated data and in cache partition keys.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        self.canonical().to_vec()
+    ///
+    /// Fails with [`EnvelopeError::ContextTooLarge`] when a key or value is longer than the
+    /// format's 32-bit length field (4 GiB): such a context cannot be encoded, and is never
+    /// replaced by an empty encoding.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
+        self.canonical().map(<[u8]>::to_vec)
     }
 
-    /// [`EncryptionContext::canonical_bytes`] without copying (cached).
-    pub(crate) fn canonical(&self) -> &[u8] {
-        // A map of strings cannot hit the encoder's faults (no floats); the limit is the
-        // largest possible, so the only failure left would be a > 4 GiB string.
-        self.canonical
-            .get_or_init(|| larder_key::encode_with_limit(&self.pairs, usize::MAX).unwrap_or_default())
+    /// [`EncryptionContext::canonical_bytes`] without copying (cached, failure included).
+    pub(crate) fn canonical(&self) -> Result<&[u8], EnvelopeError> {
+        // A map of strings cannot hit the encoder's float faults and the limit is the largest
+        // possible, so the only failure is a length over the format's 32-bit field.
+        match self.canonical.get_or_init(|| larder_key::encode_with_limit(&self.pairs, usize::MAX)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(EnvelopeError::ContextTooLarge(e.to_string())),
+        }
     }
 }
 
@@ -97,14 +105,14 @@ mod tests {
     #[test]
     fn cached_encoding_follows_mutation() {
         let mut c = EncryptionContext::new().with("a", "1");
-        let first = c.canonical_bytes();
+        let first = c.canonical_bytes().unwrap();
         c.insert("b", "2");
-        assert_ne!(c.canonical_bytes(), first);
+        assert_ne!(c.canonical_bytes().unwrap(), first);
         let same: EncryptionContext = [("b", "2"), ("a", "1")].into_iter().collect();
         assert_eq!(same.canonical_bytes(), c.canonical_bytes());
         assert_eq!(same, c);
         let clone = c.clone();
         assert_eq!(clone.canonical_bytes(), c.canonical_bytes());
-        assert_eq!(EncryptionContext::new().with("a", "1").canonical_bytes(), first);
+        assert_eq!(EncryptionContext::new().with("a", "1").canonical_bytes().unwrap(), first);
     }
 }

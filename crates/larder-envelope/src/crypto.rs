@@ -26,15 +26,16 @@ const ENC_LABEL: &[u8] = b"larder-envelope v1 message encryption key";
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac_label(key: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
-    // HMAC accepts keys of any length, so this cannot fail for a 32-byte key; the fallback
-    // keeps library code free of unwrap.
+/// `HMAC-SHA-256(key, label)`. HMAC accepts keys of any length, so this does not fail for a
+/// 32-byte key; if it ever did, the caller gets an error — never an all-zero derived key.
+fn hmac_label(key: &[u8; 32], label: &[u8]) -> Result<Zeroizing<[u8; 32]>, EnvelopeError> {
+    let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(key)
+        .map_err(|_| EnvelopeError::Keyring("HMAC-SHA-256 refused a 32-byte data key".into()))?;
+    mac.update(label);
     let mut out = Zeroizing::new([0u8; 32]);
-    if let Ok(mut mac) = <HmacSha256 as hmac::KeyInit>::new_from_slice(key) {
-        mac.update(label);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    out
+    // The finalized tag is zeroized on drop (hmac's `zeroize` feature).
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    Ok(out)
 }
 
 /// Everything derived from one data key. Immutable after construction; shared through `Arc`.
@@ -50,11 +51,12 @@ impl KeyMaterial {
     /// Derives the message key and the commitment from a data key:
     /// `enc_key = HMAC-SHA-256(data_key, ENC_LABEL)`, `commitment = HMAC-SHA-256(data_key,
     /// COMMIT_LABEL)`.
-    pub(crate) fn derive(key: &DataKey) -> Self {
-        let enc = hmac_label(key.expose_secret(), ENC_LABEL);
-        let commit = hmac_label(key.expose_secret(), COMMIT_LABEL);
-        let cipher = Aes256Gcm::new(&(*enc).into());
-        KeyMaterial { cipher, commitment: *commit }
+    pub(crate) fn derive(key: &DataKey) -> Result<Self, EnvelopeError> {
+        let enc = hmac_label(key.expose_secret(), ENC_LABEL)?;
+        let commit = hmac_label(key.expose_secret(), COMMIT_LABEL)?;
+        let cipher = aes_from(&enc);
+        // The commitment is public (it is written into every ciphertext); no need to zeroize.
+        Ok(KeyMaterial { cipher, commitment: *commit })
     }
 
     pub(crate) fn commitment(&self) -> &[u8; COMMITMENT_LEN] {
@@ -179,7 +181,18 @@ pub(crate) fn unwrap_with(
     Ok(buf)
 }
 
-/// Builds an AES-256-GCM instance from raw key bytes.
+/// Builds an AES-256-GCM instance from raw key bytes. The key is copied into a zeroize-on-drop
+/// buffer of the cipher's key type (not a stack temporary), from which the cipher expands its
+/// own key schedule (itself zeroized on drop).
 pub(crate) fn aes_from(key: &[u8; 32]) -> Aes256Gcm {
-    Aes256Gcm::new(&(*key).into())
+    /// The cipher's key type, wiped on drop (hybrid-array's `Array` has no `Zeroize` here).
+    struct KeyBuf(aes_gcm::Key<Aes256Gcm>);
+    impl Drop for KeyBuf {
+        fn drop(&mut self) {
+            zeroize::Zeroize::zeroize(self.0.as_mut_slice());
+        }
+    }
+    let mut k = KeyBuf(Default::default());
+    k.0.copy_from_slice(key);
+    Aes256Gcm::new(&k.0)
 }

@@ -176,7 +176,7 @@ impl Envelope {
             let key = enc.one_shot(context).await?;
             return seal(&key, plaintext);
         }
-        let part = enc.partition(context);
+        let part = enc.partition(context)?;
         let mut key = part.active();
         let mut stale: Option<Arc<ActiveKey>> = None;
         let mut hit = true;
@@ -213,7 +213,7 @@ impl Envelope {
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let p = format::parse(ciphertext)?;
-        let ctx_bytes = context.canonical();
+        let ctx_bytes = context.canonical()?;
         let material = self.data_key_for(&p, ctx_bytes, context).await?;
         if !material.commitment_matches(p.commitment) {
             return Err(EnvelopeError::KeyCommitmentMismatch);
@@ -267,7 +267,7 @@ impl Envelope {
                             Err(EnvelopeError::Keyring("the keyring panicked in decrypt_data_key".into()))
                         });
                     match opened {
-                        Ok(k) => Ok(Arc::new(KeyMaterial::derive(&k))),
+                        Ok(k) => KeyMaterial::derive(&k).map(Arc::new),
                         Err(e) => {
                             counters.record_keyring_error();
                             Err(e)
@@ -339,20 +339,21 @@ fn seal(key: &ActiveKey, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
 }
 
 /// Test-vector path: encrypts with a given data key, EDK and nonce. Deterministic, so it must
-/// never be used for real data (a repeated nonce under one data key breaks AES-GCM).
-#[doc(hidden)]
+/// never be used for real data (a repeated nonce under one data key breaks AES-GCM). Only
+/// compiled with the `test-vectors` feature, which no production build should enable.
+#[cfg(feature = "test-vectors")]
 pub fn dangerous_encrypt_with_fixed_key_and_nonce(
     generated: crate::GeneratedKey,
     nonce: [u8; 12],
     plaintext: &[u8],
     context: &EncryptionContext,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let material = Arc::new(KeyMaterial::derive(&generated.plaintext));
+    let material = Arc::new(KeyMaterial::derive(&generated.plaintext)?);
     let fields = format::edk_fields(&generated.edk)?;
     let key = ActiveKey::new(
         material,
         &fields,
-        context.canonical(),
+        context.canonical()?,
         &DataKeyLimits::default(),
         1.0,
         crate::clock::now(),

@@ -47,6 +47,18 @@ pub enum EnvelopeError {
     NotUtf8,
     /// A caller mistake (API misuse), never caused by untrusted data.
     ApiMisuse(&'static str),
+    /// The local keyring has wrapped as many data keys under its primary master key as it
+    /// allows ([`MAX_WRAPS_PER_MASTER_KEY`](crate::MAX_WRAPS_PER_MASTER_KEY) by default): rotate
+    /// the keyring (`larder keys rotate`) and load it again.
+    WrapLimitReached {
+        /// The primary key id.
+        key_id: String,
+        /// The limit reached.
+        limit: u64,
+    },
+    /// The encryption context cannot be encoded (a key or value longer than the format's
+    /// 32-bit length field). Nothing was encrypted or decrypted.
+    ContextTooLarge(String),
     /// The local keyring file could not be created, read or parsed.
     KeyringFile(KeyringFileError),
 }
@@ -96,6 +108,23 @@ pub enum KeyringFileError {
     MultiplePrimaries,
     /// Another `rotate` is in progress (or crashed and left its temporary file behind).
     RotationInProgress(String),
+    /// The keyring file belongs to another user than the one this process runs as.
+    NotOwned {
+        /// The file.
+        path: String,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// The directory holding the keyring is writable by group or others without the sticky
+    /// bit, so another user could replace the file.
+    InsecureDirectory {
+        /// The directory.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl fmt::Display for KeyringFileError {
@@ -118,6 +147,16 @@ impl fmt::Display for KeyringFileError {
             KeyringFileError::DuplicateKeyId(id) => write!(f, "key id {id:?} appears more than once"),
             KeyringFileError::NoPrimary => write!(f, "no key is marked primary"),
             KeyringFileError::MultiplePrimaries => write!(f, "more than one key is marked primary"),
+            KeyringFileError::NotOwned { path, owner, euid } => write!(
+                f,
+                "{path} is owned by uid {owner}, not by this process's user (uid {euid}); a keyring must \
+                 belong to the user that uses it (run: chown {euid} {path})"
+            ),
+            KeyringFileError::InsecureDirectory { path, mode } => write!(
+                f,
+                "the keyring's directory {path} has permissions {mode:#o}: other users could replace the \
+                 keyring; move it to a directory only its owner can write (or run: chmod go-w {path})"
+            ),
             KeyringFileError::RotationInProgress(p) => {
                 write!(f, "{p} exists: another rotation is running, or one crashed (then delete that file)")
             }
@@ -154,6 +193,13 @@ impl fmt::Display for EnvelopeError {
             EnvelopeError::PlaintextTooLarge => write!(f, "plaintext too large"),
             EnvelopeError::NotUtf8 => write!(f, "decrypted value is not UTF-8 text"),
             EnvelopeError::ApiMisuse(d) => write!(f, "API misuse: {d}"),
+            EnvelopeError::WrapLimitReached { key_id, limit } => write!(
+                f,
+                "the local master key {key_id:?} has wrapped {limit} data keys, the most one process may \
+                 wrap under one key (random 96-bit nonces); rotate the keyring (`larder keys rotate`) \
+                 and load it again"
+            ),
+            EnvelopeError::ContextTooLarge(d) => write!(f, "the encryption context cannot be encoded: {d}"),
             EnvelopeError::KeyringFile(e) => write!(f, "keyring file: {e}"),
         }
     }

@@ -66,10 +66,13 @@ impl DataKey {
 
     /// Copies a 32-byte slice (for example a KMS response) into a new key.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| EnvelopeError::Keyring(format!("data key is {} bytes, expected 32", bytes.len())))?;
-        Ok(Self::from_array(arr))
+        if bytes.len() != 32 {
+            return Err(EnvelopeError::Keyring(format!("data key is {} bytes, expected 32", bytes.len())));
+        }
+        // Straight into the zeroize-on-drop buffer: no stack copy of the key is left behind.
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes);
+        Ok(DataKey { bytes: key })
     }
 
     /// The key bytes. Named to be noticed in review: nothing but the AEAD should read them.

@@ -122,11 +122,14 @@ mod aws;
 pub use aws::*;
 
 pub use blocking::BlockingEnvelope;
-pub use cache::{DataKeyLimits, HARD_MAX_MESSAGES, MAX_REFRESH_LEAD};
+pub use cache::{
+    DataKeyLimits, HARD_MAX_MESSAGES, MAX_REFRESH_LEAD, NEGATIVE_DECRYPT_CAPACITY, NEGATIVE_DECRYPT_TTL,
+};
 pub use context::EncryptionContext;
 pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
 pub use counting::CountingKeyring;
-#[doc(hidden)]
+/// Deterministic encryption for test vectors only (feature `test-vectors`).
+#[cfg(feature = "test-vectors")]
 pub use envelope::dangerous_encrypt_with_fixed_key_and_nonce;
 pub use envelope::{
     Envelope, EnvelopeBuilder, DEFAULT_DECRYPT_CAPACITY, DEFAULT_DECRYPT_TTL, DEFAULT_MAX_PARTITIONS,
@@ -134,4 +137,4 @@ pub use envelope::{
 pub use error::{EnvelopeError, KeyringFileError};
 pub use format::HeaderInfo;
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
-pub use local::{LocalKeyInfo, LocalKeyring};
+pub use local::{LocalKeyInfo, LocalKeyring, MAX_WRAPS_PER_MASTER_KEY};

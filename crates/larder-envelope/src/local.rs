@@ -14,6 +14,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aes_gcm::Aes256Gcm;
@@ -31,10 +32,18 @@ const FORMAT_VERSION: &str = "1";
 const MAX_FILE_LEN: u64 = 1 << 20;
 const WRAP_LABEL: &[u8] = b"larder-envelope local wrap v1";
 
+/// The most data keys one process wraps under one master key (2^31): every wrap uses a random
+/// 96-bit nonce, and NIST SP 800-38D bounds random nonces to 2^32 per key. Half of that per
+/// process leaves room for a second process; above it, `generate_data_key` fails with
+/// [`EnvelopeError::WrapLimitReached`] until the keyring is rotated (`docs/keyring-format.md`).
+pub const MAX_WRAPS_PER_MASTER_KEY: u64 = 1 << 31;
+
 /// One master key: the expanded AES key (zeroized on drop) and its metadata.
 struct MasterKey {
     cipher: Aes256Gcm,
     created_unix: u64,
+    /// Data keys this process has wrapped under this key.
+    wraps: AtomicU64,
 }
 
 /// Public, secret-free facts about one key of a local keyring (for `larder keys list`).
@@ -58,6 +67,7 @@ pub struct LocalKeyInfo {
 pub struct LocalKeyring {
     keys: BTreeMap<String, MasterKey>,
     primary: String,
+    wrap_limit: u64,
 }
 
 impl fmt::Debug for LocalKeyring {
@@ -141,8 +151,12 @@ fn parse_file(text: &str) -> Result<Vec<FileKey>, EnvelopeError> {
         let raw = Zeroizing::new(
             URL_SAFE_NO_PAD.decode(key_b64).map_err(|_| bad(n, "key is not base64url without padding"))?,
         );
-        let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad(n, "key is not 32 bytes"))?;
-        let key = Zeroizing::new(arr);
+        if raw.len() != 32 {
+            return Err(bad(n, "key is not 32 bytes"));
+        }
+        // Copied straight into its zeroize-on-drop home: no stack copy of the key is left.
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&raw);
         if keys.iter().any(|k| k.id == *id) {
             return Err(EnvelopeError::KeyringFile(KeyringFileError::DuplicateKeyId((*id).to_owned())));
         }
@@ -156,19 +170,20 @@ fn parse_file(text: &str) -> Result<Vec<FileKey>, EnvelopeError> {
 }
 
 fn render_file(keys: &[FileKey]) -> Zeroizing<String> {
-    let mut s = Zeroizing::new(String::new());
+    use std::fmt::Write as _;
+    // Sized up front so the buffer never reallocates (a reallocation would leave a copy of the
+    // keys behind in freed memory); the base64 of each key is written straight into it.
+    let per_key = 4 + 64 + 1 + 20 + 1 + 7 + 1 + 43 + 1;
+    let mut s = Zeroizing::new(String::with_capacity(256 + keys.len() * per_key));
     s.push_str("larder-keyring 1\n");
     s.push_str("# larder local keyring: AES-256 master keys. Secret: keep mode 0600, never commit.\n");
     s.push_str("# key <id> <created-unix-seconds> <primary|old> <base64url 32-byte key>\n");
     for k in keys {
-        let b64 = Zeroizing::new(URL_SAFE_NO_PAD.encode(k.key.as_ref()));
-        s.push_str(&format!(
-            "key {} {} {} {}\n",
-            k.id,
-            k.created_unix,
-            if k.primary { "primary" } else { "old" },
-            b64.as_str()
-        ));
+        let role = if k.primary { "primary" } else { "old" };
+        // Writing into a String cannot fail.
+        let _ = write!(s, "key {} {} {role} ", k.id, k.created_unix);
+        URL_SAFE_NO_PAD.encode_string(k.key.as_ref(), &mut s);
+        s.push('\n');
     }
     s
 }
@@ -191,6 +206,53 @@ fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<(), EnvelopeE
     Ok(())
 }
 
+/// The file must belong to the user this process runs as (like ssh with its keys): a keyring
+/// someone else owns could be theirs to read or to swap.
+#[cfg(unix)]
+fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), EnvelopeError> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::NotOwned {
+            path: path.display().to_string(),
+            owner: meta.uid(),
+            euid,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner(_path: &Path, _meta: &fs::Metadata) -> Result<(), EnvelopeError> {
+    Ok(())
+}
+
+/// The directory holding the keyring must not let other users replace the file: no group or
+/// other write bit, unless the sticky bit is set (as on /tmp, where only a file's owner may
+/// rename or delete it).
+#[cfg(unix)]
+fn check_directory(path: &Path) -> Result<(), EnvelopeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = fs::metadata(dir).map_err(|e| io_err(dir, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::InsecureDirectory {
+            path: dir.display().to_string(),
+            mode,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_directory(_path: &Path) -> Result<(), EnvelopeError> {
+    Ok(())
+}
+
 fn create_new_private(path: &Path) -> Result<fs::File, EnvelopeError> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
@@ -209,11 +271,14 @@ fn create_new_private(path: &Path) -> Result<fs::File, EnvelopeError> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<FileKey>, EnvelopeError> {
+    check_directory(path)?;
     let mut file = fs::File::open(path).map_err(|e| io_err(path, e))?;
+    // Checked on the opened file, so a file swapped in afterwards is not the one read.
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
     if !meta.is_file() {
         return Err(EnvelopeError::KeyringFile(KeyringFileError::NotAFile(path.display().to_string())));
     }
+    check_owner(path, &meta)?;
     check_permissions(path, &meta)?;
     if meta.len() > MAX_FILE_LEN {
         return Err(EnvelopeError::KeyringFile(KeyringFileError::TooLarge(path.display().to_string())));
@@ -228,6 +293,7 @@ fn read_file(path: &Path) -> Result<Vec<FileKey>, EnvelopeError> {
 }
 
 fn write_new(path: &Path, keys: &[FileKey]) -> Result<(), EnvelopeError> {
+    check_directory(path)?;
     let mut f = create_new_private(path)?;
     let text = render_file(keys);
     f.write_all(text.as_bytes()).map_err(|e| io_err(path, e))?;
@@ -299,8 +365,12 @@ impl LocalKeyring {
 
     /// A keyring of one primary key given in memory (for tests and test vectors). `id` must be
     /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
-    pub fn from_key_bytes(id: &str, key: [u8; 32]) -> Result<Self, EnvelopeError> {
-        let key = Zeroizing::new(key);
+    pub fn from_key_bytes(id: &str, mut key: [u8; 32]) -> Result<Self, EnvelopeError> {
+        // Our copy of the caller's bytes is wiped; the caller wipes theirs.
+        let mut owned = Zeroizing::new([0u8; 32]);
+        owned.copy_from_slice(&key);
+        zeroize::Zeroize::zeroize(&mut key);
+        let key = owned;
         if !valid_key_id(id) {
             return Err(EnvelopeError::Keyring(
                 "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
@@ -316,10 +386,46 @@ impl LocalKeyring {
             if k.primary {
                 primary = Some(k.id.clone());
             }
-            map.insert(k.id.clone(), MasterKey { cipher: aes_from(&k.key), created_unix: k.created_unix });
+            map.insert(
+                k.id.clone(),
+                MasterKey { cipher: aes_from(&k.key), created_unix: k.created_unix, wraps: AtomicU64::new(0) },
+            );
         }
         let primary = primary.ok_or(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary))?;
-        Ok(LocalKeyring { keys: map, primary })
+        Ok(LocalKeyring { keys: map, primary, wrap_limit: MAX_WRAPS_PER_MASTER_KEY })
+    }
+
+    /// Lowers the number of data keys this keyring wraps under one master key before refusing
+    /// with [`EnvelopeError::WrapLimitReached`] (default and maximum
+    /// [`MAX_WRAPS_PER_MASTER_KEY`]). A warning is logged at half the limit.
+    #[must_use]
+    pub fn with_wrap_limit(mut self, limit: u64) -> Self {
+        self.wrap_limit = limit.clamp(1, MAX_WRAPS_PER_MASTER_KEY);
+        self
+    }
+
+    /// Data keys this process has wrapped under master key `key_id` so far.
+    pub fn wraps(&self, key_id: &str) -> Option<u64> {
+        self.keys.get(key_id).map(|k| k.wraps.load(Ordering::Relaxed))
+    }
+
+    /// Counts one wrap under the primary key; refuses beyond the limit.
+    fn count_wrap(&self, master: &MasterKey) -> Result<(), EnvelopeError> {
+        let n = master.wraps.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if n > self.wrap_limit {
+            master.wraps.fetch_sub(1, Ordering::Relaxed);
+            return Err(EnvelopeError::WrapLimitReached { key_id: self.primary.clone(), limit: self.wrap_limit });
+        }
+        if n == self.wrap_limit.div_ceil(2) {
+            tracing::warn!(
+                key_id = %self.primary,
+                wraps = n,
+                limit = self.wrap_limit,
+                "half of the data-key wraps allowed under this local master key are used; rotate the keyring \
+                 (`larder keys rotate`)"
+            );
+        }
+        Ok(())
     }
 
     /// Ids, creation times and the primary marker of the keys (no key material).
@@ -334,28 +440,29 @@ impl LocalKeyring {
             .collect()
     }
 
-    fn wrap_aad(key_id: &str, context: &EncryptionContext) -> Vec<u8> {
-        let ctx = context.canonical();
+    fn wrap_aad(key_id: &str, context: &EncryptionContext) -> Result<Vec<u8>, EnvelopeError> {
+        let ctx = context.canonical()?;
         let mut aad = Vec::with_capacity(WRAP_LABEL.len() + 1 + key_id.len() + ctx.len());
         aad.extend_from_slice(WRAP_LABEL);
         // Key ids are at most 64 bytes (checked on load), so the length fits a byte.
         aad.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
         aad.extend_from_slice(key_id.as_bytes());
         aad.extend_from_slice(ctx);
-        aad
+        Ok(aad)
     }
 
     fn generate_sync(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
         let master =
             self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
+        let aad = Self::wrap_aad(&self.primary, context)?;
+        self.count_wrap(master)?;
         // Data key and wrap nonce straight from the OS: no user-space generator state that a
         // forked sibling could share (docs/keyring-format.md).
         let key = os_random::<32>()?;
         let nonce = os_random::<NONCE_LEN>()?;
-        let wrapped =
-            wrap_with(&master.cipher, *nonce, &Self::wrap_aad(&self.primary, context), key.as_ref())?;
+        let wrapped = wrap_with(&master.cipher, *nonce, &aad, key.as_ref())?;
         Ok(GeneratedKey {
-            plaintext: DataKey::from_array(*key),
+            plaintext: DataKey::from_slice(key.as_ref())?,
             edk: EncryptedDataKey {
                 kind: KeyringKind::Local,
                 key_id: self.primary.clone(),
@@ -379,13 +486,14 @@ impl LocalKeyring {
                 "wrapped data key has the wrong length".into(),
             ));
         }
-        let plain = unwrap_with(&master.cipher, &Self::wrap_aad(&edk.key_id, context), &edk.ciphertext)?;
+        let plain = unwrap_with(&master.cipher, &Self::wrap_aad(&edk.key_id, context)?, &edk.ciphertext)?;
         DataKey::from_slice(&plain)
     }
 
     /// Test-vector path: wraps a given data key with a given nonce. Deterministic output;
     /// never use outside test vectors (reusing a nonce under a master key breaks AES-GCM).
-    #[doc(hidden)]
+    /// Only compiled with the `test-vectors` feature.
+    #[cfg(feature = "test-vectors")]
     pub fn dangerous_wrap_fixed(
         &self,
         data_key: [u8; 32],
@@ -395,10 +503,10 @@ impl LocalKeyring {
         let data_key = Zeroizing::new(data_key);
         let master =
             self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
-        let wrapped =
-            wrap_with(&master.cipher, nonce, &Self::wrap_aad(&self.primary, context), data_key.as_ref())?;
+        self.count_wrap(master)?;
+        let wrapped = wrap_with(&master.cipher, nonce, &Self::wrap_aad(&self.primary, context)?, data_key.as_ref())?;
         Ok(GeneratedKey {
-            plaintext: DataKey::from_array(*data_key),
+            plaintext: DataKey::from_slice(data_key.as_ref())?,
             edk: EncryptedDataKey {
                 kind: KeyringKind::Local,
                 key_id: self.primary.clone(),

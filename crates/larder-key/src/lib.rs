@@ -267,7 +267,17 @@ impl KeySecret {
         out
     }
 
-    /// Reads the secret from the `LARDER_KEY_SECRET` environment variable (hex), if set.
+    /// The process's deployment secret: `LARDER_KEY_SECRET` (hex) read **once per process**
+    /// (the first call decides; later changes to the environment are not seen), `None` when
+    /// unset. [`KeySpace::new`] and `#[memoize]` both key their digests with it, so a key
+    /// space built by hand names the same entries as the memoized function it stands for.
+    pub fn from_process_env() -> Result<Option<Self>, KeyError> {
+        static PROCESS: std::sync::OnceLock<Result<Option<KeySecret>, KeyError>> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(Self::from_env).clone()
+    }
+
+    /// Reads the secret from the `LARDER_KEY_SECRET` environment variable (hex), if set, now
+    /// (see [`from_process_env`](Self::from_process_env) for the once-per-process value).
     pub fn from_env() -> Result<Option<Self>, KeyError> {
         match std::env::var("LARDER_KEY_SECRET") {
             Ok(v) if !v.trim().is_empty() => Self::from_hex(&v).map(Some),
@@ -365,19 +375,38 @@ pub fn validate_namespace(namespace: &str) -> Result<(), KeyError> {
 }
 
 impl KeySpace {
-    /// A key space with the default digest key (or `LARDER_KEY_SECRET` is *not* read here:
-    /// pass it explicitly with [`with_secret`](Self::with_secret)).
+    /// A key space keyed with the deployment secret: `LARDER_KEY_SECRET` when it is set (read
+    /// once per process, [`KeySecret::from_process_env`]), else the fixed default key. This is
+    /// the key space `#[memoize(namespace = …, version = …)]` uses, so a space built here for
+    /// `invalidate` or `set` names exactly the entries the memoized function reads.
+    ///
+    /// A malformed `LARDER_KEY_SECRET` is an error ([`KeyError::InvalidSecret`]), never a
+    /// silent fallback to the default key. Use [`new_with_secret`](Self::new_with_secret) to
+    /// choose the secret explicitly (test vectors, tools that must not read the environment).
     pub fn new(namespace: &str, version: u32) -> Result<Self, KeyError> {
         validate_namespace(namespace)?;
-        Ok(KeySpace {
+        let secret = KeySecret::from_process_env()?.unwrap_or_else(KeySecret::default_key);
+        Ok(Self::build(namespace, version, secret))
+    }
+
+    /// A key space keyed with `secret`, whatever the environment says.
+    /// `KeySpace::new_with_secret(ns, v, &KeySecret::default_key())` is the unkeyed space of
+    /// the documented vectors.
+    pub fn new_with_secret(namespace: &str, version: u32, secret: &KeySecret) -> Result<Self, KeyError> {
+        validate_namespace(namespace)?;
+        Ok(Self::build(namespace, version, secret.clone()))
+    }
+
+    fn build(namespace: &str, version: u32, secret: KeySecret) -> Self {
+        KeySpace {
             inner: Arc::new(SpaceInner {
                 namespace: namespace.to_owned(),
                 version,
                 prefix: format!("{namespace}:v{version}:"),
-                secret: KeySecret::default_key(),
+                secret,
                 max_len: DEFAULT_MAX_ENCODED_LEN,
             }),
-        })
+        }
     }
 
     fn rebuild(&self, secret: KeySecret, max_len: usize) -> Self {

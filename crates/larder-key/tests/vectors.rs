@@ -89,7 +89,7 @@ impl Builder {
         version: u32,
         value: &T,
     ) {
-        let space = KeySpace::new(namespace, version).unwrap();
+        let space = KeySpace::new_with_secret(namespace, version, &KeySecret::default_key()).unwrap();
         let encoding = encode(value).unwrap();
         let key_default = space.key(value).unwrap().as_str().to_owned();
         let key_secret = space.with_secret(&self.secret).key(value).unwrap().as_str().to_owned();

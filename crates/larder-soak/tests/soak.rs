@@ -38,6 +38,8 @@ fn soak_with_redis_kills_and_a_kms_stall() {
             .env("SOAK_WORKER", w.to_string())
             .env("SOAK_SECS", secs.to_string())
             .env("SOAK_CACHE", format!("local:64,{}", redis.url()))
+            // The deployment secret every worker shares (a Redis tier needs one).
+            .env("LARDER_KEY_SECRET", "3c".repeat(32))
             .env("SOAK_KMS_ENDPOINT", moto.endpoint())
             .env("SOAK_KMS_KEY_ID", &key_id)
             .env("SOAK_OUT", &out)

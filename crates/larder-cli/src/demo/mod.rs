@@ -95,6 +95,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ));
         // A fresh namespace per demo run: a persistent store (Redis) must not answer from an
         // earlier run.
+        // A shared tier needs a MAC secret (a Redis tier without one is refused): when the user
+        // set none, the demo makes one for this run and hands it to its workers only. The
+        // embedded SQLite store creates its own per-store secret.
+        let run_secret = demo_secret(args.store.as_deref())?;
         let run_id = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let mut results = Vec::new();
         for (mode, label) in [
@@ -105,7 +109,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bar.set_message(label.to_string());
             let ns =
                 format!("larder-demo.{run_id}.{}", if mode == KeyMode::Larder { "larder" } else { "std" });
-            let r = workers::run(&args, &store, &ns, mode, &bar);
+            let r = workers::run(&args, &store, &ns, mode, run_secret.as_deref(), &bar);
             bar.finish_and_clear();
             results.push(r.with_context(|| format!("run {label} failed"))?);
         }
@@ -208,4 +212,19 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
         return Err(Usage::err("--compute-ms must be at most 10000"));
     }
     Ok(())
+}
+
+/// A fresh 32-byte secret (hex) for a demo run on a user-given store that has none configured
+/// (`LARDER_KEY_SECRET` unset, no `secret=` in the URL); `None` otherwise.
+fn demo_secret(store: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(url) = store else { return Ok(None) };
+    let configured = std::env::var_os("LARDER_KEY_SECRET").is_some_and(|v| !v.is_empty())
+        || url.contains("secret=")
+        || url.starts_with("sqlite:");
+    if configured {
+        return Ok(None);
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?;
+    Ok(Some(raw.iter().map(|b| format!("{b:02x}")).collect()))
 }

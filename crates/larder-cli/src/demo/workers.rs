@@ -145,6 +145,7 @@ pub fn run(
     store: &str,
     namespace: &str,
     mode: KeyMode,
+    secret: Option<&str>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<RunResult> {
     let exe = std::env::current_exe().context("cannot find the larder binary to start workers")?;
@@ -160,6 +161,7 @@ pub fn run(
             .args(["--requests", &args.requests.to_string(), "--inputs", &args.inputs.to_string()])
             .args(["--zipf", &args.zipf.to_string(), "--seed", &args.seed.to_string()])
             .args(["--threads", &args.threads.to_string(), "--compute-ms", &args.compute_ms.to_string()])
+            .envs(secret.map(|s| ("LARDER_KEY_SECRET", s)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
