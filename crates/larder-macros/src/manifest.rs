@@ -99,7 +99,8 @@ impl Manifest {
             ["workspace", ..] => {
                 if let ["workspace", "dependencies", name, rest @ ..] = p.as_slice() {
                     let (package, _) = dep_attrs(rest, value);
-                    let slot = self.workspace_deps.entry((*name).to_owned()).or_insert_with(|| (*name).to_owned());
+                    let slot =
+                        self.workspace_deps.entry((*name).to_owned()).or_insert_with(|| (*name).to_owned());
                     if let Some(package) = package {
                         *slot = package;
                     }
@@ -132,7 +133,11 @@ impl Manifest {
         workspace_deps: impl FnOnce() -> BTreeMap<String, String>,
     ) -> Option<Found> {
         if self.package_name.as_deref() == Some(package) {
-            return Some(if integration_test { Found::Name(package.replace('-', "_")) } else { Found::Itself });
+            return Some(if integration_test {
+                Found::Name(package.replace('-', "_"))
+            } else {
+                Found::Itself
+            });
         }
         let mut ws: Option<BTreeMap<String, String>> = None;
         let mut ws_deps = Some(workspace_deps);
@@ -385,9 +390,16 @@ name = "larder-key"
     fn this_workspace_manifests() {
         // The real manifests of the key and facade crates.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let read = |c: &str| Manifest::parse(&std::fs::read_to_string(dir.join(c).join("Cargo.toml")).unwrap());
+        let read =
+            |c: &str| Manifest::parse(&std::fs::read_to_string(dir.join(c).join("Cargo.toml")).unwrap());
         assert_eq!(read("larder-key").find("larder-key", false, BTreeMap::new), Some(Found::Itself));
-        assert_eq!(read("larder").find("larder-key", false, BTreeMap::new), Some(Found::Name("larder_key".into())));
-        assert_eq!(read("larder-cli").find("larder", false, BTreeMap::new), Some(Found::Name("larder".into())));
+        assert_eq!(
+            read("larder").find("larder-key", false, BTreeMap::new),
+            Some(Found::Name("larder_key".into()))
+        );
+        assert_eq!(
+            read("larder-cli").find("larder", false, BTreeMap::new),
+            Some(Found::Name("larder".into()))
+        );
     }
 }
