@@ -455,9 +455,9 @@ impl KeySpace {
 
     /// The cache key of `value`.
     pub fn key<T: StableKey + ?Sized>(&self, value: &T) -> Result<CacheKey, KeyError> {
-        // The digest is written through a reference rather than returned inside the
-        // closure's `Result`: moving that `Result` out right after the hash wrote it was a
-        // store-forwarding stall (≈ 5 ns a key).
+        // The digest leaves the scratch encoder's scope through a reference rather than
+        // inside the closure's nested `Result`s, which were copied through several layers
+        // right after the hash wrote them (perf showed those copies stalling).
         let mut digest = [0u8; DIGEST_LEN];
         with_scratch(|enc| {
             encode_into(enc, value, self.inner.max_len)?;
@@ -500,8 +500,7 @@ struct DigestText([u8; DIGEST_TEXT_LEN]);
 ///
 /// The digest is read as one `u128` and one `u32` (not byte by byte or in 5-byte pieces):
 /// it was just written by the hash, and a read that straddles two recent stores waits for
-/// them to reach the cache instead of being forwarded (a store-forwarding stall, measured
-/// at ≈ 10 ns a key).
+/// them to reach the cache instead of being forwarded (a store-forwarding stall).
 #[inline]
 fn base32_digest(digest: &[u8; DIGEST_LEN]) -> DigestText {
     let mut head = [0u8; 16];
