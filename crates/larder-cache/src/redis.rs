@@ -40,6 +40,19 @@
 //!   put all of it on one shard anyway, and would add slot-migration handling for no gain at
 //!   invalidation rates.
 //!
+//! * **TLS (`rediss://`) and the rustls crypto provider.** redis-rs builds its rustls client
+//!   configuration with `ClientConfig::builder()`, which takes rustls's *process-wide* default
+//!   crypto provider; it offers no way to hand a provider to one connection. So this tier does
+//!   not pick one over the application's choice: a provider the process already has
+//!   (installed by the application, e.g. `aws-lc-rs`, or by another library) is used as is.
+//!   Only when none is installed does opening a `rediss://` tier install *ring*'s provider as
+//!   the process default, and it says so in a `tracing` info event. Without that, a build
+//!   whose rustls has both `ring` (from this crate) and `aws-lc-rs` (from the AWS SDK, say)
+//!   would panic on the first TLS connection, since rustls then cannot choose by itself; with
+//!   only `ring` enabled, rustls would install the same provider itself on that connection.
+//!   To choose another provider, install it before opening the tier. `redis://`,
+//!   `redis+unix://` and cluster URLs never touch the provider.
+//!
 //! What this tier deliberately does not do: it never interprets the frames it stores (framing,
 //! MACs and expiry checks are the cache core's job), and it does not retry failed calls — the
 //! core fails open and its circuit breaker decides when to try again.
@@ -335,9 +348,7 @@ impl RedisTier {
             || url.starts_with("unix://")
         {
             if url.starts_with("rediss://") {
-                // redis-rs builds rustls without a crypto provider; an already installed
-                // process default is kept.
-                let _ = rustls::crypto::ring::default_provider().install_default();
+                ensure_rustls_provider();
             }
             let client = redis::Client::open(url).map_err(|e| config_err(format!("bad redis URL: {e}")))?;
             let config = ConnectionManagerConfig::new()
@@ -703,4 +714,20 @@ impl SharedTier for RedisTier {
 /// Tells whether the listener of `tier` is currently subscribed (for tests and diagnostics).
 pub fn listener_subscribed(tier: &RedisTier) -> bool {
     *tier.hub.subscribed.borrow()
+}
+
+/// Makes sure rustls has a process-wide crypto provider before redis-rs builds a TLS client
+/// configuration: keeps the application's (or any library's) if one is installed, else
+/// installs ring's and logs it. See the module docs ("TLS") for why it cannot be per
+/// connection.
+fn ensure_rustls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none()
+        && rustls::crypto::ring::default_provider().install_default().is_ok()
+    {
+        tracing::info!(
+            target: "larder_cache",
+            "rediss://: no rustls crypto provider was installed; installed ring's as the process default \
+             (install another before opening the tier to choose it)"
+        );
+    }
 }

@@ -119,7 +119,8 @@ pub enum KeysCommand {
 #[derive(Args, Clone, Debug, Default)]
 pub struct KmsArgs {
     /// Use AWS KMS instead of the local keyring: `aws:KEY_ID` (a key id, ARN or alias).
-    /// Credentials and region come from the usual AWS environment.
+    /// Credentials and region come from the usual AWS environment. Needs a larder built with
+    /// the `kms` feature (`cargo install larder-cli --features kms`).
     #[arg(long, value_name = "aws:KEY_ID")]
     pub kms: Option<String>,
     /// A KMS endpoint URL (for example a local test server).

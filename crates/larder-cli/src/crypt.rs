@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _};
-use larder::envelope::{EncryptionContext, Envelope, EnvelopeError};
+use larder::envelope::{EncryptionContext, Envelope, EnvelopeError, Keyring};
 
 use crate::cli::{CryptArgs, InspectArgs, KmsArgs};
 use crate::util::{self, Usage};
@@ -227,10 +227,8 @@ pub async fn open_envelope(keyring: Option<PathBuf>, kms: &KmsArgs) -> anyhow::R
 
 /// An AWS KMS keyring for `key_id`, with credentials and region from the standard AWS sources
 /// (environment, profile, instance role) and an optional endpoint override.
-pub async fn aws_keyring(
-    key_id: &str,
-    endpoint: Option<&str>,
-) -> anyhow::Result<larder::envelope::AwsKmsKeyring> {
+#[cfg(feature = "kms")]
+pub async fn aws_keyring(key_id: &str, endpoint: Option<&str>) -> anyhow::Result<Box<dyn Keyring>> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
@@ -240,12 +238,29 @@ pub async fn aws_keyring(
         bail!("no AWS region for --kms: set AWS_REGION (for example us-east-1)");
     }
     let client = aws_sdk_kms::Client::new(&conf);
-    Ok(larder::envelope::AwsKmsKeyring::new(client, key_id))
+    Ok(Box::new(larder::envelope::AwsKmsKeyring::new(client, key_id)))
+}
+
+/// Without the `kms` feature there is no AWS keyring; `parse_kms` already refused `--kms`.
+#[cfg(not(feature = "kms"))]
+pub async fn aws_keyring(_key_id: &str, _endpoint: Option<&str>) -> anyhow::Result<Box<dyn Keyring>> {
+    Err(no_kms())
+}
+
+#[cfg(not(feature = "kms"))]
+fn no_kms() -> anyhow::Error {
+    Usage::err(
+        "--kms: this larder was built without AWS KMS support (the `kms` feature); build it with \
+         `cargo run --release -p larder-cli --features kms -- …` or `cargo install larder-cli --features kms`",
+    )
 }
 
 /// `aws:KEY_ID` → `KEY_ID`.
 pub fn parse_kms(spec: &str) -> anyhow::Result<&str> {
     match spec.split_once(':') {
+        #[cfg(not(feature = "kms"))]
+        Some(("aws", id)) if !id.is_empty() => Err(no_kms()),
+        #[cfg(feature = "kms")]
         Some(("aws", id)) if !id.is_empty() => Ok(id),
         _ => Err(Usage::err(format!("--kms {spec:?}: expected aws:KEY_ID (a key id, ARN or alias/NAME)"))),
     }

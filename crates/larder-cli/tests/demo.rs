@@ -78,6 +78,21 @@ fn demo_usage_errors() {
     sb.larder().args(["demo", "--kms", "nope"]).assert().code(2);
 }
 
+/// A build without the `kms` feature (the default, what the README's first command builds)
+/// refuses `--kms aws:…` up front, saying how to get it, instead of running half the demo.
+#[cfg(not(feature = "kms"))]
+#[test]
+fn kms_needs_the_kms_feature() {
+    let sb = Sandbox::new();
+    for cmd in [&["demo", "--kms", "aws:alias/x"][..], &["encrypt", "--kms", "aws:alias/x"][..]] {
+        let out = sb.larder().args(cmd).write_stdin("010-1234-5678").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--features kms"), "{cmd:?}: {err}");
+        assert!(out.stdout.is_empty(), "{cmd:?} printed before failing: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
 #[test]
 fn demo_with_an_unusable_store_fails_clearly() {
     let sb = Sandbox::new();

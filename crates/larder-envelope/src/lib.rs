@@ -113,8 +113,11 @@ mod error;
 pub mod format;
 mod keyring;
 mod local;
-pub mod mask;
 mod sync;
+
+/// Masking for display: the `larder-mask` crate, re-exported so `larder_envelope::mask` keeps
+/// working.
+pub use larder_mask as mask;
 
 #[cfg(feature = "aws-kms")]
 mod aws;

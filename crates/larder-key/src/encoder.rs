@@ -129,6 +129,11 @@ impl Encoder {
         Encoder { buf: Vec::with_capacity(limit.min(128)), limit, fault: None }
     }
 
+    /// An encoder with no buffer yet (a `const` for the per-thread scratch encoder).
+    pub(crate) const fn empty() -> Self {
+        Encoder { buf: Vec::new(), limit: 0, fault: None }
+    }
+
     pub(crate) fn reset(&mut self, limit: usize) {
         self.buf.clear();
         self.limit = limit;

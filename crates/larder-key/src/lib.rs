@@ -76,7 +76,7 @@ mod impls;
 mod impls_ext;
 pub mod schema;
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -203,9 +203,10 @@ pub fn encode<T: StableKey + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
 }
 
 thread_local! {
-    /// A per-thread scratch encoder, taken out while in use (so a re-entrant call simply finds
-    /// none and uses a fresh one) and put back afterwards unless it grew large.
-    static SCRATCH: Cell<Option<Encoder>> = const { Cell::new(None) };
+    /// A per-thread scratch encoder, borrowed while in use (a re-entrant call finds it
+    /// borrowed and uses a fresh one) and emptied afterwards if it grew large. Borrowed in
+    /// place rather than moved in and out: moving it was a store-forwarding stall per key.
+    static SCRATCH: RefCell<Encoder> = const { RefCell::new(Encoder::empty()) };
 }
 
 /// Scratch buffers larger than this are dropped after use rather than kept for the thread's
@@ -219,20 +220,43 @@ pub fn with_encoding<T: StableKey + ?Sized, R>(
     limit: usize,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, KeyError> {
-    // `try_with` fails only while the thread's locals are being destroyed (a key made from a
-    // `Drop`): a fresh buffer does then, rather than a panic.
-    let mut enc = SCRATCH.try_with(Cell::take).ok().flatten().unwrap_or_else(|| Encoder::with_limit(limit));
+    let mut f = Some(f);
+    with_scratch(|enc| {
+        encode_into(enc, value, limit)?;
+        // `with_scratch` runs this once, so `f` is always there.
+        f.take().map(|f| f(enc.as_bytes())).ok_or(KeyError::TooLarge { limit })
+    })
+}
+
+/// Runs `g` once with the thread's scratch encoder, or with a fresh one when that is in use
+/// (a `StableKey` impl that makes a key while being encoded) or gone (a key made from a
+/// thread-local's `Drop` during thread exit).
+#[inline]
+fn with_scratch<R>(mut g: impl FnMut(&mut Encoder) -> R) -> R {
+    let done = SCRATCH.try_with(|cell| {
+        let mut enc = cell.try_borrow_mut().ok()?;
+        let out = g(&mut enc);
+        if enc.capacity() > SCRATCH_KEEP {
+            *enc = Encoder::empty();
+        }
+        Some(out)
+    });
+    match done {
+        Ok(Some(out)) => out,
+        _ => g(&mut Encoder::empty()),
+    }
+}
+
+/// Writes the canonical encoding of `value` into `enc` (emptied first), or reports why not.
+#[inline]
+fn encode_into<T: StableKey + ?Sized>(enc: &mut Encoder, value: &T, limit: usize) -> Result<(), KeyError> {
     enc.reset(limit);
-    value.encode(&mut enc);
-    let out = match enc.fault() {
-        None => Ok(f(enc.as_bytes())),
+    value.encode(enc);
+    match enc.fault() {
+        None => Ok(()),
         Some(encoder::EncodeFault::TooLarge) => Err(KeyError::TooLarge { limit }),
         Some(fault) => Err(fault.into()),
-    };
-    if enc.capacity() <= SCRATCH_KEEP {
-        let _ = SCRATCH.try_with(|cell| cell.set(Some(enc)));
     }
-    out
 }
 
 /// The secret that keys the digest inside every cache key of a deployment.
@@ -460,48 +484,85 @@ impl KeySpace {
 
     /// The cache key of `value`.
     pub fn key<T: StableKey + ?Sized>(&self, value: &T) -> Result<CacheKey, KeyError> {
-        with_encoding(value, self.inner.max_len, |bytes| self.key_from_encoding(bytes))
+        // The digest leaves the scratch encoder's scope through a reference rather than
+        // inside the closure's nested `Result`s, which were copied through several layers
+        // right after the hash wrote them (perf showed those copies stalling).
+        let mut digest = [0u8; DIGEST_LEN];
+        with_scratch(|enc| {
+            encode_into(enc, value, self.inner.max_len)?;
+            digest = self.inner.secret.digest(enc.as_bytes());
+            Ok::<(), KeyError>(())
+        })?;
+        Ok(self.key_from_digest(digest))
     }
 
     /// The cache key of an encoding produced earlier by [`encode`](Self::encode).
     pub fn key_from_encoding(&self, encoding: &[u8]) -> CacheKey {
-        let digest = self.inner.secret.digest(encoding);
+        self.key_from_digest(self.inner.secret.digest(encoding))
+    }
+
+    #[inline]
+    fn key_from_digest(&self, digest: [u8; DIGEST_LEN]) -> CacheKey {
         let chars = base32_digest(&digest);
         let mut text = String::with_capacity(self.inner.prefix.len() + DIGEST_TEXT_LEN);
         text.push_str(&self.inner.prefix);
         // The base32 alphabet is ASCII, so this never fails.
-        text.push_str(std::str::from_utf8(&chars).unwrap_or_default());
+        text.push_str(std::str::from_utf8(&chars.0).unwrap_or_default());
         CacheKey { text, digest, prefix_len: self.inner.prefix.len() }
     }
 }
 
+/// The RFC 4648 base32 alphabet, lowercase (what [`base32_digest`] computes arithmetically).
+#[cfg(test)]
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// Base32 text of a digest: 20 bytes give exactly 32 characters, no padding.
 const DIGEST_TEXT_LEN: usize = 32;
 
-/// RFC 4648 base32, lowercase, no padding, of a 160-bit digest: four groups of 5 bytes
-/// (40 bits) give 8 characters each.
+/// The 32 base32 characters of a digest, 8-byte aligned so the word-sized reads that follow
+/// (UTF-8 check, copy into the key) line up with the stores that wrote them.
+#[repr(C, align(8))]
+struct DigestText([u8; DIGEST_TEXT_LEN]);
+
+/// RFC 4648 base32, lowercase, no padding, of a 160-bit digest: four groups of 40 bits give
+/// 8 characters each.
+///
+/// The digest is read as one `u128` and one `u32` (not byte by byte or in 5-byte pieces):
+/// it was just written by the hash, and a read that straddles two recent stores waits for
+/// them to reach the cache instead of being forwarded (a store-forwarding stall).
 #[inline]
-fn base32_digest(digest: &[u8; DIGEST_LEN]) -> [u8; DIGEST_TEXT_LEN] {
-    let mut out = [0u8; DIGEST_TEXT_LEN];
+fn base32_digest(digest: &[u8; DIGEST_LEN]) -> DigestText {
+    let mut head = [0u8; 16];
+    head.copy_from_slice(&digest[..16]);
+    let mut tail = [0u8; 4];
+    tail.copy_from_slice(&digest[16..]);
+    let head = u128::from_be_bytes(head);
+    let tail = u128::from(u32::from_be_bytes(tail));
+    const MASK40: u128 = (1 << 40) - 1;
+    let groups = [head >> 88, (head >> 48) & MASK40, (head >> 8) & MASK40, ((head & 0xff) << 32) | tail];
+    let mut out = DigestText([0u8; DIGEST_TEXT_LEN]);
     let mut g = 0;
     while g < 4 {
-        let b = 5 * g;
-        let acc = u64::from_be_bytes([
-            0,
-            0,
-            0,
-            digest[b],
-            digest[b + 1],
-            digest[b + 2],
-            digest[b + 3],
-            digest[b + 4],
-        ]);
-        let mut c = 0;
-        while c < 8 {
-            out[8 * g + c] = BASE32[((acc >> (35 - 5 * c)) & 31) as usize];
-            c += 1;
+        let t = groups[g] as u64;
+        // The eight 5-bit digits, most significant first, one per byte (little-endian, so
+        // byte 0 is the first character), by halving: 20-bit halves into 32-bit lanes,
+        // 10-bit quarters into 16-bit lanes, digits into bytes (d0 lands in the low lane).
+        let a = ((t >> 20) & 0xF_FFFF) | ((t & 0xF_FFFF) << 32);
+        const M10: u64 = 0x0000_03FF_0000_03FF;
+        let b = ((a >> 10) & M10) | ((a & M10) << 16);
+        const M5: u64 = 0x001F_001F_001F_001F;
+        let x = ((b >> 5) & M5) | ((b & M5) << 8);
+        // All eight bytes at once (SWAR): digit d becomes 'a' + d, and for d >= 26 (whose
+        // byte + 0x66 reaches 0x80) '2' + (d - 26) = 'a' + d - 0x49 (0x49 = 64 + 8 + 1). No
+        // byte carries into the next: d + 0x61 <= 0x80 and d + 0x66 <= 0x85.
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        let high = ((x + 0x66 * ONES) >> 7) & ONES;
+        let chars = x + 0x61 * ONES - ((high << 6) | (high << 3) | high);
+        let mut i = 0;
+        let bytes = chars.to_le_bytes();
+        while i < 8 {
+            out.0[8 * g + i] = bytes[i];
+            i += 1;
         }
         g += 1;
     }
@@ -536,11 +597,13 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// The key text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
     /// The raw 160-bit digest.
+    #[inline]
     pub fn digest(&self) -> &[u8; DIGEST_LEN] {
         &self.digest
     }
@@ -608,9 +671,9 @@ mod tests {
                 std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add((i as u8).wrapping_mul(77)));
             let mut s = String::new();
             base32_lower(&d, &mut s);
-            assert_eq!(std::str::from_utf8(&base32_digest(&d)).unwrap(), s);
+            assert_eq!(std::str::from_utf8(&base32_digest(&d).0).unwrap(), s);
         }
-        assert_eq!(&base32_digest(&[0xff; 20]), b"77777777777777777777777777777777");
+        assert_eq!(&base32_digest(&[0xff; 20]).0, b"77777777777777777777777777777777");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use proc_macro::TokenStream;
 
+mod manifest;
 mod memoize;
 mod stable_key;
 

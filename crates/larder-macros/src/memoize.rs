@@ -43,24 +43,24 @@ struct Opts {
 /// its renamed name), else the facade (`::larder::cache`), else `::larder_cache` so the
 /// compiler's error names what is missing.
 fn cache_crate_path() -> TokenStream {
-    use proc_macro_crate::{crate_name, FoundCrate};
+    use crate::manifest::{crate_name, Found as FoundCrate};
     let ident = |name: &str| syn::Ident::new(name, Span::call_site());
     match crate_name("larder-cache") {
-        Ok(FoundCrate::Name(name)) => {
+        Some(FoundCrate::Name(name)) => {
             let id = ident(&name);
             return quote!(::#id);
         }
         // larder-cache's own tests and benches (its lib declares `extern crate self`).
-        Ok(FoundCrate::Itself) => return quote!(::larder_cache),
-        Err(_) => {}
+        Some(FoundCrate::Itself) => return quote!(::larder_cache),
+        None => {}
     }
     match crate_name("larder") {
-        Ok(FoundCrate::Name(name)) => {
+        Some(FoundCrate::Name(name)) => {
             let id = ident(&name);
             quote!(::#id::cache)
         }
-        Ok(FoundCrate::Itself) => quote!(crate::cache),
-        Err(_) => quote!(::larder_cache),
+        Some(FoundCrate::Itself) => quote!(crate::cache),
+        None => quote!(::larder_cache),
     }
 }
 

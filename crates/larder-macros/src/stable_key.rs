@@ -21,31 +21,31 @@ struct FieldAttrs {
 }
 
 /// The path of the `larder_key` crate as the crate being compiled sees it, from its
-/// `Cargo.toml` (through `proc-macro-crate`, which honours renames):
+/// `Cargo.toml` (through [`crate::manifest`], which honours renames):
 ///
 /// 1. a dependency on `larder-key` (also `larder-key` itself, whose root declares
 ///    `extern crate self as larder_key;`): `::larder_key` or the renamed name;
 /// 2. else a dependency on the facade `larder`: `::larder::key` (or the renamed name);
 /// 3. else `::larder_key`, so the compiler's error names the crate that is missing.
 pub(crate) fn key_crate_path() -> TokenStream {
-    use proc_macro_crate::{crate_name, FoundCrate};
+    use crate::manifest::{crate_name, Found as FoundCrate};
     let ident = |name: &str| syn::Ident::new(name, proc_macro2::Span::call_site());
     match crate_name("larder-key") {
-        Ok(FoundCrate::Name(name)) => {
+        Some(FoundCrate::Name(name)) => {
             let id = ident(&name);
             return quote!(::#id);
         }
-        Ok(FoundCrate::Itself) => return quote!(::larder_key),
-        Err(_) => {}
+        Some(FoundCrate::Itself) => return quote!(::larder_key),
+        None => {}
     }
     match crate_name("larder") {
-        Ok(FoundCrate::Name(name)) => {
+        Some(FoundCrate::Name(name)) => {
             let id = ident(&name);
             quote!(::#id::key)
         }
         // Deriving inside the facade crate's own code.
-        Ok(FoundCrate::Itself) => quote!(crate::key),
-        Err(_) => quote!(::larder_key),
+        Some(FoundCrate::Itself) => quote!(crate::key),
+        None => quote!(::larder_key),
     }
 }
 

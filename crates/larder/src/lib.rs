@@ -5,8 +5,13 @@
 //! | module | crate | what for |
 //! |---|---|---|
 //! | [`key`] | `larder-key` | stable, injective cache keys: `StableKey`, `KeySpace`, keyed BLAKE3 |
-//! | [`cache`] (feature `cache`) | `larder-cache` | the memo cache: local, SQLite, Redis, Redis Cluster tiers; [`memoize`] |
-//! | [`envelope`] (feature `envelope`) | `larder-envelope` | envelope encryption, keyrings, the data-key cache, [`mask`] |
+//! | [`cache`] (feature `cache`) | `larder-cache` | the memo cache: local tier; SQLite (feature `sqlite`), Redis and Redis Cluster (feature `redis`) tiers; [`memoize`] |
+//! | [`envelope`] (feature `envelope` / `local-keyring`) | `larder-envelope` | envelope encryption, the local keyring, the data-key cache; the AWS KMS keyring with feature `aws-kms` |
+//! | [`mask`] (feature `mask`) | `larder-mask` | masking of phone numbers, e-mail addresses and names for display |
+//!
+//! Every feature is on by default. A service that needs less lists what it uses, for example
+//! `larder = { version = "0.1", default-features = false, features = ["sqlite"] }` for keys
+//! and a cache shared by the workers of one host, without any Redis or AWS crate.
 //!
 //! # The roles
 //!
@@ -77,6 +82,7 @@ pub use larder_cache::memoize;
 pub mod envelope {
     pub use larder_envelope::*;
 }
-/// Masking of phone numbers, e-mail addresses and names for display.
-#[cfg(feature = "envelope")]
-pub use larder_envelope::mask;
+/// Masking of phone numbers, e-mail addresses and names for display (`larder-mask`; the same
+/// module as `larder::envelope::mask`).
+#[cfg(feature = "mask")]
+pub use larder_mask as mask;

@@ -1,5 +1,9 @@
 //! Masking personal data for display (customer service screens, logs).
 //!
+//! A crate of its own, with no dependencies, so a service that only masks (or only caches and
+//! masks) does not build the envelope's cryptography; `larder::mask` and
+//! `larder_envelope::mask` are this crate.
+//!
 //! Every function returns the masked text or a [`MaskError`] saying the input was not
 //! recognized; never an empty string and never the input unmasked. Rules:
 //!
@@ -12,6 +16,24 @@
 //!
 //! Separators accepted in phone numbers: `-`, space, `.`. Inputs longer than 64 (phone) or 254
 //! (e-mail) characters are refused.
+//!
+//! # Example
+//!
+//! ```
+//! assert_eq!(larder_mask::phone("01012345678").as_deref(), Ok("010-****-5678"));
+//! assert_eq!(larder_mask::email("hong.gildong@example.com").as_deref(), Ok("ho**********@example.com"));
+//! assert_eq!(larder_mask::name("홍길동").as_deref(), Ok("홍*동"));
+//! assert!(larder_mask::phone("not a number").is_err());
+//! ```
+//!
+//! # What this crate does not do
+//!
+//! * It does not detect personal data in free text; it masks a value you already know is a
+//!   phone number, e-mail address or name.
+//! * Masking is for display only: it is not anonymization, and a masked value must not be
+//!   used as a key or stored in place of an encrypted one.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::fmt;
 
