@@ -93,7 +93,8 @@ pub(crate) fn resolve(
     if let Some(s) = explicit.or(from_url) {
         return Ok(s);
     }
-    let env = KeySecret::from_process_env().map_err(|e| CacheError::Secret(format!("LARDER_KEY_SECRET: {e}")))?;
+    let env =
+        KeySecret::from_process_env().map_err(|e| CacheError::Secret(format!("LARDER_KEY_SECRET: {e}")))?;
     if let Some(s) = env {
         return Ok(s);
     }
@@ -183,7 +184,11 @@ fn create_secret(path: &Path) -> Result<(), CacheError> {
     }
     hex.push('\n');
     let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp.{}.{:08x}", std::process::id(), u32::from_le_bytes([raw[0], raw[5], raw[9], raw[13]])));
+    tmp_name.push(format!(
+        ".tmp.{}.{:08x}",
+        std::process::id(),
+        u32::from_le_bytes([raw[0], raw[5], raw[9], raw[13]])
+    ));
     let tmp = PathBuf::from(tmp_name);
     let result = (|| -> std::io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;

@@ -97,7 +97,9 @@ impl Worker {
             let mut line = String::new();
             assert!(self.stdout.read_line(&mut line).unwrap() > 0, "worker exited before answering {cmd}");
             let line = line.trim();
-            if line == "ok" || line.split(' ').count() == 2 && line.split(' ').all(|p| p.parse::<u64>().is_ok()) {
+            if line == "ok"
+                || line.split(' ').count() == 2 && line.split(' ').all(|p| p.parse::<u64>().is_ok())
+            {
                 return line.to_owned();
             }
         }

@@ -120,7 +120,11 @@ fn concurrent_first_opens_agree_on_one_secret() {
     });
     assert_eq!(caches[0].get_or_compute_blocking(&space, &1u32, TTL, || 5u64), 5);
     for c in &caches[1..] {
-        assert_eq!(c.get_or_compute_blocking(&space, &1u32, TTL, || 0u64), 5, "every cache has the same secret");
+        assert_eq!(
+            c.get_or_compute_blocking(&space, &1u32, TTL, || 0u64),
+            5,
+            "every cache has the same secret"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -135,7 +139,8 @@ fn concurrent_first_opens_agree_on_one_secret() {
 fn redis_without_a_secret_is_refused_unless_the_public_key_is_chosen() {
     no_env_secret();
     // Building does not connect, so no server is needed to see the refusal.
-    for url in ["redis://127.0.0.1:1", "redis+cluster://127.0.0.1:1,127.0.0.1:2", "redis+unix:///tmp/x.sock"] {
+    for url in ["redis://127.0.0.1:1", "redis+cluster://127.0.0.1:1,127.0.0.1:2", "redis+unix:///tmp/x.sock"]
+    {
         let Err(CacheError::Secret(msg)) = Cache::from_url(&format!("local:10,{url}")) else {
             panic!("{url}: a Redis tier without a secret must be refused")
         };
@@ -143,9 +148,14 @@ fn redis_without_a_secret_is_refused_unless_the_public_key_is_chosen() {
         assert!(Cache::from_url(&format!("local:10,{url}?insecure_public_mac=true")).is_ok());
         assert!(Cache::builder().shared_url(url).insecure_public_mac(true).build().is_ok());
         assert!(Cache::from_url(&format!("local:10,{url}?secret={}", "ab".repeat(32))).is_ok());
-        assert!(Cache::builder().shared_url(url).secret(&KeySecret::from_bytes(&[1; 32]).unwrap()).build().is_ok());
+        assert!(Cache::builder()
+            .shared_url(url)
+            .secret(&KeySecret::from_bytes(&[1; 32]).unwrap())
+            .build()
+            .is_ok());
     }
-    let Err(CacheError::Secret(_)) = Cache::from_url(&format!("redis://127.0.0.1:1?secret={}", "ab".repeat(8)))
+    let Err(CacheError::Secret(_)) =
+        Cache::from_url(&format!("redis://127.0.0.1:1?secret={}", "ab".repeat(8)))
     else {
         panic!("a short secret must be refused")
     };

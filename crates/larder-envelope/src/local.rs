@@ -388,7 +388,11 @@ impl LocalKeyring {
             }
             map.insert(
                 k.id.clone(),
-                MasterKey { cipher: aes_from(&k.key), created_unix: k.created_unix, wraps: AtomicU64::new(0) },
+                MasterKey {
+                    cipher: aes_from(&k.key),
+                    created_unix: k.created_unix,
+                    wraps: AtomicU64::new(0),
+                },
             );
         }
         let primary = primary.ok_or(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary))?;
@@ -414,7 +418,10 @@ impl LocalKeyring {
         let n = master.wraps.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         if n > self.wrap_limit {
             master.wraps.fetch_sub(1, Ordering::Relaxed);
-            return Err(EnvelopeError::WrapLimitReached { key_id: self.primary.clone(), limit: self.wrap_limit });
+            return Err(EnvelopeError::WrapLimitReached {
+                key_id: self.primary.clone(),
+                limit: self.wrap_limit,
+            });
         }
         if n == self.wrap_limit.div_ceil(2) {
             tracing::warn!(
@@ -504,7 +511,8 @@ impl LocalKeyring {
         let master =
             self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
         self.count_wrap(master)?;
-        let wrapped = wrap_with(&master.cipher, nonce, &Self::wrap_aad(&self.primary, context)?, data_key.as_ref())?;
+        let wrapped =
+            wrap_with(&master.cipher, nonce, &Self::wrap_aad(&self.primary, context)?, data_key.as_ref())?;
         Ok(GeneratedKey {
             plaintext: DataKey::from_slice(data_key.as_ref())?,
             edk: EncryptedDataKey {

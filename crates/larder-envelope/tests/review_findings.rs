@@ -142,7 +142,10 @@ fn a_bogus_edk_costs_one_keyring_call_per_negative_window() {
     let env = Envelope::builder(keyring.clone()).build();
     rt.block_on(async {
         for _ in 0..200 {
-            assert!(matches!(env.decrypt(&bogus, &ctx).await, Err(EnvelopeError::InvalidEncryptedDataKey(_))));
+            assert!(matches!(
+                env.decrypt(&bogus, &ctx).await,
+                Err(EnvelopeError::InvalidEncryptedDataKey(_))
+            ));
         }
     });
     assert_eq!(keyring.decrypt_calls(), 1, "200 attempts within the window, one keyring call");

@@ -148,10 +148,19 @@ fn encrypt_case(c: &Case) -> Vec<u8> {
 fn encrypt_kms_case(c: &KmsCase) -> Vec<u8> {
     let generated = GeneratedKey {
         plaintext: DataKey::from_array(c.data_key),
-        edk: EncryptedDataKey { kind: KeyringKind::AwsKms, key_id: KMS_KEY_ARN.into(), ciphertext: c.edk.clone() },
+        edk: EncryptedDataKey {
+            kind: KeyringKind::AwsKms,
+            key_id: KMS_KEY_ARN.into(),
+            ciphertext: c.edk.clone(),
+        },
     };
-    dangerous_encrypt_with_fixed_key_and_nonce(generated, c.nonce, c.plaintext.as_bytes(), &context_of(c.context))
-        .unwrap()
+    dangerous_encrypt_with_fixed_key_and_nonce(
+        generated,
+        c.nonce,
+        c.plaintext.as_bytes(),
+        &context_of(c.context),
+    )
+    .unwrap()
 }
 
 /// Stands in for AWS KMS's `Decrypt` of the vector's fixed blob: opens exactly that blob under
@@ -169,7 +178,10 @@ impl Keyring for VectorKms {
     fn primary_key_id(&self) -> String {
         KMS_KEY_ARN.into()
     }
-    fn generate_data_key<'a>(&'a self, _: &'a EncryptionContext) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
+    fn generate_data_key<'a>(
+        &'a self,
+        _: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<GeneratedKey, EnvelopeError>> {
         Box::pin(async { Err(EnvelopeError::Keyring("the vector keyring only decrypts".into())) })
     }
     fn decrypt_data_key<'a>(
@@ -214,7 +226,12 @@ fn negative_vectors(phone: &[u8], second: &[u8], kms: &[u8]) -> Vec<Value> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     };
     let phone_ctx = ctx(PHONE_CONTEXT);
-    let bin = |name: &str, description: &str, base: &str, bytes: Vec<u8>, context: &BTreeMap<String, String>, error: &str| {
+    let bin = |name: &str,
+               description: &str,
+               base: &str,
+               bytes: Vec<u8>,
+               context: &BTreeMap<String, String>,
+               error: &str| {
         json!({
             "name": name, "description": description, "base": base, "form": "binary",
             "ciphertext_hex": hex(&bytes), "context": context, "expected_error": error,
@@ -376,7 +393,8 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
         let ctx = context_of(c.context);
         // 0. The context bytes in the file are the document's encoding of its pairs.
         let pairs = pairs_of(&v["context"]);
-        let doc_ctx = doc_context_encoding(&pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
+        let doc_ctx =
+            doc_context_encoding(&pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
         assert_eq!(hex(&doc_ctx), v["context_canonical_hex"].as_str().unwrap(), "{}", c.name);
         // 1. It still decrypts, in both forms.
         let plain = rt.block_on(envelope.decrypt(&ct, &ctx)).unwrap();
@@ -406,12 +424,21 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
     let doc_ctx = doc_context_encoding(k.context);
     assert_eq!(hex(&doc_ctx), v["context_canonical_hex"].as_str().unwrap());
     assert_eq!(independent_open_with(&ct, &doc_ctx, &k.data_key).unwrap(), k.plaintext.as_bytes());
-    let kms_envelope =
-        Envelope::builder(VectorKms { edk: k.edk.clone(), data_key: k.data_key, context: context_of(k.context) })
-            .build();
+    let kms_envelope = Envelope::builder(VectorKms {
+        edk: k.edk.clone(),
+        data_key: k.data_key,
+        context: context_of(k.context),
+    })
+    .build();
     let plain = rt.block_on(kms_envelope.decrypt(&ct, &context_of(k.context))).unwrap();
     assert_eq!(&*plain, k.plaintext.as_bytes());
-    assert_eq!(rt.block_on(kms_envelope.decrypt_text(v["ciphertext_text"].as_str().unwrap(), &context_of(k.context))).unwrap(), k.plaintext);
+    assert_eq!(
+        rt.block_on(
+            kms_envelope.decrypt_text(v["ciphertext_text"].as_str().unwrap(), &context_of(k.context))
+        )
+        .unwrap(),
+        k.plaintext
+    );
 
     // Negative vectors: each fails in larder with the named error, and in the independent decoder.
     let negatives = doc["negative_vectors"].as_array().unwrap();
@@ -423,12 +450,17 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
         let want = n["expected_error"].as_str().unwrap();
         let pairs = pairs_of(&n["context"]);
         let ctx: EncryptionContext = pairs.iter().cloned().collect();
-        let doc_ctx = doc_context_encoding(&pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
+        let doc_ctx =
+            doc_context_encoding(&pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
         let kms_base = n["base"].as_str().unwrap() == k.name;
         // Fresh envelopes, so no cached key or remembered refusal from an earlier vector helps.
         let local = Envelope::builder(LocalKeyring::from_key_bytes(KEY_ID, MASTER_KEY).unwrap()).build();
-        let kms = Envelope::builder(VectorKms { edk: k.edk.clone(), data_key: k.data_key, context: context_of(k.context) })
-            .build();
+        let kms = Envelope::builder(VectorKms {
+            edk: k.edk.clone(),
+            data_key: k.data_key,
+            context: context_of(k.context),
+        })
+        .build();
         let env = if kms_base { &kms } else { &local };
         let (larder, bytes) = match n["form"].as_str().unwrap() {
             "binary" => {
@@ -437,7 +469,10 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
             }
             "text" => {
                 let t = n["ciphertext_text"].as_str().unwrap();
-                (rt.block_on(env.decrypt_text(t, &ctx)).map(String::into_bytes), independent_text_decode(t).ok())
+                (
+                    rt.block_on(env.decrypt_text(t, &ctx)).map(String::into_bytes),
+                    independent_text_decode(t).ok(),
+                )
             }
             other => panic!("{name}: unknown form {other}"),
         };
@@ -450,7 +485,10 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
         // reaches the binary decoder).
         if let Some(b) = bytes {
             let unwrap = if kms_base { Unwrap::Kms(&k) } else { Unwrap::Local };
-            assert!(independent_decrypt(&b, &doc_ctx, unwrap).is_err(), "{name}: the independent decoder accepted it");
+            assert!(
+                independent_decrypt(&b, &doc_ctx, unwrap).is_err(),
+                "{name}: the independent decoder accepted it"
+            );
         }
     }
     assert!(negatives.len() >= 25, "{}", negatives.len());
