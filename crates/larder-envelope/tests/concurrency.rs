@@ -180,10 +180,12 @@ async fn async_single_flight_and_expiry() {
 /// and later callers, still get the key from the same single keyring call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_waiters_do_not_wedge_the_flight() {
-    let keyring = counting_test_key(Some(Duration::from_millis(50)));
+    // The keyring takes 2 s, far beyond the callers' 10 ms patience even on a loaded machine
+    // (with 50 ms a descheduled caller sometimes saw the key arrive before its timeout).
+    let keyring = counting_test_key(Some(Duration::from_secs(2)));
     let envelope = Envelope::builder(keyring.clone()).build();
     let context = ctx();
-    // Ten callers that give up after 10 ms (the keyring takes 50 ms).
+    // Ten callers that give up after 10 ms.
     let mut cancelled = Vec::new();
     for _ in 0..10 {
         let (envelope, context) = (envelope.clone(), context.clone());
