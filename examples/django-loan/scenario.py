@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
+import importlib
 import json
 import os
 import signal
@@ -45,8 +46,7 @@ from urllib.parse import urlencode
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(EXAMPLE_DIR))
-
-from loan_site import formula
+formula = importlib.import_module("loan_site.formula")
 
 COUNTER_KEY = "loan:computations"
 ALL_MODES = ("none", "seed", "sha1", "larder", "larder_cache")
@@ -120,13 +120,13 @@ class RedisServer:
                     stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
         except FileNotFoundError:
-            raise RuntimeError(
-                "redis-server not found: install Debian's redis-server (apt-get install redis-server)"
-            ) from None
+            raise RuntimeError("redis-server not found: apt-get install redis-server") from None
         deadline = time.monotonic() + 10
         while not _redis_ping(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not start; see {log_path}")
+                raise RuntimeError(
+                    f"redis-server on port {self.port} did not start; see {log_path}"
+                )
             time.sleep(0.02)
 
     def kill(self) -> None:
@@ -154,14 +154,16 @@ class Instance:
 
     seq = 0
 
-    def __init__(self, workdir: Path, name: str, env: dict[str, str], preload: bool, workers: int = 2):
+    def __init__(
+        self, workdir: Path, name: str, env: dict[str, str], preload: bool, workers: int = 2
+    ):
         Instance.seq += 1
         self.name = f"{name}{Instance.seq}"
         self.port = free_port()
         self.log_path = workdir / f"gunicorn-{self.name}.log"
-        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLE_DIR), "--workers", str(workers),
-               "--bind", f"127.0.0.1:{self.port}", "--timeout", "60", "--graceful-timeout", "30",
-               "--log-level", "warning", "--backlog", "256"]  # fmt: skip
+        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLE_DIR)]
+        cmd += ["--workers", str(workers), "--bind", f"127.0.0.1:{self.port}"]
+        cmd += ["--timeout", "60", "--graceful-timeout", "30", "--log-level", "warning"]
         if preload:
             cmd.append("--preload")
         cmd.append("loan_site.wsgi:application")
@@ -181,7 +183,9 @@ class Instance:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn {self.name} not ready after {timeout}s:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"gunicorn {self.name} not ready after {timeout}s:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def log_tail(self, n: int = 40) -> str:
@@ -233,7 +237,9 @@ class Router:
             old = self.slots[slot]
             self.slots[slot] = new
             if not self.cond.wait_for(lambda: old.inflight == 0, drain_timeout):
-                raise RuntimeError(f"{old.name} still has {old.inflight} requests after {drain_timeout}s")
+                raise RuntimeError(
+                    f"{old.name} still has {old.inflight} requests after {drain_timeout}s"
+                )
         return old
 
 
@@ -325,7 +331,9 @@ def run_load(
     for t in event_threads:
         t.join()
     if len(events_done) != n_events:
-        raise RuntimeError(f"{n_events - len(events_done)} scenario event(s) failed (see the traceback above)")
+        raise RuntimeError(
+            f"{n_events - len(events_done)} scenario event(s) failed (see the traceback above)"
+        )
     return LoadResult(latencies, failed[0], wrong[0], wall, errors)
 
 
@@ -425,7 +433,8 @@ class Scenario:
                     router.replace(1, new).stop()
 
                 events[load.requests // 2] = deploy_b
-            self.log(f"  {mode}{' --preload' if preload else ''}{' kill-redis' if kill_redis else ''}: load")
+            flags = (" --preload" if preload else "") + (" kill-redis" if kill_redis else "")
+            self.log(f"  {mode}{flags}: load")
             result = run_load(router, load.sequence(), load.threads, events)
             computations = self._count()
 
@@ -479,7 +488,9 @@ def render(rows: list[Row], load: Load) -> str:
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))
+        )
 
     out = [
         (
@@ -512,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown mode {m!r}; expected some of {','.join(ALL_MODES)}")
     load = Load()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="larder-django-") as tmp, Scenario(Path(tmp), load) as sc:
+    with (
+        tempfile.TemporaryDirectory(prefix="larder-django-") as tmp,
+        Scenario(Path(tmp), load) as sc,
+    ):
         for mode, preload, kill in default_plan(modes):
             rows.append(sc.run(mode, preload=preload, kill_redis=kill))
     print(render(rows, load))

@@ -70,7 +70,8 @@ def rows(request, tmp_path_factory):
         modes = [m for m in modes if m not in LARDER_MODES]
     load = scenario.Load()
     out = {}
-    with scenario.Scenario(tmp_path_factory.mktemp("django-scenario"), load, log=lambda _: None) as sc:
+    workdir = tmp_path_factory.mktemp("django-scenario")
+    with scenario.Scenario(workdir, load, log=lambda _: None) as sc:
         for mode, preload, kill in scenario.default_plan(modes):
             out[(mode, preload, kill)] = sc.run(mode, preload=preload, kill_redis=kill)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
