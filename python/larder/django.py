@@ -306,6 +306,11 @@ class LarderCache(BaseCache):
                 "(see docs/django.md)"
             )
 
+    def larder_key(self, key, version=None) -> str:
+        """The larder key text of a Django key: what a Rust service sharing this cache reads
+        (``KeySpace::new(NAMESPACE, 1)?.key(django_key)`` with the same secret)."""
+        return self._read_memo().key((self.make_and_validate_key(key, version=version),))
+
     def close(self, **kwargs):
         # larder keeps one multiplexed connection per process; nothing to give back per request.
         pass

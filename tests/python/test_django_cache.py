@@ -97,6 +97,16 @@ def test_api_semantics(make):
     assert c.touch("k", 30) is True and c.touch("absent") is False
 
 
+def test_key_text_is_the_keyspace_key_of_the_django_key(make):
+    import larder
+
+    c = make(KEY_PREFIX="shop", OPTIONS={"NAMESPACE": "django_shop"})
+    assert c.make_key("k", version=3) == "shop:3:k"
+    assert c.larder_key("k", version=3) == larder.KeySpace("django_shop", 1).key("shop:3:k")
+    keyed = make(OPTIONS={"SECRET": SECRET})
+    assert keyed.larder_key("k") != c.larder_key("k")
+
+
 def test_versions_prefixes_and_key_functions_separate_entries(make):
     a = make()
     b = make(KEY_PREFIX="other")
