@@ -140,6 +140,7 @@ pub(crate) struct PyEnvelope {
     keyring: KeyringSpec,
     limits: DataKeyLimits,
     live: Mutex<Option<Live>>,
+    building: Mutex<()>,
 }
 
 impl PyEnvelope {
@@ -181,29 +182,33 @@ impl PyEnvelope {
         Ok(Live { pid: std::process::id(), runtime: Arc::new(runtime), envelope })
     }
 
-    /// This process's envelope and runtime (built on first use, rebuilt after a fork).
+    /// This process's envelope and runtime (built on first use, rebuilt after a fork). One
+    /// thread builds; concurrent first callers wait for it (without the GIL), so a cold burst
+    /// of threads shares one envelope and its one data key.
     fn live(&self, py: Python<'_>) -> PyResult<(Arc<tokio::runtime::Runtime>, Envelope)> {
         let pid = std::process::id();
-        {
-            let g = self.live.lock();
-            if let Some(l) = g.as_ref() {
+        if let Some(l) = self.live.lock().as_ref() {
+            if l.pid == pid {
+                return Ok((l.runtime.clone(), l.envelope.clone()));
+            }
+        }
+        py.detach(|| -> Result<(Arc<tokio::runtime::Runtime>, Envelope), String> {
+            let _building = self.building.lock();
+            if let Some(l) = self.live.lock().as_ref() {
                 if l.pid == pid {
                     return Ok((l.runtime.clone(), l.envelope.clone()));
                 }
             }
-        }
-        let fresh = py.detach(|| self.open()).map_err(|e| KeyringError::new_err(e.to_string()))?;
-        let mut g = self.live.lock();
-        if let Some(old) = g.take() {
-            if old.pid != pid {
+            let fresh = self.open().map_err(|e| e.to_string())?;
+            let out = (fresh.runtime.clone(), fresh.envelope.clone());
+            if let Some(old) = self.live.lock().replace(fresh) {
                 // A parent's runtime: its threads do not exist in this process, so it must not
                 // be shut down (that would wait for them). Leak it.
                 std::mem::forget(old);
             }
-        }
-        let out = (fresh.runtime.clone(), fresh.envelope.clone());
-        *g = Some(fresh);
-        Ok(out)
+            Ok(out)
+        })
+        .map_err(KeyringError::new_err)
     }
 }
 
@@ -282,7 +287,7 @@ impl PyEnvelope {
         }
         let limits =
             DataKeyLimits { max_age: Duration::from_secs_f64(max_age.min(3.15e7)), max_messages, max_bytes };
-        Ok(PyEnvelope { keyring: spec, limits, live: Mutex::new(None) })
+        Ok(PyEnvelope { keyring: spec, limits, live: Mutex::new(None), building: Mutex::new(()) })
     }
 
     /// Encrypts bytes under `context` (a dict of str); returns the binary ciphertext.

@@ -45,6 +45,7 @@ pub(crate) struct PyCache {
     secret: Option<KeySecret>,
     opts: CacheOpts,
     built: Mutex<Option<Built>>,
+    building: Mutex<()>,
 }
 
 #[derive(Clone, Copy)]
@@ -95,27 +96,31 @@ impl PyCache {
         b.build().map_err(|e| e.to_string())
     }
 
-    /// This process's cache, built on first use (and again in a forked child).
+    /// This process's cache, built on first use (and again in a forked child) by one thread
+    /// while concurrent first callers wait without the GIL.
     pub(crate) fn get(&self, py: Python<'_>) -> PyResult<Cache> {
         let pid = std::process::id();
-        {
-            let g = self.built.lock();
-            if let Some(b) = g.as_ref() {
+        if let Some(b) = self.built.lock().as_ref() {
+            if b.pid == pid {
+                return Ok(b.cache.clone());
+            }
+        }
+        // Opening a shared tier connects to servers: without the GIL.
+        py.detach(|| -> Result<Cache, String> {
+            let _building = self.building.lock();
+            if let Some(b) = self.built.lock().as_ref() {
                 if b.pid == pid {
                     return Ok(b.cache.clone());
                 }
             }
-        }
-        // Opening a shared tier connects to servers: without the GIL.
-        let built = py.detach(|| self.build()).map_err(CacheError::new_err)?;
-        let mut g = self.built.lock();
-        match g.as_ref() {
-            Some(b) if b.pid == pid => Ok(b.cache.clone()),
-            _ => {
-                *g = Some(Built { pid, cache: built.clone() });
-                Ok(built)
+            let cache = self.build()?;
+            if let Some(old) = self.built.lock().replace(Built { pid, cache: cache.clone() }) {
+                // The parent's cache: its connections and threads belong to the parent.
+                std::mem::forget(old);
             }
-        }
+            Ok(cache)
+        })
+        .map_err(CacheError::new_err)
     }
 
     pub(crate) fn secret(&self) -> Option<&KeySecret> {
@@ -192,6 +197,7 @@ impl PyCache {
             secret,
             opts: CacheOpts { op_timeout, lease_ttl, lease_wait, xfetch_beta, fail_safe, local_max_ttl },
             built: Mutex::new(None),
+            building: Mutex::new(()),
         })
     }
 
