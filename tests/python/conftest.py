@@ -21,10 +21,24 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(cluster: bool = False) -> int:
+    """A free loopback port; for a cluster node also its bus port (port + 10000 <= 65535)."""
+    import random
+
+    for _ in range(1000):
+        port = random.randint(20000, 45000)
+        if _bindable(port) and (not cluster or _bindable(port + 10000)):
+            return port
+    raise AssertionError("no free port found")
 
 
 def need(binary: str, env: str, hint: str) -> str:
@@ -52,7 +66,7 @@ class Redis:
     def __init__(self, workdir: Path, cluster: bool = False) -> None:
         self.server = need("redis-server", "LARDER_REDIS_SERVER", "apt-get install redis-server")
         self.cli = need("redis-cli", "LARDER_REDIS_CLI", "apt-get install redis-server")
-        self.port = free_port()
+        self.port = free_port(cluster)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -72,7 +86,14 @@ class Redis:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.log = open(self.dir / "redis.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        wait_until(lambda: self.cmd("PING") == "PONG", 20, f"redis-server on {self.port}")
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")
+                raise AssertionError(f"redis-server exited: {log[-2000:]}")
+            return self.cmd("PING") == "PONG"
+
+        wait_until(up, 30, f"redis-server on {self.port}")
 
     @property
     def url(self) -> str:
