@@ -50,6 +50,8 @@ tiers have their own bounds.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -74,8 +76,39 @@ _CACHE_OPTIONS = (
     "xfetch_beta",
 )
 _SCHEMES = ("local", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "none")
-_MEMO_LRU = 64
+_MEMO_LRU = 256
 _JOIN_RETRIES = 20
+
+# Django builds one backend object per alias *per thread* (and again under override_settings);
+# they share one larder.Cache per configuration, so threads coalesce in-process, share one
+# local tier and one set of connections. larder.Cache rebuilds itself in a forked child.
+_caches: dict[tuple, Any] = {}
+_memos: OrderedDict[tuple, Any] = OrderedDict()
+_registry_lock = threading.Lock()
+
+
+def _shared_cache(location: str, secret: Any, kwargs: dict[str, Any]):
+    key = (location, secret, tuple(sorted(kwargs.items())))
+    with _registry_lock:
+        cache = _caches.get(key)
+        if cache is None:
+            cache = _larder.Cache(location, secret=secret, **kwargs)
+            _caches[key] = cache
+        return cache
+
+
+def _shared_memo(cache: Any, namespace: str, ttl: float, pickle: bool):
+    key = (id(cache), namespace, ttl, pickle)
+    with _registry_lock:
+        memo = _memos.get(key)
+        if memo is None:
+            memo = _larder.Memo(namespace, 1, ttl, cache, pickle)
+            _memos[key] = memo
+            if len(_memos) > _MEMO_LRU:
+                _memos.popitem(last=False)
+        else:
+            _memos.move_to_end(key)
+        return memo
 
 
 class _Miss(Exception):
@@ -122,7 +155,7 @@ class LarderCache(BaseCache):
                 f"PICKLE, {', '.join(_CACHE_OPTIONS)}"
             )
         try:
-            self._cache = _larder.Cache(location, secret=secret, **cache_kwargs)
+            self._cache = _shared_cache(location, secret, cache_kwargs)
         except (_larder.CacheError, TypeError, ValueError) as e:
             raise ImproperlyConfigured(f"LarderCache LOCATION {location!r}: {e}") from e
         if self._pickle and not self._cache.has_secret:
@@ -132,8 +165,6 @@ class LarderCache(BaseCache):
                 "forge a pickle, which is code execution in every worker that reads it"
             )
         self._location = location
-        self._memos: OrderedDict[float, Any] = OrderedDict()
-        self._memos_lock = threading.Lock()
         # Fail now on a bad namespace, not at the first request.
         self._read_memo()
 
@@ -156,16 +187,7 @@ class LarderCache(BaseCache):
 
     def _memo(self, ttl: float):
         """The larder memo object for one TTL (larder binds a TTL to a memo today)."""
-        with self._memos_lock:
-            memo = self._memos.get(ttl)
-            if memo is None:
-                memo = _larder.Memo(self._namespace, 1, ttl, self._cache, self._pickle)
-                self._memos[ttl] = memo
-                if len(self._memos) > _MEMO_LRU:
-                    self._memos.popitem(last=False)
-            else:
-                self._memos.move_to_end(ttl)
-            return memo
+        return _shared_memo(self._cache, self._namespace, ttl, self._pickle)
 
     def _read_memo(self):
         return self._memo(self._ttl(DEFAULT_TIMEOUT) or FOREVER_SECONDS)
@@ -348,9 +370,23 @@ class LarderCache(BaseCache):
         pipe.execute()
 
     def _clear_sqlite(self, item: str) -> None:
-        import sqlite3
-
+        # In a child process: this process already has larder's own (bundled) SQLite open on
+        # the file, and a second SQLite library in one process breaks SQLite's POSIX locks
+        # (closing either one's descriptor drops the other's locks), which corrupts WAL files.
         path = item[len("sqlite:") :].split("?", 1)[0]
         like = self._namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        with sqlite3.connect(path, timeout=10) as db:
-            db.execute("DELETE FROM larder_entries WHERE key LIKE ? ESCAPE '\\'", (like + ":v%",))
+        subprocess.run(
+            [sys.executable, "-c", _SQLITE_CLEAR, path, like + ":v%"],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+
+
+_SQLITE_CLEAR = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("DELETE FROM larder_entries WHERE key LIKE ? ESCAPE '\\\\'", (sys.argv[2],))
+db.commit()
+db.close()
+"""

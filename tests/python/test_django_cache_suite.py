@@ -19,7 +19,7 @@ suite = importlib.import_module("django_cache_suite")
 scenario = importlib.import_module("scenario")
 
 
-@pytest.mark.parametrize("tiers", ["redis", "local+redis"])
+@pytest.mark.parametrize("tiers", ["redis", "local+redis", "sqlite"])
 def test_django_cache_tests_pass_on_larder_cache(tmp_path, capsys, tiers):
     for mod in ("django", "redis", "larder.django"):
         try:
@@ -32,7 +32,11 @@ def test_django_cache_tests_pass_on_larder_cache(tmp_path, capsys, tiers):
     server = scenario.RedisServer(tmp_path, "suite")
     server.start()
     try:
-        location = server.url if tiers == "redis" else f"local:1000,{server.url}"
+        location = {
+            "redis": server.url,
+            "local+redis": f"local:1000,{server.url}",
+            "sqlite": f"sqlite:{tmp_path / 'cache.db'}",
+        }[tiers]
         work = tmp_path / "suite"
         work.mkdir()
         res = suite.run_suite(location, work)
