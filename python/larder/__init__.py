@@ -21,6 +21,8 @@ Errors: everything larder raises derives from :class:`LarderError`
 a value of the wrong Python type is a :class:`TypeError` that names the type and the fix.
 """
 
+import os as _os
+
 from . import _larder, mask
 from ._larder import (
     AwsKmsKeyring,
@@ -61,6 +63,10 @@ from ._memo import default_cache, memoize
 from ._stable import skip, stable
 
 __version__ = _larder.__version__
+
+if hasattr(_os, "register_at_fork"):
+    # The forking thread's random generator is a copy of the parent's in every child.
+    _os.register_at_fork(after_in_child=_larder.after_fork_in_child)
 
 __all__ = [
     "AwsKmsKeyring",

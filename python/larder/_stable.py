@@ -8,7 +8,7 @@ import dataclasses
 import enum
 import sys
 import typing
-from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from . import _larder
 
@@ -88,8 +88,8 @@ def _fields(cls: type) -> list[tuple[str, Any]]:
         names = list(cls.model_fields)  # type: ignore[attr-defined]
     else:
         raise TypeError(
-            f"@larder.stable applies to dataclasses, typing.NamedTuple classes, pydantic models and "
-            f"Enum classes; {cls.__qualname__} is none of these"
+            "@larder.stable applies to dataclasses, typing.NamedTuple classes, pydantic models "
+            f"and Enum classes; {cls.__qualname__} is none of these"
         )
     return [(n, hints.get(n, Any)) for n in names]
 

@@ -26,7 +26,7 @@ VALUES = [
     1.5e-300,
     0.1,
     "",
-    "héllo 한글 \u0000 \"quoted\"",
+    'héllo 한글 \u0000 "quoted"',
     [],
     [[]],
     [1, "1", [], {}],
@@ -44,8 +44,16 @@ def rust_key(cli, namespace: str, version: int, value, secret: str | None = None
     if secret:
         env["LARDER_KEY_SECRET"] = secret
     out = subprocess.run(
-        [str(cli), "key", "--namespace", namespace, "--version", str(version), "--json",
-         json.dumps(value)],
+        [
+            str(cli),
+            "key",
+            "--namespace",
+            namespace,
+            "--version",
+            str(version),
+            "--json",
+            json.dumps(value),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -46,14 +46,29 @@ def test_issue_example(keyring):
 def test_interop_with_the_cli_local(keyring, larder_cli):
     env = larder.Envelope(larder.LocalKeyring(keyring))
     ct = env.encrypt_text("010-1234-5678", CTX)
-    out = cli(larder_cli, "decrypt", "--keyring", str(keyring), "--text", *ctx_args(CTX),
-              input=ct.encode())
+    out = cli(
+        larder_cli,
+        "decrypt",
+        "--keyring",
+        str(keyring),
+        "--text",
+        *ctx_args(CTX),
+        input=ct.encode(),
+    )
     assert out.decode().strip() == "010-1234-5678"
-    rust_ct = cli(larder_cli, "encrypt", "--keyring", str(keyring), "--text", *ctx_args(CTX),
-                  input=b"hong@example.com")
+    rust_ct = cli(
+        larder_cli,
+        "encrypt",
+        "--keyring",
+        str(keyring),
+        "--text",
+        *ctx_args(CTX),
+        input=b"hong@example.com",
+    )
     assert env.decrypt_text(rust_ct.decode().strip(), CTX) == "hong@example.com"
-    rust_bin = cli(larder_cli, "encrypt", "--keyring", str(keyring), *ctx_args(CTX),
-                   input=b"\x01\x02\x03")
+    rust_bin = cli(
+        larder_cli, "encrypt", "--keyring", str(keyring), *ctx_args(CTX), input=b"\x01\x02\x03"
+    )
     assert env.decrypt(rust_bin, CTX) == b"\x01\x02\x03"
 
 
@@ -74,7 +89,13 @@ def test_context_and_tampering_are_decryption_errors(keyring):
     for n in range(len(raw)):
         with pytest.raises(larder.DecryptionError):
             env.decrypt(raw[:n], CTX)
-    for junk in ["", "lv1.", "lv1.!!!", "nope", "lv1." + base64.urlsafe_b64encode(b"x" * 80).decode()]:
+    for junk in [
+        "",
+        "lv1.",
+        "lv1.!!!",
+        "nope",
+        "lv1." + base64.urlsafe_b64encode(b"x" * 80).decode(),
+    ]:
         with pytest.raises(larder.DecryptionError):
             env.decrypt_text(junk, CTX)
     assert issubclass(larder.DecryptionError, larder.EnvelopeError)
@@ -137,11 +158,19 @@ def test_kms_round_trip_and_cli_interop(moto, larder_cli):
         "AWS_REGION": "us-east-1",
     }
     kms = ["--kms", f"aws:{key}", "--kms-endpoint", moto.endpoint]
-    out = cli(larder_cli, "decrypt", *kms, "--text", *ctx_args(CTX), input=ct.encode(),
-              env_extra=aws_env)
+    out = cli(
+        larder_cli, "decrypt", *kms, "--text", *ctx_args(CTX), input=ct.encode(), env_extra=aws_env
+    )
     assert out.decode().strip() == "010-1234-5678"
-    rust_ct = cli(larder_cli, "encrypt", *kms, "--text", *ctx_args(CTX), input=b"01099998888",
-                  env_extra=aws_env)
+    rust_ct = cli(
+        larder_cli,
+        "encrypt",
+        *kms,
+        "--text",
+        *ctx_args(CTX),
+        input=b"01099998888",
+        env_extra=aws_env,
+    )
     assert env.decrypt_text(rust_ct.decode().strip(), CTX) == "01099998888"
     with pytest.raises(larder.DecryptionError):
         env.decrypt_text(ct, {"table": "other"})
@@ -149,8 +178,11 @@ def test_kms_round_trip_and_cli_interop(moto, larder_cli):
 
 def test_kms_unreachable_is_a_keyring_error():
     env = larder.Envelope(
-        larder.AwsKmsKeyring("arn:aws:kms:us-east-1:123456789012:key/x",
-                             endpoint_url="http://127.0.0.1:9", region="us-east-1")
+        larder.AwsKmsKeyring(
+            "arn:aws:kms:us-east-1:123456789012:key/x",
+            endpoint_url="http://127.0.0.1:9",
+            region="us-east-1",
+        )
     )
     with pytest.raises(larder.KeyringError):
         env.encrypt_text("x", CTX)

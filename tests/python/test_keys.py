@@ -105,9 +105,9 @@ def _variant(v):
         fields = [(name, _width(val)) for name, val in v["fields"]]
         values = [next(iter(val.values())) for _, val in v["fields"]]
     cls = dataclasses.make_dataclass(v["variant"], fields)
-    larder.stable(name=v["name"], version=v["version"], variant=v["variant"], tuple=shape == "tuple")(
-        cls
-    )
+    larder.stable(
+        name=v["name"], version=v["version"], variant=v["variant"], tuple=shape == "tuple"
+    )(cls)
     return cls(*values)
 
 
@@ -248,7 +248,10 @@ def test_decimal_is_normalized():
     assert ks.key(Decimal("100")) == ks.key(Decimal("1E+2"))
     assert ks.key(Decimal("-0.0")) == ks.key(Decimal("0"))
     # rust_decimal's layout: i128 mantissa, u32 scale.
-    assert ks.encode(Decimal("-12.345")).hex() == "63" + (-12345).to_bytes(16, "little", signed=True).hex() + "03000000"
+    assert (
+        ks.encode(Decimal("-12.345")).hex()
+        == "63" + (-12345).to_bytes(16, "little", signed=True).hex() + "03000000"
+    )
     for bad in ("NaN", "Infinity", "1E-40", "1E+40"):
         with pytest.raises(larder.KeyEncodingError):
             ks.key(Decimal(bad))
@@ -267,10 +270,13 @@ def test_datetimes():
     secs = int(b.timestamp())
     assert ks.encode(b)[1:9] == secs.to_bytes(8, "little", signed=True)
     pre = dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=utc)
-    assert ks.encode(pre)[1:].hex() == (-1).to_bytes(8, "little", signed=True).hex() + (
-        500_000_000
-    ).to_bytes(4, "little").hex()
-    assert ks.encode(dt.date(2026, 11, 30)).hex() == "62" + (2026).to_bytes(4, "little").hex() + "0b1e"
+    assert (
+        ks.encode(pre)[1:].hex()
+        == (-1).to_bytes(8, "little", signed=True).hex() + (500_000_000).to_bytes(4, "little").hex()
+    )
+    assert (
+        ks.encode(dt.date(2026, 11, 30)).hex() == "62" + (2026).to_bytes(4, "little").hex() + "0b1e"
+    )
     assert ks.key(dt.time(9, 30)) != ks.key(dt.time(9, 31))
     with pytest.raises(larder.KeyEncodingError, match="tzinfo"):
         ks.key(dt.time(9, 30, tzinfo=utc))

@@ -256,8 +256,21 @@ def test_threads_single_flight_and_shared_exceptions(cache_url):
 
 def test_values_round_trip_and_unsupported_values():
     cache = larder.Cache("local")
-    values = [None, True, 0, -5, 2**64 - 1, -(2**64), 1.5, "한글", b"\x00\xff", [1, [2]], {"a": {"b": None}},
-              {1: "int key"}, {(1, 2): "tuple key"}]
+    values = [
+        None,
+        True,
+        0,
+        -5,
+        2**64 - 1,
+        -(2**64),
+        1.5,
+        "한글",
+        b"\x00\xff",
+        [1, [2]],
+        {"a": {"b": None}},
+        {1: "int key"},
+        {(1, 2): "tuple key"},
+    ]
 
     @larder.memoize(namespace="t.values", cache=cache)
     def ident(i):
@@ -325,8 +338,11 @@ def test_forged_and_foreign_entries_are_misses(tmp_path):
     assert f(1) == "genuine"
     key = f.key(1)
     db = sqlite3.connect(path)
-    (table,) = [r[0] for r in db.execute("select name from sqlite_master where type='table'")
-                if "entr" in r[0]]
+    (table,) = [
+        r[0]
+        for r in db.execute("select name from sqlite_master where type='table'")
+        if "entr" in r[0]
+    ]
     cols = [r[1] for r in db.execute(f"pragma table_info({table})")]
     value_col = next(c for c in cols if c in ("value", "frame", "data"))
     (frame,) = db.execute(f"select {value_col} from {table} where key=?", (key,)).fetchone()

@@ -18,8 +18,16 @@ def run_fleet(url: str, counter: str, tmp_path: Path, processes=4, calls=250, in
     start = tmp_path / f"start-{uuid.uuid4().hex}"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "memo_worker.py"), url, counter, str(start), str(seed),
-             str(calls), str(inputs)],
+            [
+                sys.executable,
+                str(HERE / "memo_worker.py"),
+                url,
+                counter,
+                str(start),
+                str(seed),
+                str(calls),
+                str(inputs),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -29,7 +37,7 @@ def run_fleet(url: str, counter: str, tmp_path: Path, processes=4, calls=250, in
     time.sleep(1.0)  # let every worker import larder and open the tier
     start.touch()
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
     return [int(o.split()[1]) for o, _ in outs]
 

@@ -52,14 +52,21 @@ def peer(binary: Path, url: str, *args: str) -> str:
 
 @pytest.mark.parametrize("tier", ["sqlite", "redis"])
 def test_python_and_rust_share_entries(cbor_peer, tier, tmp_path, request):
-    url = f"sqlite:{tmp_path / 'mixed.db'}" if tier == "sqlite" else request.getfixturevalue("redis").url
+    url = (
+        f"sqlite:{tmp_path / 'mixed.db'}"
+        if tier == "sqlite"
+        else request.getfixturevalue("redis").url
+    )
     cache = larder.Cache(url)
     calls = []
 
     @larder.memoize(namespace="loan_calc", version=1, cache=cache)
     def quote(q: LoanQuote):
         calls.append(q)
-        return {"monthly_won": q.amount_won * q.rate_bp // 10000 // q.term_months, "currency": "KRW"}
+        return {
+            "monthly_won": q.amount_won * q.rate_bp // 10000 // q.term_months,
+            "currency": "KRW",
+        }
 
     # Python computes and stores; the Rust service reads the same entry (same key, CBOR).
     q = LoanQuote(7, 5_000_000, 450, 36)

@@ -72,6 +72,18 @@ create_exception!(
     "A value could not be masked (not a phone number, e-mail or name)."
 );
 
+/// Runs in the child after `os.fork()` (registered with `os.register_at_fork` by the package),
+/// on the thread that forked — the only thread a child has. That thread's `rand` generator
+/// (where envelope nonces and local data keys come from) is a byte-for-byte copy of the
+/// parent's, so every child would draw the same "random" bytes: reseed it from the OS.
+/// Envelopes and caches themselves are rebuilt per process id on first use.
+#[pyfunction]
+fn after_fork_in_child() -> PyResult<()> {
+    rand::rng()
+        .reseed()
+        .map_err(|e| LarderError::new_err(format!("cannot reseed the random generator after fork: {e}")))
+}
+
 #[allow(unsafe_code)] // PyO3's module entry point (`PyInit__larder`) is an `extern "C"` FFI function.
 #[pymodule]
 fn _larder(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -109,6 +121,7 @@ fn _larder(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(envelope::mask_phone, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::mask_email, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::mask_name, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
