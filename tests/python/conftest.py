@@ -84,7 +84,7 @@ class Redis:
         ]
         if cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        self.log = open(self.dir / "redis.log", "ab")  # noqa: SIM115
+        self.log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
 
         def up() -> bool:
@@ -164,7 +164,7 @@ class Moto:
             )
         self.port = free_port()
         self.recording = workdir / "requests.jsonl"
-        self.log = open(workdir / "moto.log", "ab")  # noqa: SIM115
+        self.log = open(workdir / "moto.log", "ab")
         env = dict(
             os.environ,
             MOTO_ENABLE_RECORDING="true",
@@ -252,7 +252,7 @@ def cargo_build(args: list[str], artifact: Path) -> Path:
 @pytest.fixture(scope="session")
 def larder_cli() -> Path:
     """The Rust `larder` command (``$LARDER_CLI``, else built with cargo)."""
-    if os.environ.get("LARDER_CLI"):
+    if os.environ.get("LARDER_CLI") and os.path.exists(os.environ["LARDER_CLI"]):
         return Path(os.environ["LARDER_CLI"])
     return cargo_build(["-p", "larder-cli"], TARGET / "debug" / "larder")
 
@@ -260,6 +260,8 @@ def larder_cli() -> Path:
 @pytest.fixture(scope="session")
 def cbor_peer() -> Path:
     """The Rust service side of the value interop test (crates/larder-cache/examples)."""
+    if os.environ.get("LARDER_CBOR_PEER") and os.path.exists(os.environ["LARDER_CBOR_PEER"]):
+        return Path(os.environ["LARDER_CBOR_PEER"])
     return cargo_build(
         ["-p", "larder-cache", "--features", "cbor", "--example", "cbor_peer"],
         TARGET / "debug" / "examples" / "cbor_peer",

@@ -61,7 +61,7 @@ struct CacheOpts {
 fn secs(name: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if (0.0..1e9).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => Err(PyValueError::new_err(format!("{name} must be a number of seconds >= 0, got {s}"))),
     }
 }
