@@ -49,6 +49,7 @@ tiers have their own bounds.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -85,6 +86,16 @@ _JOIN_RETRIES = 20
 _caches: dict[tuple, Any] = {}
 _memos: OrderedDict[tuple, Any] = OrderedDict()
 _registry_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at fork(); the child has no such thread.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _shared_cache(location: str, secret: Any, kwargs: dict[str, Any]):
@@ -211,8 +222,18 @@ class LarderCache(BaseCache):
     def _write(self, key: str, value: Any, ttl: float | None) -> None:
         if ttl is None:
             self._read_memo().invalidate((key,))
-        else:
+            return
+        try:
             self._memo(ttl).prime((key,), value)
+        except TypeError as e:
+            if self._pickle:
+                raise
+            raise TypeError(
+                f"LarderCache stores None, bool, int, float, str, bytes, list and dict values "
+                f"(larder's CBOR codec), not a {type(value).__module__}.{type(value).__qualname__}"
+                f": set OPTIONS PICKLE=True with a secret to store any picklable value "
+                f"(cache_page needs it; see docs/django.md)"
+            ) from e
 
     # -- Django's cache API ---------------------------------------------------------------
 

@@ -143,7 +143,7 @@ def test_safe_codec_by_default(lc, make):
     class Obj:
         pass
 
-    with pytest.raises(TypeError, match="pickle"):
+    with pytest.raises(TypeError, match="PICKLE=True"):
         c.set("obj", Obj())
     assert c.get("obj") is None
     c.set("tuple", (1, 2))
@@ -274,3 +274,71 @@ def test_django_redis_get_or_set_is_not(lc, redis_server):
     n, values = _stampede("django", redis_server.url, redis_server)
     assert len(values) == 32
     assert n > 1
+
+
+def _forked_child(location: str, counter_url: str, key: str, start_at: float, out) -> None:
+    # Runs in a child forked from a parent whose LarderCache is already built and connected.
+    import redis as redis_py
+    from django.core.cache import caches
+
+    c = caches["forked"]
+    counter = redis_py.Redis.from_url(counter_url)
+
+    def compute():
+        counter.incr("fork-computations")
+        time.sleep(0.3)
+        return "computed once"
+
+    time.sleep(max(0.0, start_at - time.time()))
+    out.put((c.get("warm"), c.get_or_set(key, compute, 60)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="larder bug (docs/django.md, Known issue): a larder.Cache with a Redis tier used "
+    "before fork() hangs (redis only) or segfaults (local+redis) in the child",
+)
+def test_works_in_children_forked_after_use(lc, redis_server):
+    # gunicorn --preload with an app that touches the cache at import time (warming, checks):
+    # the workers are forked from a process whose LarderCache is built and connected.
+    import multiprocessing
+    import queue
+
+    from django.conf import settings as dj_settings
+    from django.core.cache import caches
+
+    dj_settings.CACHES["forked"] = {
+        "BACKEND": "larder.django.LarderCache",
+        "LOCATION": f"local:100,{redis_server.url}",
+    }
+    parent = caches["forked"]
+    parent.set("warm", "from the parent")  # builds the cache and connects before the fork
+    assert parent.get("warm") == "from the parent"
+    redis_server.client().delete("fork-computations")
+    key = f"forked-{time.time_ns()}"
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    start_at = time.time() + 1.5
+    procs = [
+        ctx.Process(target=_forked_child, args=(None, redis_server.url, key, start_at, out))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = []
+        for _ in procs:
+            try:
+                results.append(out.get(timeout=15))
+            except queue.Empty:
+                codes = [p.exitcode for p in procs]
+                raise AssertionError(
+                    f"forked children gave no answer; exit codes {codes}"
+                ) from None
+        assert results == [("from the parent", "computed once")] * 4
+        assert int(redis_server.client().get("fork-computations")) == 1
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
