@@ -161,10 +161,18 @@ def memoize(
             wrapper = _async_wrapper(func, binder, memo)
         else:
 
+            n_params = binder.n if binder.simple else -1
+            skip_first = binder.skip_first
+
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 m = state[0] or memo()
-                return m.call(binder(args, kwargs), func, args, kwargs)
+                if not kwargs and len(args) == n_params:
+                    # The common call: every parameter given positionally (no binding needed).
+                    values = args[1:] if skip_first else args
+                else:
+                    values = binder(args, kwargs)
+                return m.call(values, func, args, kwargs)
 
             def refresh(*args: Any, **kwargs: Any) -> Any:
                 return memo().refresh(
