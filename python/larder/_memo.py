@@ -160,7 +160,6 @@ def memoize(
         if inspect.iscoroutinefunction(func):
             wrapper = _async_wrapper(func, binder, memo)
         else:
-
             n_params = binder.n if binder.simple else -1
             skip_first = binder.skip_first
 
