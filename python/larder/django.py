@@ -177,7 +177,12 @@ class LarderCache(BaseCache):
             )
         self._location = location
         # Fail now on a bad namespace, not at the first request.
-        self._read_memo()
+        try:
+            self._read_memo()
+        except (_larder.LarderError, ValueError) as e:
+            raise ImproperlyConfigured(
+                f"LarderCache OPTIONS NAMESPACE {self._namespace!r}: {e}"
+            ) from e
 
     # -- plumbing -------------------------------------------------------------------------
 

@@ -158,6 +158,8 @@ def test_pickle_needs_a_secret(lc, redis_server, monkeypatch):
         lc.LarderCache(redis_server.url, {"OPTIONS": {"PIKLE": True}})
     with pytest.raises(ImproperlyConfigured):
         lc.LarderCache("", {})
+    with pytest.raises(ImproperlyConfigured, match="NAMESPACE"):
+        lc.LarderCache(redis_server.url, {"OPTIONS": {"NAMESPACE": "bad namespace:{"}})
 
 
 def test_pickle_with_secret_and_forged_entries(make, redis_server):
