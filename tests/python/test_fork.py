@@ -164,3 +164,42 @@ def test_memo_once_per_input_across_forked_children(tmp_path):
             time.sleep(0.05)
     computed = sorted(int(x) for x in counter.read_text().split())
     assert computed == list(range(50)), f"{len(computed)} computations for 50 inputs"
+
+
+_MEMO: dict[str, object] = {}
+
+
+def _mp_memo_child(n: int) -> int:
+    f = _MEMO["f"]
+    order = list(range(50))
+    for x in order[n:] + order[:n]:
+        assert f(x) == {"x": x}  # type: ignore[operator]
+    return os.getpid()
+
+
+def test_memo_once_per_input_with_multiprocessing_fork(tmp_path):
+    counter = tmp_path / "computed.log"
+    cache = larder.Cache(f"local:1000,sqlite:{tmp_path / 'mp.db'}", lease_wait=30)
+
+    @larder.memoize(namespace="t.mpfork", ttl=600, cache=cache)
+    def f(x):
+        fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, f"{x}\n".encode())
+        os.close(fd)
+        time.sleep(0.05)
+        return {"x": x}
+
+    for x in range(10):
+        f(x)
+    _MEMO["f"] = f
+    pool = multiprocessing.get_context("fork").Pool(CHILDREN)
+    try:
+        res = pool.map_async(_mp_memo_child, range(CHILDREN), 1)
+        res.get(timeout=60)
+    except multiprocessing.TimeoutError:
+        raise AssertionError("a multiprocessing child hung using the memo cache") from None
+    finally:
+        pool.terminate()
+        pool.join()
+    computed = sorted(int(x) for x in counter.read_text().split())
+    assert computed == list(range(50)), f"{len(computed)} computations for 50 inputs"
