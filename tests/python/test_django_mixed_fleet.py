@@ -34,7 +34,8 @@ def _build_rust_quote() -> Path:
     cargo = shutil.which("cargo")
     if cargo is None:
         pytest.fail("cargo is needed to build examples/rust-quote (install Rust with rustup)")
-    env = dict(os.environ, CARGO_TARGET_DIR=str(ROOT / "target"))
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
     manifest = ROOT / "examples" / "rust-quote" / "Cargo.toml"
     r = subprocess.run(
         [cargo, "build", "--quiet", "--manifest-path", str(manifest)],
@@ -44,7 +45,7 @@ def _build_rust_quote() -> Path:
         timeout=1800,
     )
     assert r.returncode == 0, f"cargo build of examples/rust-quote failed:\n{r.stderr[-4000:]}"
-    return ROOT / "target" / "debug" / "rust-quote"
+    return target / "debug" / "rust-quote"
 
 
 class RustQuote:
