@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers, installing what is missing:
 #   - redis-server / redis-cli from Debian's packages (tests start their own servers),
-#   - moto[server] from PyPI into ./.venv (the AWS KMS wire protocol for the envelope tests).
+#   - moto[server] from PyPI into ./.venv (the AWS KMS wire protocol for the envelope tests),
+#   - for the Python package (crates/larder-py + python/larder): maturin, pytest, ruff and the
+#     test clients from tests/python/requirements*.txt into ./.venv; the extension is built once
+#     (debug) with `maturin develop`, then ruff and pytest run over tests/python.
 # Works on a fresh Debian machine with only the Rust toolchain and Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,15 +30,32 @@ fi
 # The package starts a system-wide server on 6379; the tests never use it (they start their own
 # on free ports and unix sockets), so it is left alone.
 
-if ! .venv/bin/moto_server --help >/dev/null 2>&1; then
-  echo "== installing moto[server] into .venv (PyPI)"
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'moto[server]>=5,<6'
-fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# pip leaves satisfied requirements alone (no download when everything is there).
+echo "== Python test tools into .venv (PyPI): tests/python/requirements*.txt"
+.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt \
+  $( [ -f tests/python/requirements-django.txt ] && echo -r tests/python/requirements-django.txt )
+for tool in moto_server maturin pytest ruff; do
+  [ -x ".venv/bin/$tool" ] || { echo "error: .venv/bin/$tool is missing after pip install" >&2; exit 1; }
+done
 
 export LARDER_REDIS_SERVER="$(command -v redis-server)"
 export LARDER_REDIS_CLI="$(command -v redis-cli)"
 export LARDER_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
+# larder-py is a Python extension (no Rust tests of its own; clippy checks it): it is built
+# below by maturin, so cargo does not build it twice with different PyO3 settings.
 echo "== cargo test --workspace --all-features"
-cargo test --workspace --all-features "$@"
+cargo test --workspace --all-features --exclude larder-py "$@"
+
+echo "== Python: maturin develop (debug build of crates/larder-py into .venv)"
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet
+echo "== Python: ruff check + ruff format --check"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+# The Rust binaries the cross-language tests run were built by cargo test above.
+export LARDER_CLI="$PWD/target/debug/larder"
+export LARDER_CBOR_PEER="$PWD/target/debug/examples/cbor_peer"
+echo "== Python: pytest tests/python"
+# Exit code 5 (no tests collected) fails this script like any other failure.
+.venv/bin/python -m pytest tests/python -q

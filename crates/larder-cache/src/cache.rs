@@ -82,6 +82,7 @@ pub(crate) struct Options {
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) codec: crate::codec::ValueCodec,
 }
 
 impl Default for Options {
@@ -98,6 +99,7 @@ impl Default for Options {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
+            codec: crate::codec::ValueCodec::Postcard,
         }
     }
 }
@@ -248,6 +250,14 @@ impl CacheBuilder {
     /// Poll interval for tiers that wait by polling (SQLite; default 10 ms).
     pub fn poll_interval(mut self, t: Duration) -> Self {
         self.opts.poll_interval = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How values are serialized in shared-tier frames (default postcard; `ValueCodec::Cbor`
+    /// with feature `cbor` for caches shared with other languages). Reads follow each frame's
+    /// own flag, whatever this is set to.
+    pub fn value_codec(mut self, codec: crate::codec::ValueCodec) -> Self {
+        self.opts.codec = codec;
         self
     }
 
@@ -916,7 +926,7 @@ impl Inner {
 
     fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8]) -> Option<(V, FrameMeta, u32)> {
         match frame::open(&self.mac, text, bytes) {
-            Ok(fr) => match postcard::from_bytes::<V>(fr.payload) {
+            Ok(fr) => match crate::codec::decode::<V>(fr.flags, fr.payload) {
                 Ok(v) => Some((v, fr.meta, u32::try_from(fr.payload.len()).unwrap_or(u32::MAX))),
                 Err(e) => {
                     self.corrupt(text, &e.to_string());
@@ -988,7 +998,7 @@ impl Inner {
     fn prepare<V: CacheValue>(&self, v: &V, ttl: Duration, delta_ms: u32) -> Option<(Vec<u8>, FrameMeta)> {
         let ttl = self.jittered(ttl);
         let meta = FrameMeta { written_ms: unix_ms(), ttl_ms: ms(ttl), delta_ms };
-        let payload = match postcard::to_allocvec(v) {
+        let payload = match self.opts.codec.encode(v) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cache value could not be serialized; not stored");
@@ -1006,7 +1016,10 @@ impl Inner {
     /// Frames and writes a prepared value to the shared tier (failures counted, not raised).
     async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta) {
         let Some(tier) = self.shared() else { return };
-        let Ok(framed) = frame::seal(&self.mac, text, meta, payload) else { return };
+        let Ok(framed) = frame::seal_with_flags(&self.mac, text, meta, self.opts.codec.flags(), payload)
+        else {
+            return;
+        };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
         if self.tier_call(tier.set(text, &framed, keep)).await.is_ok() {
             bump(&self.counters.shared_writes);
@@ -1096,7 +1109,7 @@ impl Inner {
                     if fresh_but_due.is_none() {
                         if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
                             if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
-                                if let Ok(v) = postcard::from_bytes::<V>(fr.payload) {
+                                if let Ok(v) = crate::codec::decode::<V>(fr.flags, fr.payload) {
                                     if unix_ms() < fr.meta.expires_ms() {
                                         let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
                                         self.release(Some(&text), Some(token)).await;

@@ -4,12 +4,12 @@
 //! offset  size  field
 //!  0      2     magic "LC" (0x4c 0x43)
 //!  2      1     version (1)
-//!  3      1     flags (all bits reserved, must be 0)
+//!  3      1     flags: 0x02 = CBOR payload (else postcard); every other bit reserved, must be 0
 //!  4      8     write time, unix milliseconds, u64 little-endian
 //! 12      8     TTL in milliseconds, u64 LE (expiry = write time + TTL)
 //! 20      4     compute time δ in milliseconds, u32 LE (for XFetch)
 //! 24      4     payload length n, u32 LE
-//! 28      n     payload (postcard)
+//! 28      n     payload (postcard, or CBOR when flag 0x02 is set)
 //! 28+n   32     MAC: keyed BLAKE3 over bytes 0..28, then u16 LE key-text length, the key text,
 //!               then the payload
 //! ```
@@ -26,6 +26,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 28;
 /// Length of the MAC.
 pub const MAC_LEN: usize = 32;
+/// Flag bit: the payload is CBOR (RFC 8949), the language-neutral codec, instead of postcard.
+pub const FLAG_CBOR: u8 = 0x02;
+/// Every flag bit this build understands; a frame with any other bit set is refused.
+pub const KNOWN_FLAGS: u8 = FLAG_CBOR;
 /// The BLAKE3 `derive_key` context for the MAC key (applied through `KeySecret::derive`).
 pub const MAC_KEY_CONTEXT: &str = "larder cache value mac v1";
 
@@ -123,15 +127,31 @@ pub struct Frame<'a> {
     pub meta: FrameMeta,
     /// The serialized value.
     pub payload: &'a [u8],
+    /// The flags byte ([`FLAG_CBOR`] says how the payload is serialized).
+    pub flags: u8,
 }
 
-/// Writes a frame for `payload` stored under `key`.
+/// Writes a frame for a postcard `payload` stored under `key`.
 pub fn seal(mac_key: &MacKey, key: &str, meta: FrameMeta, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    seal_with_flags(mac_key, key, meta, 0, payload)
+}
+
+/// Writes a frame with the given flags byte (e.g. [`FLAG_CBOR`]); unknown bits are refused.
+pub fn seal_with_flags(
+    mac_key: &MacKey,
+    key: &str,
+    meta: FrameMeta,
+    flags: u8,
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::BadFlags(flags));
+    }
     let n = u32::try_from(payload.len()).map_err(|_| FrameError::PayloadTooLong)?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + MAC_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
-    out.push(0);
+    out.push(flags);
     out.extend_from_slice(&meta.written_ms.to_le_bytes());
     out.extend_from_slice(&meta.ttl_ms.to_le_bytes());
     out.extend_from_slice(&meta.delta_ms.to_le_bytes());
@@ -163,7 +183,7 @@ pub fn open<'a>(mac_key: &MacKey, key: &str, bytes: &'a [u8]) -> Result<Frame<'a
     if header[2] != VERSION {
         return Err(FrameError::UnsupportedVersion(header[2]));
     }
-    if header[3] != 0 {
+    if header[3] & !KNOWN_FLAGS != 0 {
         return Err(FrameError::BadFlags(header[3]));
     }
     let meta = FrameMeta {
@@ -181,7 +201,7 @@ pub fn open<'a>(mac_key: &MacKey, key: &str, bytes: &'a [u8]) -> Result<Frame<'a
     if blake3::Hash::from(expected) != blake3::Hash::from_slice(mac).map_err(|_| FrameError::Truncated)? {
         return Err(FrameError::BadMac);
     }
-    Ok(Frame { meta, payload })
+    Ok(Frame { meta, payload, flags: header[3] })
 }
 
 #[cfg(test)]

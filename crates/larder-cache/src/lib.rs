@@ -74,6 +74,7 @@ extern crate self as larder_cache;
 
 mod breaker;
 mod cache;
+pub mod codec;
 pub mod config;
 mod flight;
 pub mod frame;
@@ -90,6 +91,7 @@ pub use cache::{
     default_cache, Cache, CacheBuilder, CacheError, CacheValue, Lookup, Pending, TierOptions,
     NO_BACKPLANE_LOCAL_TTL,
 };
+pub use codec::ValueCodec;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;

@@ -1,0 +1,1 @@
+"""A minimal Django site reproducing story A: a 100 ms loan quote memoized five ways."""
