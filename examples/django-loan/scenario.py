@@ -59,6 +59,12 @@ MODE_LABELS = {
 }
 
 
+# The value-MAC secret of every larder cache the tests open on Redis (larder refuses a Redis
+# tier without one: anyone who can write to the server could otherwise forge entries). It rides
+# in the tier URL (`?secret=HEX`, docs/cache.md), so key texts stay those of the default key.
+LARDER_MAC_SECRET = b"larder test mac secret, 32 bytes".hex()
+
+
 @dataclasses.dataclass(frozen=True)
 class Load:
     """The request pattern of one run."""
@@ -109,6 +115,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def larder_url(self) -> str:
+        """The URL larder caches use: the same server, with the value-MAC secret."""
+        return f"{self.url}?secret={LARDER_MAC_SECRET}"
 
     def start(self) -> None:
         log_path = self.workdir / f"redis-{self.name}.log"
@@ -370,8 +381,8 @@ def child_env(mode: str, cache: RedisServer, counter: RedisServer, load: Load) -
         LOAN_MEMO=mode,
         LOAN_REDIS_URL=cache.url,
         LOAN_COUNTER_URL=counter.url,
-        LOAN_LARDER_LOCATION=f"local:10000,{cache.url}",
-        LARDER_CACHE=f"local:10000,{cache.url}",
+        LOAN_LARDER_LOCATION=f"local:10000,{cache.larder_url}",
+        LARDER_CACHE=f"local:10000,{cache.larder_url}",
         LOAN_COMPUTE_MS=str(load.compute_ms),
     )
     return env

@@ -21,8 +21,6 @@ Errors: everything larder raises derives from :class:`LarderError`
 a value of the wrong Python type is a :class:`TypeError` that names the type and the fix.
 """
 
-import os as _os
-
 from . import _larder, mask
 from ._larder import (
     AwsKmsKeyring,

@@ -142,6 +142,19 @@ def _shared_item(location: str) -> str | None:
     return None
 
 
+# Query options larder reads from a tier URL and removes before the tier sees it; redis-py
+# must not see them either (it passes unknown options to its connection class).
+_LARDER_URL_OPTIONS = ("secret", "insecure_public_mac")
+
+
+def _without_larder_options(url: str) -> str:
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] not in _LARDER_URL_OPTIONS]
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
 class LarderCache(BaseCache):
     """Django's cache API on a larder cache (local tier, SQLite, Redis or Redis Cluster)."""
 
@@ -371,7 +384,7 @@ class LarderCache(BaseCache):
         if url.startswith("redis+unix://"):
             client = redis.Redis(unix_socket_path=unquote(urlparse(url).path), socket_timeout=5)
         else:
-            client = redis.Redis.from_url(url, socket_timeout=5)
+            client = redis.Redis.from_url(_without_larder_options(url), socket_timeout=5)
         pattern = "larder:{#" + re.sub(r"([*?\[\]\\])", r"\\\1", self._namespace) + ":v*"
         try:
             batch: list[bytes] = []

@@ -60,6 +60,12 @@ def wait_until(check, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# The value-MAC secret of every larder cache the tests open on Redis (larder refuses a Redis
+# tier without one: anyone who can write to the server could otherwise forge entries). It rides
+# in the tier URL (`?secret=HEX`, docs/cache.md), so key texts stay those of the default key.
+LARDER_MAC_SECRET = b"larder test mac secret, 32 bytes".hex()
+
+
 class Redis:
     """One redis-server on a free loopback port, no persistence."""
 
@@ -98,6 +104,11 @@ class Redis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def larder_url(self) -> str:
+        """The URL larder caches use: the same server, with the value-MAC secret."""
+        return f"{self.url}?secret={LARDER_MAC_SECRET}"
 
     def cmd(self, *args: str) -> str:
         out = subprocess.run(
@@ -144,7 +155,8 @@ def redis_cluster(tmp_path_factory):
             30,
             "the cluster to be ok",
         )
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        nodes_list = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        yield f"redis+cluster://{nodes_list}?secret={LARDER_MAC_SECRET}"
     finally:
         for n in nodes:
             n.stop()

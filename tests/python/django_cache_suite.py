@@ -212,7 +212,7 @@ def main() -> int:
         try:
             work = Path(tmp) / "suite"
             work.mkdir()
-            res = run_suite(redis.url, work)
+            res = run_suite(redis.larder_url, work)
         finally:
             redis.stop()
     print(res.output)

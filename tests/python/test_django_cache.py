@@ -63,7 +63,7 @@ def make(lc, redis_server):
     made = []
 
     def _make(location=None, **params):
-        c = lc.LarderCache(location or redis_server.url, params)
+        c = lc.LarderCache(location or redis_server.larder_url, params)
         made.append(c)
         return c
 
@@ -155,11 +155,11 @@ def test_pickle_needs_a_secret(lc, redis_server, monkeypatch):
     with pytest.raises(ImproperlyConfigured, match="secret"):
         lc.LarderCache(redis_server.url, {"OPTIONS": {"PICKLE": True}})
     with pytest.raises(ImproperlyConfigured, match="unknown OPTIONS"):
-        lc.LarderCache(redis_server.url, {"OPTIONS": {"PIKLE": True}})
+        lc.LarderCache(redis_server.larder_url, {"OPTIONS": {"PIKLE": True}})
     with pytest.raises(ImproperlyConfigured):
         lc.LarderCache("", {})
     with pytest.raises(ImproperlyConfigured, match="NAMESPACE"):
-        lc.LarderCache(redis_server.url, {"OPTIONS": {"NAMESPACE": "bad namespace:{"}})
+        lc.LarderCache(redis_server.larder_url, {"OPTIONS": {"NAMESPACE": "bad namespace:{"}})
 
 
 def test_pickle_with_secret_and_forged_entries(make, redis_server):
@@ -197,7 +197,7 @@ def test_clear_drops_only_its_namespace(make):
 def test_clear_reaches_other_processes_local_tiers(make, redis_server, tmp_path):
     # Another process with a local tier reads the entry, this process clears, and the other
     # process must miss afterwards (Redis invalidation backplane).
-    loc = f"local:1000,{redis_server.url}"
+    loc = f"local:1000,{redis_server.larder_url}"
     c = make(loc)
     c.set("shared", "v1")
     script = (
@@ -224,7 +224,7 @@ def test_clear_reaches_other_processes_local_tiers(make, redis_server, tmp_path)
 
 
 def test_fail_open_when_redis_is_down(lc):
-    url = f"redis://127.0.0.1:{scenario.free_port()}/0"
+    url = f"redis://127.0.0.1:{scenario.free_port()}/0?secret={scenario.LARDER_MAC_SECRET}"
     c = lc.LarderCache(url, {"OPTIONS": {"op_timeout": 0.2}})
     c.set("k", 1)  # no exception
     assert c.get("k") is None
@@ -264,7 +264,7 @@ def _stampede(backend: str, location: str, redis_server, processes=4, threads=8)
 
 
 def test_get_or_set_is_single_flight_across_processes(lc, redis_server):
-    n, values = _stampede("larder", redis_server.url, redis_server)
+    n, values = _stampede("larder", redis_server.larder_url, redis_server)
     assert len(values) == 32
     assert all(v == {"answer": 42, "by": "one computation"} for v in values)
     assert n == 1, f"{n} computations for one key from 4 processes x 8 threads"
@@ -321,10 +321,6 @@ print(json.dumps(results))
 """
 
 
-@pytest.mark.xfail(
-    reason="larder bug (docs/django.md, Known issue): a larder.Cache with a shared tier used "
-    "before fork() hangs or crashes in the child",
-)
 def test_works_in_children_forked_after_use(lc, redis_server):
     # gunicorn --preload with an app that touches the cache at import time (warming, checks):
     # the workers are forked from a process whose LarderCache is built and connected. Run in
@@ -334,7 +330,7 @@ def test_works_in_children_forked_after_use(lc, redis_server):
 
     redis_server.client().delete("fork-computations")
     key = f"forked-{time.time_ns()}"
-    location = f"local:100,{redis_server.url}"
+    location = f"local:100,{redis_server.larder_url}"
     p = subprocess.Popen(
         [sys.executable, "-c", FORK_SCRIPT, location, key, redis_server.url],
         stdout=subprocess.PIPE,

@@ -33,8 +33,8 @@ def test_django_cache_tests_pass_on_larder_cache(tmp_path, capsys, tiers):
     server.start()
     try:
         location = {
-            "redis": server.url,
-            "local+redis": f"local:1000,{server.url}",
+            "redis": server.larder_url,
+            "local+redis": f"local:1000,{server.larder_url}",
             "sqlite": f"sqlite:{tmp_path / 'cache.db'}",
         }[tiers]
         work = tmp_path / "suite"

@@ -87,7 +87,7 @@ def fleet(tmp_path_factory):
         env = scenario.child_env("larder", sc.cache, sc.counter, scenario.Load())
         # One worker: its local tier is the one an invalidation from Rust must reach.
         django_app = scenario.Instance(work, "django", env, preload=False, workers=1)
-        rust = RustQuote(binary, f"local:1000,{sc.cache.url}")
+        rust = RustQuote(binary, f"local:1000,{sc.cache.larder_url}")
         try:
             django_app.wait_ready()
             yield sc, django_app, rust
@@ -148,7 +148,7 @@ def test_invalidations_reach_the_other_sides_local_tier(fleet):
         namespace="loan_calc",
         version=1,
         ttl=600,
-        cache=larder.Cache(f"local:100,{sc.cache.url}", secret=None),
+        cache=larder.Cache(f"local:100,{sc.cache.larder_url}", secret=None),
     )
     def loan_quote(user_id, amount, rate, term):
         raise AssertionError("not called")

@@ -12,6 +12,7 @@ from typing import Annotated
 import pytest
 
 import larder
+from conftest import LARDER_MAC_SECRET
 
 SECRET = "00112233445566778899aabbccddeeff"
 
@@ -34,7 +35,7 @@ def cache_url(request, tmp_path):
     if request.param == "sqlite":
         return f"local:1000,sqlite:{tmp_path / 'memo.db'}"
     if request.param == "redis":
-        return "local:1000," + request.getfixturevalue("redis").url
+        return "local:1000," + request.getfixturevalue("redis").larder_url
     return "local:1000," + request.getfixturevalue("redis_cluster")
 
 
@@ -362,7 +363,7 @@ def test_forged_and_foreign_entries_are_misses(tmp_path):
 
 
 def test_fail_open_when_the_shared_tier_is_down():
-    cache = larder.Cache("redis://127.0.0.1:9", op_timeout=0.2)
+    cache = larder.Cache(f"redis://127.0.0.1:9?secret={LARDER_MAC_SECRET}", op_timeout=0.2)
     n = []
 
     @larder.memoize(namespace="t.down", cache=cache)

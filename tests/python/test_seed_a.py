@@ -55,7 +55,7 @@ def test_seed_a_sqlite(tmp_path):
 def test_seed_a_redis(shared, request, redis, tmp_path):
     import redis as redis_py
 
-    url = redis.url if shared == "redis" else request.getfixturevalue("redis_cluster")
+    url = redis.larder_url if shared == "redis" else request.getfixturevalue("redis_cluster")
     counter_key = f"seed_a_computations_{uuid.uuid4().hex}"
     per_process = run_fleet(f"local:1000,{url}", f"{redis.url}/{counter_key}", tmp_path)
     computed = int(redis_py.Redis.from_url(redis.url).get(counter_key) or 0)

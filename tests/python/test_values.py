@@ -55,7 +55,7 @@ def test_python_and_rust_share_entries(cbor_peer, tier, tmp_path, request):
     url = (
         f"sqlite:{tmp_path / 'mixed.db'}"
         if tier == "sqlite"
-        else request.getfixturevalue("redis").url
+        else request.getfixturevalue("redis").larder_url
     )
     cache = larder.Cache(url)
     calls = []

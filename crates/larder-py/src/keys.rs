@@ -919,8 +919,9 @@ pub(crate) struct PyKeySpace {
 #[pymethods]
 impl PyKeySpace {
     /// `namespace`: 1–64 bytes of `[a-z0-9_.-]`; `version`: 0..2**32-1; `secret`: bytes
-    /// (≥ 16) or hex text keying the digest (default: none, the documented default key;
-    /// `LARDER_KEY_SECRET` is not read here — `larder.memoize` reads it, as in Rust).
+    /// (≥ 16) or hex text keying the digest (default: `LARDER_KEY_SECRET` when set, read once
+    /// per process like Rust's `KeySpace::new` and `larder.memoize`, else the documented
+    /// default key).
     #[new]
     #[pyo3(signature = (namespace, version, secret=None, max_encoded_len=None))]
     fn new(
