@@ -759,6 +759,26 @@ impl Cache {
     {
         block_on(self.invalidate(space, args))
     }
+
+    /// A [`Pending`] call for `args` that skips the local lookup: finish it with
+    /// [`Pending::refresh`] (compute now and overwrite the entry everywhere) or, like a miss,
+    /// with [`Pending::compute`]. The arguments are encoded here, so the function given to
+    /// the `Pending` may take them by value.
+    pub fn pending<A>(&self, space: &KeySpace, args: &A, ttl: Duration) -> Pending
+    where
+        A: StableKey + ?Sized,
+    {
+        let key = match larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            LocalKey::new(space.prefix(), enc)
+        }) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
+                None
+            }
+        };
+        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None }
+    }
 }
 
 /// Runs a future to completion from sync code: on the cache's runtime when this thread is
@@ -1180,6 +1200,87 @@ impl Pending {
             Ok(v) => v,
             Err(never) => match never {},
         }
+    }
+
+    /// Runs `f` now, whatever is cached, and stores its value in every tier (replacing the
+    /// entry; other processes drop their local copies through the backplane). No lease is
+    /// taken: a computation of the same key already running elsewhere may store its value
+    /// after this one.
+    pub async fn refresh<V, F, Fut>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        match self.try_refresh(|| async move { Ok::<V, Infallible>(f().await) }).await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`refresh`](Self::refresh) for a fallible function: an `Ok` replaces the entry,
+    /// an `Err` is returned and leaves the entry as it was.
+    pub async fn try_refresh<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let start = Instant::now();
+        let r = f()
+            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+            .await;
+        let took = start.elapsed();
+        let inner = self.cache.inner.clone();
+        inner.count_computation(took);
+        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+            inner.store(&key, Some(&text), v, self.ttl, delta, self.cache.local_cap).await;
+            inner.publish(&text).await;
+        }
+        r
+    }
+
+    /// Blocking twin of [`refresh`](Self::refresh): `f` runs on the calling thread.
+    pub fn refresh_blocking<V, F>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.try_refresh_blocking(|| Ok::<V, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Blocking twin of [`try_refresh`](Self::try_refresh).
+    pub fn try_refresh_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let start = Instant::now();
+        let r = f();
+        let took = start.elapsed();
+        let inner = self.cache.inner.clone();
+        inner.count_computation(took);
+        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+            let cap = self.cache.local_cap;
+            if inner.shared().is_none() {
+                if let Some((payload, meta)) = inner.prepare(v, self.ttl, delta) {
+                    inner.insert_local(key, Some(&text), v, &meta, size_of_payload(&payload), cap);
+                }
+            } else {
+                block_on(async {
+                    inner.store(&key, Some(&text), v, self.ttl, delta, cap).await;
+                    inner.publish(&text).await;
+                });
+            }
+        }
+        r
     }
 
     fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {

@@ -172,3 +172,112 @@ fn arc_errors_are_shareable() {
         });
     assert!(r.is_err());
 }
+
+// ---- companions (`handles`) in one process; across processes: tests/handles.rs ----
+
+static LIMIT_CALLS: AtomicU32 = AtomicU32::new(0);
+static LIMIT_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[memoize(cache = &*MY_CACHE, namespace = "limit", ttl = "1m")]
+fn limit(user: u64, value: u32) -> Result<u64, CalcError> {
+    LIMIT_CALLS.fetch_add(1, Ordering::SeqCst);
+    if LIMIT_FAILS.load(Ordering::SeqCst) {
+        return Err(CalcError("scoring service down".into()));
+    }
+    Ok(user * 100 + u64::from(value) + u64::from(LIMIT_CALLS.load(Ordering::SeqCst)))
+}
+
+#[test]
+fn module_handles_on_a_fallible_fn() {
+    let first = limit(7, 1).unwrap();
+    assert_eq!(LIMIT_CALLS.load(Ordering::SeqCst), 1);
+    // An argument named `value` does not clash with prime's value parameter.
+    assert_eq!(limit::peek(7, 1), Some(first));
+    // The key of the call path: namespace "limit", version 1, the arguments as a tuple (no
+    // LARDER_KEY_SECRET in this test's environment).
+    let expected = larder_cache::KeySpace::new("limit", 1).unwrap().key(&(&7u64, &1u32)).unwrap();
+    assert_eq!(limit::key(7, 1).as_deref(), Some(expected.as_str()));
+    // A failed refresh returns the error and leaves the entry alone.
+    LIMIT_FAILS.store(true, Ordering::SeqCst);
+    assert_eq!(limit::refresh(7, 1), Err(CalcError("scoring service down".into())));
+    assert_eq!(limit(7, 1), Ok(first), "the cached value survives a failed refresh");
+    LIMIT_FAILS.store(false, Ordering::SeqCst);
+    let refreshed = limit::refresh(7, 1).unwrap();
+    assert_ne!(refreshed, first);
+    assert_eq!(limit(7, 1), Ok(refreshed));
+    assert_eq!(LIMIT_CALLS.load(Ordering::SeqCst), 3, "1 call + 2 refreshes");
+    limit::prime(7, 2, 42);
+    assert_eq!(limit(7, 2), Ok(42));
+    limit::invalidate(7, 2);
+    assert_eq!(limit::peek(7, 2), None);
+    assert_eq!(LIMIT_CALLS.load(Ordering::SeqCst), 3);
+}
+
+#[derive(StableKey)]
+struct Ledger {
+    region: String,
+    #[stable_key(skip)]
+    calls: AtomicU32,
+}
+
+impl Ledger {
+    #[memoize(cache = &*MY_CACHE, namespace = "ledger", receiver, handles = "assoc")]
+    async fn balance(&self, account: u32) -> u64 {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        u64::from(account) * self.region.len() as u64 + u64::from(self.calls.load(Ordering::SeqCst))
+    }
+
+    #[memoize(cache = &*MY_CACHE, namespace = "ledger_fee", handles = "assoc")]
+    fn fee(account: u32) -> u64 {
+        u64::from(account) + 1
+    }
+}
+
+#[tokio::test]
+async fn assoc_handles_on_methods() {
+    let seoul = Ledger { region: "seoul".into(), calls: AtomicU32::new(0) };
+    let busan = Ledger { region: "busan-si".into(), calls: AtomicU32::new(0) };
+    let v = seoul.balance(3).await;
+    assert_eq!(v, 16);
+    // The receiver is part of the key: busan's entry is separate.
+    assert_eq!(seoul.balance_peek(3).await, Some(16));
+    assert_eq!(busan.balance_peek(3).await, None);
+    assert_ne!(seoul.balance_key(3), busan.balance_key(3));
+    assert_eq!(seoul.balance_refresh(3).await, 17);
+    assert_eq!(seoul.balance(3).await, 17);
+    seoul.balance_prime(4, 99).await;
+    assert_eq!(seoul.balance(4).await, 99);
+    seoul.balance_invalidate(4).await;
+    assert_eq!(seoul.balance_peek(4).await, None);
+    assert_eq!(seoul.calls.load(Ordering::SeqCst), 2);
+
+    assert_eq!(Ledger::fee(1), 2);
+    assert_eq!(Ledger::fee_peek(1), Some(2));
+    Ledger::fee_prime(1, 5);
+    assert_eq!(Ledger::fee(1), 5);
+    assert!(Ledger::fee_space().is_some());
+}
+
+trait Scorer {
+    fn score(&self, x: u32) -> u32;
+}
+
+impl Scorer for Pricer {
+    // In a trait impl no extra items may be added: methods get no companions by default.
+    #[memoize(cache = &*MY_CACHE, namespace = "scorer")]
+    fn score(&self, x: u32) -> u32 {
+        x + 1
+    }
+}
+
+#[test]
+fn memoized_trait_methods_and_local_fns_still_compile() {
+    let p = Pricer { markup: 0, calls: AtomicU32::new(0) };
+    assert_eq!(p.score(1), 2);
+    // Inside a function body a module cannot see local items: `handles = "none"`.
+    #[memoize(cache = &*MY_CACHE, namespace = "local_fn", handles = "none")]
+    fn local_fn(x: u32) -> u32 {
+        x * 3
+    }
+    assert_eq!(local_fn(2), 6);
+}
