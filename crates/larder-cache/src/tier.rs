@@ -28,6 +28,12 @@ pub enum TierError {
     Server(String),
     /// The tier was configured wrongly (bad URL, unusable path).
     Config(String),
+    /// The server refused this client's credentials or permissions (wrong password, unknown
+    /// ACL user, a command or key the user may not use).
+    Auth(String),
+    /// The TLS handshake failed: the server's certificate is not trusted (or not for this
+    /// host), or the server refused the client certificate.
+    Tls(String),
 }
 
 impl fmt::Display for TierError {
@@ -37,6 +43,8 @@ impl fmt::Display for TierError {
             TierError::Timeout => write!(f, "cache tier call timed out"),
             TierError::Server(d) => write!(f, "cache tier server error: {d}"),
             TierError::Config(d) => write!(f, "cache tier configuration error: {d}"),
+            TierError::Auth(d) => write!(f, "cache tier refused the credentials: {d}"),
+            TierError::Tls(d) => write!(f, "cache tier TLS handshake failed: {d}"),
         }
     }
 }
