@@ -93,7 +93,7 @@ pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
 pub use stats::CacheStats;
-pub use tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
+pub use tier::{BoxFuture, InvalidationHandler, Inventory, Lease, NamespaceInventory, SharedTier, TierError};
 
 /// Support for `#[memoize]`-generated code. Not a stable interface.
 #[doc(hidden)]
