@@ -44,7 +44,14 @@ impl fmt::Display for CacheError {
     }
 }
 
-impl std::error::Error for CacheError {}
+impl std::error::Error for CacheError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CacheError::Tier(e) => Some(e),
+            CacheError::Config(_) | CacheError::Runtime(_) => None,
+        }
+    }
+}
 
 impl From<TierError> for CacheError {
     fn from(e: TierError) -> Self {
@@ -407,7 +414,12 @@ pub struct Pending {
     ttl: Duration,
     /// A still-fresh local value whose early refresh this caller claimed.
     fallback: Option<Box<dyn Any + Send + Sync>>,
+    /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
+    ttl_of: Option<TtlOf>,
 }
+
+/// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
+type TtlOf = Box<dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync>;
 
 impl fmt::Debug for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -556,6 +568,7 @@ impl Cache {
                     key: Some(key),
                     ttl,
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
+                    ttl_of: None,
                 })
             }
             Err(e) => {
@@ -566,6 +579,7 @@ impl Cache {
                     key: None,
                     ttl,
                     fallback: None,
+                    ttl_of: None,
                 })
             }
         }
@@ -777,7 +791,7 @@ impl Cache {
                 None
             }
         };
-        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None }
+        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
     }
 }
 
@@ -1202,6 +1216,18 @@ impl Pending {
         }
     }
 
+    /// Chooses each value's TTL from the value itself (for example a short one for an empty
+    /// result): `ttl(&value)` replaces the TTL this call was given. Jitter still applies.
+    pub fn ttl_by<V: CacheValue>(mut self, ttl: impl Fn(&V) -> Duration + Send + Sync + 'static) -> Self {
+        self.ttl_of = Some(Box::new(move |v: &dyn Any| v.downcast_ref::<V>().map(&ttl)));
+        self
+    }
+
+    /// The TTL for `v`.
+    fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
+        self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
+    }
+
     /// Runs `f` now, whatever is cached, and stores its value in every tier (replacing the
     /// entry; other processes drop their local copies through the backplane). No lease is
     /// taken: a computation of the same key already running elsewhere may store its value
@@ -1236,7 +1262,7 @@ impl Pending {
         if let (Ok(v), Some(key)) = (&r, self.key.take()) {
             let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
             let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            inner.store(&key, Some(&text), v, self.ttl, delta, self.cache.local_cap).await;
+            inner.store(&key, Some(&text), v, self.ttl_for(v), delta, self.cache.local_cap).await;
             inner.publish(&text).await;
         }
         r
@@ -1270,12 +1296,12 @@ impl Pending {
             let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
             let cap = self.cache.local_cap;
             if inner.shared().is_none() {
-                if let Some((payload, meta)) = inner.prepare(v, self.ttl, delta) {
+                if let Some((payload, meta)) = inner.prepare(v, self.ttl_for(v), delta) {
                     inner.insert_local(key, Some(&text), v, &meta, size_of_payload(&payload), cap);
                 }
             } else {
                 block_on(async {
-                    inner.store(&key, Some(&text), v, self.ttl, delta, cap).await;
+                    inner.store(&key, Some(&text), v, self.ttl_for(v), delta, cap).await;
                     inner.publish(&text).await;
                 });
             }
@@ -1375,7 +1401,7 @@ impl Pending {
         match r {
             Ok(v) => {
                 let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-                let prepared = inner.prepare(&v, self.ttl, delta);
+                let prepared = inner.prepare(&v, self.ttl_for(&v), delta);
                 if let Some((payload, meta)) = &prepared {
                     let size = size_of_payload(payload);
                     inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
@@ -1453,7 +1479,11 @@ impl Pending {
         inner.count_computation(took);
         if inner.shared().is_none() {
             // No tier calls: finish without touching any runtime.
-            return finish_local(&inner, guard, &key, stale, r, took, self.ttl, self.cache.local_cap);
+            let ttl = match &r {
+                Ok(v) => self.ttl_for(v),
+                Err(_) => self.ttl,
+            };
+            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap);
         }
         block_on(self.finish(guard, &key, text, lease, stale, r, took))
     }

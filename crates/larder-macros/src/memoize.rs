@@ -19,6 +19,10 @@
 //! * `cache_err`: for a function returning `Result`, cache `Err` too (both must be
 //!   serializable); by default only `Ok` is cached and callers that wait share the `Err`
 //!   (it must be `Clone`);
+//! * `ttl_fn = path`: a TTL chosen from each value, `fn(&V) -> Duration` (`V` the `Ok` type
+//!   when only `Ok` is cached) — e.g. a short one for empty results; replaces `ttl` per value;
+//! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
+//!   both must be serializable) but for this TTL; `Ok` keeps `ttl` (or `ttl_fn`'s);
 //! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
 //! * `handles = "module" | "assoc" | "none"`: where the companions go (below).
 //!
@@ -66,6 +70,8 @@ struct Opts {
     cache_err: bool,
     krate: Option<syn::Path>,
     handles: Option<Handles>,
+    ttl_fn: Option<Expr>,
+    err_ttl_ms: Option<u64>,
 }
 
 /// Where the companions of a memoized function go (`handles = "…"`).
@@ -153,6 +159,8 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
         cache_err: false,
         krate: None,
         handles: None,
+        ttl_fn: None,
+        err_ttl_ms: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -174,6 +182,12 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 })?;
                 o.ttl_ms = parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?;
             }
+            ("err_ttl", Meta::NameValue(nv)) => {
+                let s: LitStr = syn::parse2(nv.value.to_token_stream())
+                    .map_err(|e| syn::Error::new(e.span(), "err_ttl is a string such as \"30s\""))?;
+                o.err_ttl_ms = Some(parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?);
+            }
+            ("ttl_fn", Meta::NameValue(nv)) => o.ttl_fn = Some(nv.value.clone()),
             ("cache", Meta::NameValue(nv)) => o.cache = Some(nv.value.clone()),
             ("key", Meta::NameValue(nv)) => o.key = Some(nv.value.clone()),
             ("crate", Meta::NameValue(nv)) => {
@@ -198,8 +212,8 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 return Err(syn::Error::new(
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
-                     `key = expr`, `receiver`, `cache_err`, `handles = \"module\"|\"assoc\"|\"none\"` \
-                     or `crate = \"path\"`",
+                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
+                     `handles = \"module\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
             }
         }
@@ -332,12 +346,46 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         None => quote!(#cache_crate::default_cache()),
     };
 
-    let fallible = if opts.cache_err { None } else { result_parts(&ret_ty) };
+    if opts.err_ttl_ms.is_some() && result_parts(&ret_ty).is_none() {
+        return Err(syn::Error::new_spanned(&ret_ty, "`err_ttl` needs a function that returns `Result`"));
+    }
+    // `err_ttl` caches errors too (like `cache_err`), for their own TTL.
+    let caches_err = opts.cache_err || opts.err_ttl_ms.is_some();
+    let fallible = if caches_err { None } else { result_parts(&ret_ty) };
     let value_ty = match &fallible {
         Some((t, _)) => t.clone(),
         None => ret_ty.clone(),
     };
     let hit = if fallible.is_some() { quote!(::core::result::Result::Ok(__v)) } else { quote!(__v) };
+
+    // A TTL chosen from the value: `ttl_fn` for values (the `Ok` side when errors are cached),
+    // `err_ttl` for errors.
+    let ttl_of_ok = |v: TokenStream| match &opts.ttl_fn {
+        Some(f) => quote!((#f)(#v)),
+        None => quote!(#ttl),
+    };
+    let ttl_by = match (opts.err_ttl_ms, &opts.ttl_fn) {
+        (Some(err_ms), _) => {
+            let ok = ttl_of_ok(quote!(__v));
+            quote!(.ttl_by(|__r: &#ret_ty| match __r {
+                ::core::result::Result::Ok(__v) => #ok,
+                ::core::result::Result::Err(_) => ::core::time::Duration::from_millis(#err_ms),
+            }))
+        }
+        (None, Some(f)) => quote!(.ttl_by(|__v: &#value_ty| (#f)(__v))),
+        (None, None) => quote!(),
+    };
+    let prime_ttl = |v: &syn::Ident| match (opts.err_ttl_ms, &opts.ttl_fn) {
+        (Some(err_ms), _) => {
+            let ok = ttl_of_ok(quote!(__v));
+            quote!(match &#v {
+                ::core::result::Result::Ok(__v) => #ok,
+                ::core::result::Result::Err(_) => ::core::time::Duration::from_millis(#err_ms),
+            })
+        }
+        (None, Some(f)) => quote!((#f)(&#v)),
+        (None, None) => quote!(#ttl),
+    };
 
     // Companions: a module beside a free function by default; none for methods unless asked
     // (`#[memoize]` cannot tell an inherent impl from a trait impl, where extra associated
@@ -397,16 +445,16 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let (finish, uncached) = if is_async {
         let finish = if fallible.is_some() {
-            quote!(__p.try_compute(move || #compute_call).await)
+            quote!(__p #ttl_by .try_compute(move || #compute_call).await)
         } else {
-            quote!(__p.compute(move || #compute_call).await)
+            quote!(__p #ttl_by .compute(move || #compute_call).await)
         };
         (finish, quote!(#compute_call.await))
     } else {
         let finish = if fallible.is_some() {
-            quote!(__p.try_compute_blocking(move || #compute_call))
+            quote!(__p #ttl_by .try_compute_blocking(move || #compute_call))
         } else {
-            quote!(__p.compute_blocking(move || #compute_call))
+            quote!(__p #ttl_by .compute_blocking(move || #compute_call))
         };
         (finish, compute_call.clone())
     };
@@ -445,6 +493,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let recv_params = quote!(#(#all_params),*);
     all_params.push(quote!(#value_param: #value_ty));
     let prime_params = quote!(#(#all_params),*);
+    let prime_ttl_tok = prime_ttl(&value_param);
     // In a module: plain names, reached through `super::`; in the impl: `quote_key`, … on `Self`.
     let (name_prefix, space_call, compute_from_handle, head) = match handles {
         Handles::Assoc => {
@@ -530,7 +579,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         #head #asyncness fn #prime_name #generics (#prime_params) #where_clause {
             let ::core::option::Option::Some(__space) = #space_call else { return };
             let __larder_key = #key_expr;
-            #cache_expr.#set(__space, &__larder_key, #value_param, #ttl) #await_tok
+            let __ttl = #prime_ttl_tok;
+            #cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok
         }
 
         #(#cfgs)*
@@ -541,7 +591,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 ::core::option::Option::Some(__space) => {
                     let __pending = {
                         let __larder_key = #key_expr;
-                        #cache_expr.pending(__space, &__larder_key, #ttl)
+                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by
                     };
                     __pending.#refresh(move || #compute_from_handle) #await_tok
                 }
