@@ -1180,6 +1180,42 @@ impl Inner {
     }
 }
 
+/// How a caller that waited for a failed leader gets its own error from the leader's; `None`:
+/// it cannot, and computes itself. See [`Pending::try_compute_with`].
+pub type Share<E> = fn(&E) -> Option<E>;
+
+/// The error a waiting caller gets when the computation it waited for failed and the error
+/// type cannot be cloned: convert it into yours with `From<LeaderFailed>` (`#[memoize]` does
+/// this by itself for error types that implement it and not `Clone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderFailed {
+    error_type: &'static str,
+}
+
+impl LeaderFailed {
+    /// The failure of a computation that returned an error of type `E`.
+    pub fn of<E>() -> Self {
+        LeaderFailed { error_type: std::any::type_name::<E>() }
+    }
+
+    /// The type name of the leader's error.
+    pub fn error_type(&self) -> &'static str {
+        self.error_type
+    }
+}
+
+impl fmt::Display for LeaderFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the computation this call waited for (in the same process) failed with a `{}`",
+            self.error_type
+        )
+    }
+}
+
+impl std::error::Error for LeaderFailed {}
+
 /// What a waiter does next.
 enum Next<V, E> {
     /// The leader's outcome.
@@ -1313,14 +1349,20 @@ impl Pending {
         self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
     }
 
-    fn waited<V: CacheValue, E: Clone + Send + Sync + 'static>(&self, w: Waited) -> Next<V, E> {
+    fn waited<V: CacheValue, E: Send + Sync + 'static>(&self, w: Waited, share: Share<E>) -> Next<V, E> {
         match w {
             Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
                 Some(v) => Next::Return(Ok(v.clone())),
                 None => Next::Alone,
             },
-            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<E>() {
-                Some(e) => Next::Return(Err(e.clone())),
+            // The leader failed: this waiter gets the error as `share` makes it, or (when it
+            // cannot) joins again and computes as the new leader.
+            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<Option<E>>() {
+                Some(Some(e)) => match share(e) {
+                    Some(e) => Next::Return(Err(e)),
+                    None => Next::Retry,
+                },
+                Some(None) => Next::Retry,
                 None => Next::Alone,
             },
             Waited::Abandoned => Next::Retry,
@@ -1328,10 +1370,26 @@ impl Pending {
     }
 
     /// Finishes a missed call with a fallible async function (only `Ok` is stored).
-    pub async fn try_compute<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    /// Concurrent callers in this process that waited for this one get a clone of its `Err`.
+    pub async fn try_compute<V, E, F, Fut>(self, f: F) -> Result<V, E>
     where
         V: CacheValue,
         E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.try_compute_with(f, |e: &E| Some(e.clone())).await
+    }
+
+    /// [`try_compute`](Self::try_compute) for any error type: `share` makes the error a
+    /// waiting caller gets from the leader's (`|e| Some(e.clone())`,
+    /// `|_| Some(MyError::from(LeaderFailed::of::<MyError>()))`, …). When it returns `None`,
+    /// the waiter computes itself instead (one at a time: it joins the flight again as its
+    /// leader).
+    pub async fn try_compute_with<V, E, F, Fut>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
@@ -1353,7 +1411,7 @@ impl Pending {
                         // This caller claimed an early refresh but someone is already computing.
                         return Ok(v.clone());
                     }
-                    match self.waited::<V, E>(flight.wait().await) {
+                    match self.waited::<V, E>(flight.wait().await, share) {
                         Next::Return(r) => return r,
                         Next::Retry => continue,
                         Next::Alone => break None,
@@ -1379,7 +1437,7 @@ impl Pending {
             .await;
         let took = start.elapsed();
         inner.count_computation(took);
-        self.finish(guard, &key, text, lease, stale, r, took).await
+        self.finish(guard, &key, text, lease, stale, r, took, share).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1392,10 +1450,11 @@ impl Pending {
         stale: Option<V>,
         r: Result<V, E>,
         took: Duration,
+        share: Share<E>,
     ) -> Result<V, E>
     where
         V: CacheValue,
-        E: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         let inner = &self.cache.inner;
         match r {
@@ -1422,7 +1481,7 @@ impl Pending {
                     complete(guard, Outcome::Value(Arc::new(v.clone())));
                     return Ok(v);
                 }
-                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                complete(guard, Outcome::Error(Arc::new(share(&e))));
                 Err(e)
             }
         }
@@ -1430,10 +1489,20 @@ impl Pending {
 
     /// Finishes a missed call with a fallible blocking function (only `Ok` is stored). The
     /// function runs on the calling thread; tier calls run on the cache's runtime.
-    pub fn try_compute_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    pub fn try_compute_blocking<V, E, F>(self, f: F) -> Result<V, E>
     where
         V: CacheValue,
         E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.try_compute_blocking_with(f, |e: &E| Some(e.clone()))
+    }
+
+    /// Blocking twin of [`try_compute_with`](Self::try_compute_with).
+    pub fn try_compute_blocking_with<V, E, F>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
         F: FnOnce() -> Result<V, E>,
     {
         let inner = self.cache.inner.clone();
@@ -1453,7 +1522,7 @@ impl Pending {
                     if let Some(v) = &fallback {
                         return Ok(v.clone());
                     }
-                    match self.waited::<V, E>(flight.wait_blocking()) {
+                    match self.waited::<V, E>(flight.wait_blocking(), share) {
                         Next::Return(r) => return r,
                         Next::Retry => continue,
                         Next::Alone => break None,
@@ -1483,9 +1552,9 @@ impl Pending {
                 Ok(v) => self.ttl_for(v),
                 Err(_) => self.ttl,
             };
-            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap);
+            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap, share);
         }
-        block_on(self.finish(guard, &key, text, lease, stale, r, took))
+        block_on(self.finish(guard, &key, text, lease, stale, r, took, share))
     }
 }
 
@@ -1499,10 +1568,11 @@ fn finish_local<V, E>(
     took: Duration,
     ttl: Duration,
     cap: Option<Duration>,
+    share: Share<E>,
 ) -> Result<V, E>
 where
     V: CacheValue,
-    E: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
 {
     match r {
         Ok(v) => {
@@ -1520,7 +1590,7 @@ where
                 Ok(v)
             }
             None => {
-                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                complete(guard, Outcome::Error(Arc::new(share(&e))));
                 Err(e)
             }
         },

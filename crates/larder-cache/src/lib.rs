@@ -86,8 +86,8 @@ mod stats;
 pub mod tier;
 
 pub use cache::{
-    default_cache, Cache, CacheBuilder, CacheError, CacheValue, Lookup, Pending, TierOptions,
-    NO_BACKPLANE_LOCAL_TTL,
+    default_cache, Cache, CacheBuilder, CacheError, CacheValue, LeaderFailed, Lookup, Pending, Share,
+    TierOptions, NO_BACKPLANE_LOCAL_TTL,
 };
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
@@ -150,6 +150,57 @@ pub mod __private {
             s.push_str(&hex);
         }
         s
+    }
+
+    /// How `#[memoize]` shares a failed leader's error with its waiters, chosen by the error
+    /// type (autoref specialization, resolved at compile time): a clone if it is `Clone`, else
+    /// `E::from(LeaderFailed)` if it implements that, else none (the waiter computes itself).
+    pub struct ShareOf<E>(core::marker::PhantomData<E>);
+
+    impl<E> ShareOf<E> {
+        /// The probe.
+        pub fn new() -> Self {
+            ShareOf(core::marker::PhantomData)
+        }
+    }
+
+    impl<E> Default for ShareOf<E> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// First choice: clone.
+    pub trait ShareByClone<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E: Clone> ShareByClone<E> for &&ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |e| Some(e.clone())
+        }
+    }
+
+    /// Second choice: `From<LeaderFailed>`.
+    pub trait ShareByFrom<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E: From<crate::LeaderFailed>> ShareByFrom<E> for &ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |_| Some(E::from(crate::LeaderFailed::of::<E>()))
+        }
+    }
+
+    /// Last resort: the waiter computes itself.
+    pub trait ShareNot<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E> ShareNot<E> for ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |_| None
+        }
     }
 
     /// Asserts at compile time that a memoized argument is `StableKey`.

@@ -281,3 +281,102 @@ fn memoized_trait_methods_and_local_fns_still_compile() {
     }
     assert_eq!(local_fn(2), 6);
 }
+
+// ---- fallible functions whose error is not Clone ----
+
+/// Not `Clone` (it holds an `io::Error`), but convertible from `LeaderFailed`.
+#[derive(Debug)]
+enum FetchError {
+    Io(std::io::Error),
+    Waited(larder_cache::LeaderFailed),
+}
+
+impl From<larder_cache::LeaderFailed> for FetchError {
+    fn from(e: larder_cache::LeaderFailed) -> Self {
+        FetchError::Waited(e)
+    }
+}
+
+static FETCHES: AtomicU32 = AtomicU32::new(0);
+
+#[memoize(cache = &*MY_CACHE, namespace = "fetch", ttl = "1m")]
+fn fetch(id: u32) -> Result<u32, FetchError> {
+    FETCHES.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    if id == 0 {
+        return Err(FetchError::Io(std::io::Error::other("connection reset")));
+    }
+    Ok(id)
+}
+
+static PLAIN_FETCHES: AtomicU32 = AtomicU32::new(0);
+
+/// Neither `Clone` nor `From<LeaderFailed>`.
+#[memoize(cache = &*MY_CACHE, namespace = "plain_fetch", ttl = "1m")]
+fn plain_fetch(id: u32) -> Result<u32, std::io::Error> {
+    PLAIN_FETCHES.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    if id == 0 {
+        return Err(std::io::Error::other("connection reset"));
+    }
+    Ok(id)
+}
+
+#[test]
+fn non_clone_errors_reach_waiters_as_leader_failed_or_recompute() {
+    // 4 threads at once on a failing input: one leads and gets its io error; the 3 waiters
+    // get LeaderFailed through From — and the function ran once.
+    let results: Vec<Result<u32, FetchError>> = std::thread::scope(|s| {
+        (0..4)
+            .map(|_| s.spawn(|| fetch(0)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(FETCHES.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, Err(FetchError::Io(e)) if e.to_string() == "connection reset"))
+            .count(),
+        1
+    );
+    let waited: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(FetchError::Waited(w)) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waited.len(), 3);
+    assert!(waited[0].to_string().contains("FetchError"), "{}", waited[0]);
+    assert!(waited[0].error_type().ends_with("FetchError"));
+    // Ok values are shared as before.
+    assert_eq!(fetch(5).unwrap(), 5);
+    assert_eq!(fetch(5).unwrap(), 5);
+    assert_eq!(FETCHES.load(Ordering::SeqCst), 2);
+
+    // No way to share the error: each waiter computes itself, one at a time (4 runs, each
+    // caller gets a real io::Error).
+    let started = std::time::Instant::now();
+    let results: Vec<Result<u32, std::io::Error>> = std::thread::scope(|s| {
+        (0..4)
+            .map(|_| s.spawn(|| plain_fetch(0)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.to_string() == "connection reset")));
+    assert_eq!(PLAIN_FETCHES.load(Ordering::SeqCst), 4);
+    assert!(started.elapsed() >= Duration::from_millis(600), "waiters took turns, not all at once");
+}
+
+#[test]
+fn cache_error_has_a_source() {
+    use std::error::Error as _;
+    let e = Cache::from_url("redis://127.0.0.1:1?colour=blue").unwrap_err();
+    assert!(e.source().is_some(), "{e}");
+    assert!(e.source().unwrap().to_string().contains("colour"));
+}

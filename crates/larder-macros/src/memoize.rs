@@ -17,8 +17,10 @@
 //! * `receiver`: include `self` in the key (it must be `StableKey`); without it the receiver is
 //!   left out;
 //! * `cache_err`: for a function returning `Result`, cache `Err` too (both must be
-//!   serializable); by default only `Ok` is cached and callers that wait share the `Err`
-//!   (it must be `Clone`);
+//!   serializable); by default only `Ok` is cached, and callers that waited for a failed
+//!   call in the same process get a clone of its `Err` when `E: Clone`, else
+//!   `E::from(LeaderFailed)` when `E` implements that, else they compute themselves (one
+//!   at a time) — no bound on `E` is required;
 //! * `ttl_fn = path`: a TTL chosen from each value, `fn(&V) -> Duration` (`V` the `Ok` type
 //!   when only `Ok` is cached) — e.g. a short one for empty results; replaces `ttl` per value;
 //! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
@@ -443,16 +445,28 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (quote!(#space_path()), compute_call, siblings)
     };
 
+    // How a caller that waited for a failed leader gets its error: cloned if `E: Clone`, else
+    // `E::from(LeaderFailed)` if that exists, else it computes itself (chosen at compile time).
+    let share = match &fallible {
+        Some((_, e)) => quote! {{
+            #[allow(unused_imports)]
+            use #cache_crate::__private::{ShareByClone as _, ShareByFrom as _, ShareNot as _};
+            #[allow(clippy::needless_borrow)]
+            let __share = (&&&#cache_crate::__private::ShareOf::<#e>::new()).share_fn();
+            __share
+        }},
+        None => quote!(),
+    };
     let (finish, uncached) = if is_async {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute(move || #compute_call).await)
+            quote!(__p #ttl_by .try_compute_with(move || #compute_call, #share).await)
         } else {
             quote!(__p #ttl_by .compute(move || #compute_call).await)
         };
         (finish, quote!(#compute_call.await))
     } else {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute_blocking(move || #compute_call))
+            quote!(__p #ttl_by .try_compute_blocking_with(move || #compute_call, #share))
         } else {
             quote!(__p #ttl_by .compute_blocking(move || #compute_call))
         };
