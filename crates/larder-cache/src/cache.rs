@@ -344,6 +344,7 @@ fn process_runtime(generation: u64) -> Result<&'static tokio::runtime::Runtime, 
         .worker_threads(1)
         .max_blocking_threads(16)
         .thread_name("larder-cache")
+        .on_thread_start(|| BLOCKING_OK.with(|b| b.set(true)))
         .enable_all()
         .build()
         .map_err(|e| CacheError::Runtime(e.to_string()))?;
@@ -795,6 +796,53 @@ impl Cache {
     }
 }
 
+thread_local! {
+    /// Set on threads where blocking is fine although a Tokio runtime is current: larder's own
+    /// runtime threads, and Tokio blocking-pool threads that ran [`spawn_blocking`] (a pool
+    /// thread never becomes a worker, so the mark stays true).
+    static BLOCKING_OK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static BLOCKING_ON_RUNTIME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Blocking cache calls (a sync `#[memoize]` function waiting for another caller, or for the
+/// shared tier) made on a thread that runs a Tokio runtime, since the process started. Each
+/// blocks a runtime thread — and every task queued on it — for up to `lease_wait`.
+pub fn blocking_calls_on_runtime() -> u64 {
+    BLOCKING_ON_RUNTIME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `f` on Tokio's blocking pool, marked as a thread where larder's blocking calls are
+/// expected: the way to call a sync `#[memoize]` function from async code (or make the
+/// function `async`). Needs a current Tokio runtime.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        BLOCKING_OK.with(|b| b.set(true));
+        f()
+    })
+}
+
+/// Counts, and warns about once per process, a blocking call made where a Tokio runtime is
+/// current (an async handler calling a sync memoized function).
+fn note_blocking_on_runtime() {
+    if tokio::runtime::Handle::try_current().is_err() || BLOCKING_OK.with(std::cell::Cell::get) {
+        return;
+    }
+    if BLOCKING_ON_RUNTIME.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        tracing::warn!(
+            thread = std::thread::current().name().unwrap_or("unnamed"),
+            "a sync #[memoize] function (or a blocking larder-cache call) is waiting on a thread that runs \
+             a Tokio runtime: every task of that thread waits too, up to lease_wait. Make the function \
+             `async`, or call it through `larder_cache::spawn_blocking(move || f(args)).await` \
+             (this warning is given once; larder_cache::blocking_calls_on_runtime() counts them)"
+        );
+    }
+}
+
 /// Runs a future to completion from sync code: on the cache's runtime when this thread is
 /// not inside one, else on a scoped helper thread (a sync call made from async code).
 pub(crate) fn block_on<F>(fut: F) -> F::Output
@@ -802,6 +850,7 @@ where
     F: Future + Send,
     F::Output: Send,
 {
+    note_blocking_on_runtime();
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(_) => {
@@ -1522,6 +1571,7 @@ impl Pending {
                     if let Some(v) = &fallback {
                         return Ok(v.clone());
                     }
+                    note_blocking_on_runtime();
                     match self.waited::<V, E>(flight.wait_blocking(), share) {
                         Next::Return(r) => return r,
                         Next::Retry => continue,

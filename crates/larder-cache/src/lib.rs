@@ -60,7 +60,8 @@
 //! * It does not cache `Err` unless asked (`#[memoize(cache_err)]`), and never shares a value
 //!   across [`KeySpace`](larder_key::KeySpace) namespaces or versions.
 //! * Its async API needs a Tokio runtime (timeouts use Tokio's timer); the blocking API brings
-//!   its own.
+//!   its own. A blocking call that waits on a Tokio runtime thread is counted and warned about
+//!   once ([`blocking_calls_on_runtime`]); use [`spawn_blocking`] or an async function.
 //! * It does not stale-while-revalidate in the background: XFetch refreshes hot keys before
 //!   they expire, inside a caller's request.
 //!
@@ -86,8 +87,8 @@ mod stats;
 pub mod tier;
 
 pub use cache::{
-    default_cache, Cache, CacheBuilder, CacheError, CacheValue, LeaderFailed, Lookup, Pending, Share,
-    TierOptions, NO_BACKPLANE_LOCAL_TTL,
+    blocking_calls_on_runtime, default_cache, spawn_blocking, Cache, CacheBuilder, CacheError, CacheValue,
+    LeaderFailed, Lookup, Pending, Share, TierOptions, NO_BACKPLANE_LOCAL_TTL,
 };
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
