@@ -271,15 +271,25 @@ impl Scorer for Pricer {
 }
 
 #[test]
-fn memoized_trait_methods_and_local_fns_still_compile() {
+fn memoized_trait_methods_and_fns_in_function_bodies() {
     let p = Pricer { markup: 0, calls: AtomicU32::new(0) };
     assert_eq!(p.score(1), 2);
-    // Inside a function body a module cannot see local items: `handles = "none"`.
-    #[memoize(cache = &*MY_CACHE, namespace = "local_fn", handles = "none")]
-    fn local_fn(x: u32) -> u32 {
-        x * 3
+    // Inside a function body, with a type declared there too: the companions see both.
+    #[derive(StableKey)]
+    struct Local(u32);
+    #[memoize(cache = &*MY_CACHE, namespace = "local_fn")]
+    fn local_fn(x: Local) -> u32 {
+        x.0 * 3
     }
-    assert_eq!(local_fn(2), 6);
+    assert_eq!(local_fn(Local(2)), 6);
+    assert_eq!(local_fn::peek(Local(2)), Some(6));
+    local_fn::prime(Local(4), 1);
+    assert_eq!(local_fn(Local(4)), 1);
+    #[memoize(cache = &*MY_CACHE, namespace = "no_handles", handles = "none")]
+    fn no_handles(x: u32) -> u32 {
+        x
+    }
+    assert_eq!(no_handles(1), 1);
 }
 
 // ---- fallible functions whose error is not Clone ----

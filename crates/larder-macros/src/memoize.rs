@@ -26,13 +26,15 @@
 //! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
 //!   both must be serializable) but for this TTL; `Ok` keeps `ttl` (or `ttl_fn`'s);
 //! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
-//! * `handles = "module" | "assoc" | "none"`: where the companions go (below).
+//! * `handles = "type" | "assoc" | "none"`: where the companions go (below).
 //!
 //! # Companions
 //!
 //! Beside a free function `quote(args…) -> R` whose value type is `V` (`T` for a `Result<T, E>`
-//! that caches only `Ok`, else `R`), a module of the same name (`handles = "module"`, the
-//! default for functions without `self`):
+//! that caches only `Ok`, else `R`), a type of the same name holding them as associated
+//! functions (`handles = "type"`, the default for functions without `self`; a braced struct
+//! with no fields has no value, so it does not clash with the function, and it works at
+//! module level and inside function bodies alike):
 //!
 //! | companion | does |
 //! |---|---|
@@ -51,9 +53,8 @@
 //! `handles = "assoc"` puts them in the surrounding inherent `impl` instead, as `quote_key`,
 //! `quote_peek`, … with the method's receiver (`self.quote_peek(args…)`). Methods get none
 //! by default: the macro cannot tell an inherent `impl` from a trait `impl`, where extra items
-//! are not allowed. `handles = "none"` is needed for a function without `self` declared in an
-//! `impl` without `assoc`, or inside a function body (a module there cannot see the body's
-//! local items).
+//! are not allowed. A function without `self` inside an `impl` needs `handles = "assoc"` (or
+//! `"none"`): a type cannot be declared there.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -79,8 +80,9 @@ struct Opts {
 /// Where the companions of a memoized function go (`handles = "…"`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Handles {
-    /// `mod name { key, peek, invalidate, prime, refresh, space }` beside the function.
-    Module,
+    /// `struct name {}` beside the function (a type, so `name::key(…)` works, and no value, so
+    /// it does not clash with the function), its associated functions the companions.
+    Type,
     /// Associated functions `name_key`, `name_peek`, … in the same `impl` block.
     Assoc,
     /// None.
@@ -198,14 +200,12 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
             }
             ("handles", Meta::NameValue(nv)) => {
                 let s: LitStr = syn::parse2(nv.value.to_token_stream())
-                    .map_err(|e| syn::Error::new(e.span(), "handles is \"module\", \"assoc\" or \"none\""))?;
+                    .map_err(|e| syn::Error::new(e.span(), "handles is \"type\", \"assoc\" or \"none\""))?;
                 o.handles = Some(match s.value().as_str() {
-                    "module" => Handles::Module,
+                    "type" => Handles::Type,
                     "assoc" => Handles::Assoc,
                     "none" => Handles::Off,
-                    _ => {
-                        return Err(syn::Error::new(s.span(), "handles is \"module\", \"assoc\" or \"none\""))
-                    }
+                    _ => return Err(syn::Error::new(s.span(), "handles is \"type\", \"assoc\" or \"none\"")),
                 });
             }
             ("receiver", Meta::Path(_)) => o.receiver = true,
@@ -215,7 +215,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
                      `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
-                     `handles = \"module\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
+                     `handles = \"type\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
             }
         }
@@ -392,11 +392,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     // Companions: a module beside a free function by default; none for methods unless asked
     // (`#[memoize]` cannot tell an inherent impl from a trait impl, where extra associated
     // functions are not allowed).
-    let handles = opts.handles.unwrap_or(if has_receiver { Handles::Off } else { Handles::Module });
-    if handles == Handles::Module && has_receiver {
+    let handles = opts.handles.unwrap_or(if has_receiver { Handles::Off } else { Handles::Type });
+    if handles == Handles::Type && has_receiver {
         return Err(syn::Error::new_spanned(
             sig,
-            "a method's companions cannot go in a module: use `handles = \"assoc\"` (or \"none\")",
+            "a method's companions cannot go in a type of their own: use `handles = \"assoc\"` (or \"none\")",
         ));
     }
 
@@ -513,12 +513,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Handles::Assoc => {
             (format!("{ident}_"), quote!(Self::#space_fn()), compute_call.clone(), quote!(#vis))
         }
-        _ => (
-            String::new(),
-            quote!(super::#space_fn()),
-            quote!(super::#compute_fn(#(#arg_names),*)),
-            quote!(pub),
-        ),
+        _ => (String::new(), quote!(#space_fn()), quote!(#compute_fn(#(#arg_names),*)), quote!(#vis)),
     };
     let name_of = |s: &str| format_ident!("{}{}", name_prefix, s);
     let (key_name, peek_name, inv_name, prime_name, refresh_name, space_name) = (
@@ -620,18 +615,21 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             #items
         },
         _ => {
-            let doc_mod = format!(
-                "Companions of the memoized `{name_str}`: its key, cached value, invalidation, priming and refresh, \
-                 with the key space, secret and cache its calls use."
+            let doc_type = format!(
+                "Companions of the memoized `{name_str}`: its key, cached value, invalidation, priming and refresh \
+                 (`{name_str}::key(…)`, …), with the key space, secret and cache its calls use. A type only to \
+                 hold them: it has no value."
             );
             quote! {
                 #siblings
                 #wrapper
                 #(#cfgs)*
-                #[doc = #doc_mod]
-                #[allow(dead_code, unused_imports)]
-                #vis mod #ident {
-                    use super::*;
+                #[doc = #doc_type]
+                #[allow(non_camel_case_types, dead_code)]
+                #vis struct #ident {}
+                #(#cfgs)*
+                #[allow(dead_code)]
+                impl #ident {
                     #items
                 }
             }
