@@ -15,7 +15,9 @@
 //! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
 //!   XFetch early recomputation, TTL jitter, fail-safe, fail-open with a circuit breaker,
 //!   invalidation across processes, `metrics` counters and [`Cache::stats`].
-//! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls.
+//! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls,
+//!   and companions on the same key space, secret and cache: `quote::key(…)`, `peek`,
+//!   `invalidate`, `prime`, `refresh`.
 //!
 //! # Example
 //!

@@ -390,3 +390,32 @@ fn cache_error_has_a_source() {
     assert!(e.source().is_some(), "{e}");
     assert!(e.source().unwrap().to_string().contains("colour"));
 }
+
+// ---- companions of generic functions and of `key = …` ----
+
+#[memoize(cache = &*MY_CACHE, namespace = "generic_len", ttl = "1m")]
+fn generic_len<T: StableKey + AsRef<str>>(s: T) -> usize {
+    s.as_ref().len()
+}
+
+#[memoize(cache = &*MY_CACHE, namespace = "by_user", key = q.user_id, ttl = "1m")]
+fn by_user(q: LoanQuote) -> u64 {
+    q.amount_won
+}
+
+#[test]
+fn companions_of_generic_fns_and_key_expressions() {
+    assert_eq!(generic_len("abcd".to_string()), 4);
+    assert_eq!(generic_len::peek("abcd".to_string()), Some(4));
+    let q = LoanQuote { user_id: 9, amount_won: 100, rate_bp: 1, term_months: 1 };
+    assert_eq!(by_user(q.clone()), 100);
+    // key = q.user_id: another quote of the same user is the same entry, for the companions too.
+    let other = LoanQuote { amount_won: 555, ..q.clone() };
+    assert_eq!(by_user::peek(other.clone()), Some(100));
+    assert_eq!(
+        by_user::key(other.clone()),
+        larder_cache::KeySpace::new("by_user", 1).unwrap().key(&9u64).ok().map(|k| k.as_str().to_owned())
+    );
+    by_user::invalidate(other.clone());
+    assert_eq!(by_user(other), 555);
+}
