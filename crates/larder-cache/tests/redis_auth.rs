@@ -145,3 +145,17 @@ fn bad_url_parameters_are_config_errors() {
         }
     }
 }
+
+#[test]
+fn unix_socket_with_password_parameter() {
+    let server = RedisServer::start_with(RedisOptions {
+        unix_socket: true,
+        password: Some(ADMIN_PW.into()),
+        ..RedisOptions::default()
+    });
+    let url = format!("{}?pass={ADMIN_PW_URL}&prefix=sock:", server.url());
+    assert!(url.starts_with("redis+unix:///"));
+    let keys = share_through(&url, &server, "sock:");
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    expect_refused(&format!("{}?pass=wrong", server.url()), "a wrong password on a unix socket");
+}

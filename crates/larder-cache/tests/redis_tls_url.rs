@@ -56,3 +56,26 @@ fn rediss_with_ca_in_url_and_password_shares_values_and_untrusted_is_refused() {
     // A plaintext client on the TLS port is not a working cache either, but it is
     // indistinguishable from an outage (the server just closes): it builds and fails open.
 }
+
+#[test]
+fn mutual_tls_with_client_certificate_in_url() {
+    let server = RedisServer::start_tls_with(RedisOptions {
+        extra_args: vec!["--tls-auth-clients".into(), "yes".into()],
+        ..RedisOptions::default()
+    });
+    let hostport = server.tls_url().unwrap().strip_prefix("rediss://").unwrap().to_owned();
+    let ca = server.ca_cert().unwrap().display().to_string();
+    let (cert, key) = server.client_cert_and_key().unwrap();
+    let url =
+        format!("rediss://{hostport}?ca={ca}&client_cert={}&client_key={}", cert.display(), key.display());
+    let cache = Cache::from_url(&format!("local:10,{url}")).expect("mutual TLS");
+    let space = KeySpace::new("mtls", 1).unwrap();
+    cache.set_blocking(&space, &1u8, 11u32, Duration::from_secs(60));
+    assert_eq!(server.command(&["KEYS", "larder:*"]).lines().count(), 1, "stored over mutual TLS");
+    // Without a client certificate the server refuses the handshake: a TLS error at build time.
+    match Cache::from_url(&format!("local:10,rediss://{hostport}?ca={ca}")) {
+        Err(CacheError::Tier(TierError::Tls(why))) => eprintln!("no client certificate: {why}"),
+        Err(e) => panic!("expected a TLS refusal, got {e}"),
+        Ok(_) => panic!("a server requiring client certificates accepted none"),
+    }
+}

@@ -287,7 +287,7 @@ impl RedisServer {
             tempfile::Builder::new().prefix("larder-redis-tls-").tempdir().expect("create a temp dir");
         let (ca, cert, key) = make_test_certs(certs.path());
         let port = free_port();
-        let extra_args = [
+        let mut extra_args = [
             "--tls-port",
             &port.to_string(),
             "--tls-cert-file",
@@ -301,7 +301,9 @@ impl RedisServer {
         ]
         .map(String::from)
         .to_vec();
-        options.extra_args.extend(extra_args);
+        // The caller's arguments come last, so they win (e.g. `--tls-auth-clients yes`).
+        extra_args.append(&mut options.extra_args);
+        options.extra_args = extra_args;
         let mut server = Self::start_with(options);
         server.tls = Some(TlsEndpoint { port, ca_cert: ca, _certs: Some(certs) });
         server
@@ -315,6 +317,13 @@ impl RedisServer {
     /// The PEM file of the CA that issued the TLS server's certificate.
     pub fn ca_cert(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_cert.as_path())
+    }
+
+    /// A client certificate and key (PEM) issued by the same CA, for mutual TLS (start the
+    /// server with `--tls-auth-clients yes` in `extra_args` to require one).
+    pub fn client_cert_and_key(&self) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.tls.as_ref()?.ca_cert.parent()?;
+        Some((dir.join("server.crt"), dir.join("server.key")))
     }
 
     fn spawn(&mut self) -> Result<(), String> {
