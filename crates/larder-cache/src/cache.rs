@@ -50,7 +50,14 @@ impl fmt::Display for CacheError {
     }
 }
 
-impl std::error::Error for CacheError {}
+impl std::error::Error for CacheError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CacheError::Tier(e) => Some(e),
+            CacheError::Config(_) | CacheError::Runtime(_) | CacheError::Secret(_) => None,
+        }
+    }
+}
 
 impl From<TierError> for CacheError {
     fn from(e: TierError) -> Self {
@@ -384,6 +391,7 @@ fn process_runtime(generation: u64) -> Result<&'static tokio::runtime::Runtime, 
         .worker_threads(1)
         .max_blocking_threads(16)
         .thread_name("larder-cache")
+        .on_thread_start(|| BLOCKING_OK.with(|b| b.set(true)))
         .enable_all()
         .build()
         .map_err(|e| CacheError::Runtime(e.to_string()))?;
@@ -454,7 +462,12 @@ pub struct Pending {
     ttl: Duration,
     /// A still-fresh local value whose early refresh this caller claimed.
     fallback: Option<Box<dyn Any + Send + Sync>>,
+    /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
+    ttl_of: Option<TtlOf>,
 }
+
+/// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
+type TtlOf = Box<dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync>;
 
 impl fmt::Debug for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -603,6 +616,7 @@ impl Cache {
                     key: Some(key),
                     ttl,
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
+                    ttl_of: None,
                 })
             }
             Err(e) => {
@@ -613,6 +627,7 @@ impl Cache {
                     key: None,
                     ttl,
                     fallback: None,
+                    ttl_of: None,
                 })
             }
         }
@@ -806,6 +821,73 @@ impl Cache {
     {
         block_on(self.invalidate(space, args))
     }
+
+    /// A [`Pending`] call for `args` that skips the local lookup: finish it with
+    /// [`Pending::refresh`] (compute now and overwrite the entry everywhere) or, like a miss,
+    /// with [`Pending::compute`]. The arguments are encoded here, so the function given to
+    /// the `Pending` may take them by value.
+    pub fn pending<A>(&self, space: &KeySpace, args: &A, ttl: Duration) -> Pending
+    where
+        A: StableKey + ?Sized,
+    {
+        let key = match larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            LocalKey::new(space.prefix(), enc)
+        }) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
+                None
+            }
+        };
+        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
+    }
+}
+
+thread_local! {
+    /// Set on threads where blocking is fine although a Tokio runtime is current: larder's own
+    /// runtime threads, and Tokio blocking-pool threads that ran [`spawn_blocking`] (a pool
+    /// thread never becomes a worker, so the mark stays true).
+    static BLOCKING_OK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static BLOCKING_ON_RUNTIME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Blocking cache calls (a sync `#[memoize]` function waiting for another caller, or for the
+/// shared tier) made on a thread that runs a Tokio runtime, since the process started. Each
+/// blocks a runtime thread — and every task queued on it — for up to `lease_wait`.
+pub fn blocking_calls_on_runtime() -> u64 {
+    BLOCKING_ON_RUNTIME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `f` on Tokio's blocking pool, marked as a thread where larder's blocking calls are
+/// expected: the way to call a sync `#[memoize]` function from async code (or make the
+/// function `async`). Needs a current Tokio runtime.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        BLOCKING_OK.with(|b| b.set(true));
+        f()
+    })
+}
+
+/// Counts, and warns about once per process, a blocking call made where a Tokio runtime is
+/// current (an async handler calling a sync memoized function).
+fn note_blocking_on_runtime() {
+    if tokio::runtime::Handle::try_current().is_err() || BLOCKING_OK.with(std::cell::Cell::get) {
+        return;
+    }
+    if BLOCKING_ON_RUNTIME.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        tracing::warn!(
+            thread = std::thread::current().name().unwrap_or("unnamed"),
+            "a sync #[memoize] function (or a blocking larder-cache call) is waiting on a thread that runs \
+             a Tokio runtime: every task of that thread waits too, up to lease_wait. Make the function \
+             `async`, or call it through `larder_cache::spawn_blocking(move || f(args)).await` \
+             (this warning is given once; larder_cache::blocking_calls_on_runtime() counts them)"
+        );
+    }
 }
 
 /// Runs a future to completion from sync code: on the cache's runtime when this thread is
@@ -815,6 +897,7 @@ where
     F: Future + Send,
     F::Output: Send,
 {
+    note_blocking_on_runtime();
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(_) => {
@@ -1196,6 +1279,42 @@ impl Inner {
     }
 }
 
+/// How a caller that waited for a failed leader gets its own error from the leader's; `None`:
+/// it cannot, and computes itself. See [`Pending::try_compute_with`].
+pub type Share<E> = fn(&E) -> Option<E>;
+
+/// The error a waiting caller gets when the computation it waited for failed and the error
+/// type cannot be cloned: convert it into yours with `From<LeaderFailed>` (`#[memoize]` does
+/// this by itself for error types that implement it and not `Clone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderFailed {
+    error_type: &'static str,
+}
+
+impl LeaderFailed {
+    /// The failure of a computation that returned an error of type `E`.
+    pub fn of<E>() -> Self {
+        LeaderFailed { error_type: std::any::type_name::<E>() }
+    }
+
+    /// The type name of the leader's error.
+    pub fn error_type(&self) -> &'static str {
+        self.error_type
+    }
+}
+
+impl fmt::Display for LeaderFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the computation this call waited for (in the same process) failed with a `{}`",
+            self.error_type
+        )
+    }
+}
+
+impl std::error::Error for LeaderFailed {}
+
 /// What a waiter does next.
 enum Next<V, E> {
     /// The leader's outcome.
@@ -1232,18 +1351,117 @@ impl Pending {
         }
     }
 
+    /// Chooses each value's TTL from the value itself (for example a short one for an empty
+    /// result): `ttl(&value)` replaces the TTL this call was given. Jitter still applies.
+    pub fn ttl_by<V: CacheValue>(mut self, ttl: impl Fn(&V) -> Duration + Send + Sync + 'static) -> Self {
+        self.ttl_of = Some(Box::new(move |v: &dyn Any| v.downcast_ref::<V>().map(&ttl)));
+        self
+    }
+
+    /// The TTL for `v`.
+    fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
+        self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
+    }
+
+    /// Runs `f` now, whatever is cached, and stores its value in every tier (replacing the
+    /// entry; other processes drop their local copies through the backplane). No lease is
+    /// taken: a computation of the same key already running elsewhere may store its value
+    /// after this one.
+    pub async fn refresh<V, F, Fut>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        match self.try_refresh(|| async move { Ok::<V, Infallible>(f().await) }).await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`refresh`](Self::refresh) for a fallible function: an `Ok` replaces the entry,
+    /// an `Err` is returned and leaves the entry as it was.
+    pub async fn try_refresh<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let start = Instant::now();
+        let r = f()
+            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+            .await;
+        let took = start.elapsed();
+        let inner = self.cache.inner.clone();
+        inner.count_computation(took);
+        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+            inner.store(&key, Some(&text), v, self.ttl_for(v), delta, self.cache.local_cap).await;
+            inner.publish(&text).await;
+        }
+        r
+    }
+
+    /// Blocking twin of [`refresh`](Self::refresh): `f` runs on the calling thread.
+    pub fn refresh_blocking<V, F>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.try_refresh_blocking(|| Ok::<V, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Blocking twin of [`try_refresh`](Self::try_refresh).
+    pub fn try_refresh_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let start = Instant::now();
+        let r = f();
+        let took = start.elapsed();
+        let inner = self.cache.inner.clone();
+        inner.count_computation(took);
+        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+            let cap = self.cache.local_cap;
+            if inner.shared().is_none() {
+                if let Some((payload, meta)) = inner.prepare(v, self.ttl_for(v), delta) {
+                    inner.insert_local(key, Some(&text), v, &meta, size_of_payload(&payload), cap);
+                }
+            } else {
+                block_on(async {
+                    inner.store(&key, Some(&text), v, self.ttl_for(v), delta, cap).await;
+                    inner.publish(&text).await;
+                });
+            }
+        }
+        r
+    }
+
     fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
         self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
     }
 
-    fn waited<V: CacheValue, E: Clone + Send + Sync + 'static>(&self, w: Waited) -> Next<V, E> {
+    fn waited<V: CacheValue, E: Send + Sync + 'static>(&self, w: Waited, share: Share<E>) -> Next<V, E> {
         match w {
             Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
                 Some(v) => Next::Return(Ok(v.clone())),
                 None => Next::Alone,
             },
-            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<E>() {
-                Some(e) => Next::Return(Err(e.clone())),
+            // The leader failed: this waiter gets the error as `share` makes it, or (when it
+            // cannot) joins again and computes as the new leader.
+            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<Option<E>>() {
+                Some(Some(e)) => match share(e) {
+                    Some(e) => Next::Return(Err(e)),
+                    None => Next::Retry,
+                },
+                Some(None) => Next::Retry,
                 None => Next::Alone,
             },
             Waited::Abandoned => Next::Retry,
@@ -1251,10 +1469,26 @@ impl Pending {
     }
 
     /// Finishes a missed call with a fallible async function (only `Ok` is stored).
-    pub async fn try_compute<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    /// Concurrent callers in this process that waited for this one get a clone of its `Err`.
+    pub async fn try_compute<V, E, F, Fut>(self, f: F) -> Result<V, E>
     where
         V: CacheValue,
         E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.try_compute_with(f, |e: &E| Some(e.clone())).await
+    }
+
+    /// [`try_compute`](Self::try_compute) for any error type: `share` makes the error a
+    /// waiting caller gets from the leader's (`|e| Some(e.clone())`,
+    /// `|_| Some(MyError::from(LeaderFailed::of::<MyError>()))`, …). When it returns `None`,
+    /// the waiter computes itself instead (one at a time: it joins the flight again as its
+    /// leader).
+    pub async fn try_compute_with<V, E, F, Fut>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
@@ -1276,7 +1510,7 @@ impl Pending {
                         // This caller claimed an early refresh but someone is already computing.
                         return Ok(v.clone());
                     }
-                    match self.waited::<V, E>(flight.wait().await) {
+                    match self.waited::<V, E>(flight.wait().await, share) {
                         Next::Return(r) => return r,
                         Next::Retry => continue,
                         Next::Alone => break None,
@@ -1302,7 +1536,7 @@ impl Pending {
             .await;
         let took = start.elapsed();
         inner.count_computation(took);
-        self.finish(guard, &key, text, lease, stale, r, took).await
+        self.finish(guard, &key, text, lease, stale, r, took, share).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1315,16 +1549,17 @@ impl Pending {
         stale: Option<V>,
         r: Result<V, E>,
         took: Duration,
+        share: Share<E>,
     ) -> Result<V, E>
     where
         V: CacheValue,
-        E: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
     {
         let inner = &self.cache.inner;
         match r {
             Ok(v) => {
                 let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-                let prepared = inner.prepare(&v, self.ttl, delta);
+                let prepared = inner.prepare(&v, self.ttl_for(&v), delta);
                 if let Some((payload, meta)) = &prepared {
                     let size = size_of_payload(payload);
                     inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
@@ -1345,7 +1580,7 @@ impl Pending {
                     complete(guard, Outcome::Value(Arc::new(v.clone())));
                     return Ok(v);
                 }
-                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                complete(guard, Outcome::Error(Arc::new(share(&e))));
                 Err(e)
             }
         }
@@ -1353,10 +1588,20 @@ impl Pending {
 
     /// Finishes a missed call with a fallible blocking function (only `Ok` is stored). The
     /// function runs on the calling thread; tier calls run on the cache's runtime.
-    pub fn try_compute_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    pub fn try_compute_blocking<V, E, F>(self, f: F) -> Result<V, E>
     where
         V: CacheValue,
         E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.try_compute_blocking_with(f, |e: &E| Some(e.clone()))
+    }
+
+    /// Blocking twin of [`try_compute_with`](Self::try_compute_with).
+    pub fn try_compute_blocking_with<V, E, F>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
         F: FnOnce() -> Result<V, E>,
     {
         let inner = self.cache.inner.clone();
@@ -1376,7 +1621,8 @@ impl Pending {
                     if let Some(v) = &fallback {
                         return Ok(v.clone());
                     }
-                    match self.waited::<V, E>(flight.wait_blocking()) {
+                    note_blocking_on_runtime();
+                    match self.waited::<V, E>(flight.wait_blocking(), share) {
                         Next::Return(r) => return r,
                         Next::Retry => continue,
                         Next::Alone => break None,
@@ -1402,9 +1648,13 @@ impl Pending {
         inner.count_computation(took);
         if inner.shared().is_none() {
             // No tier calls: finish without touching any runtime.
-            return finish_local(&inner, guard, &key, stale, r, took, self.ttl, self.cache.local_cap);
+            let ttl = match &r {
+                Ok(v) => self.ttl_for(v),
+                Err(_) => self.ttl,
+            };
+            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap, share);
         }
-        block_on(self.finish(guard, &key, text, lease, stale, r, took))
+        block_on(self.finish(guard, &key, text, lease, stale, r, took, share))
     }
 }
 
@@ -1418,10 +1668,11 @@ fn finish_local<V, E>(
     took: Duration,
     ttl: Duration,
     cap: Option<Duration>,
+    share: Share<E>,
 ) -> Result<V, E>
 where
     V: CacheValue,
-    E: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
 {
     match r {
         Ok(v) => {
@@ -1439,7 +1690,7 @@ where
                 Ok(v)
             }
             None => {
-                complete(guard, Outcome::Error(Arc::new(e.clone())));
+                complete(guard, Outcome::Error(Arc::new(share(&e))));
                 Err(e)
             }
         },

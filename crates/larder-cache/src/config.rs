@@ -8,8 +8,17 @@
 //! | `local:Nkb`, `local:Nmb`, `local:Ngb` | in-process tier bounded by approximate bytes |
 //! | `sqlite:PATH[?max_entries=N&max_bytes=N]` | one SQLite file shared by every process on the host |
 //! | `redis://…`, `rediss://…`, `redis+unix://…` | a Redis server (feature `redis`) |
-//! | `redis+cluster://host:port,host:port,…` | a Redis Cluster (feature `redis`); the commas inside belong to it |
+//! | `redis+cluster://host:port,host:port,…`, `rediss+cluster://…` | a Redis Cluster (feature `redis`), `rediss+` over TLS; the commas inside belong to it |
 //! | `none` | nothing (useful to switch caching off from the environment) |
+//!
+//! Redis URLs carry credentials, TLS files, a key prefix, timeouts and connection settings:
+//! `redis://USER:PASSWORD@HOST:PORT/DB?prefix=app1:&timeout=500ms&connections=4`,
+//! `rediss://:PASSWORD@HOST:6380?ca=/etc/ssl/redis-ca.pem`; the full grammar and every
+//! parameter are in [`crate::redis::connect`]. A Redis URL's `timeout` also sets the cache's
+//! `op_timeout`. When the cache is built, a Redis tier is checked with a `PING` (and a read
+//! under its prefix): wrong credentials, a missing ACL permission or an untrusted
+//! certificate fail the build with [`TierError::Auth`] / [`TierError::Tls`]; a server that is
+//! only unreachable does not (the cache fails open until it is back).
 //!
 //! Shared tiers are opened by [`open_shared`]: the `match` on the scheme there is the one
 //! place a new tier is registered.
@@ -22,7 +31,8 @@ use crate::tier::{SharedTier, TierError};
 /// Entries in the local tier when no size is given.
 pub const DEFAULT_LOCAL_ENTRIES: u64 = 10_000;
 
-const SCHEMES: &[&str] = &["local", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "none"];
+const SCHEMES: &[&str] =
+    &["local", "sqlite", "redis", "rediss", "redis+unix", "redis+cluster", "rediss+cluster", "none"];
 
 fn scheme_of(item: &str) -> Option<&str> {
     let head = item.split(':').next().unwrap_or("");
@@ -99,11 +109,60 @@ pub fn parse(spec: &str) -> Result<CacheBuilder, CacheError> {
                     return Err(CacheError::Config("more than one shared tier".into()));
                 }
                 have_shared = true;
+                // A Redis URL's `timeout` bounds the cache's calls too (op_timeout).
+                if scheme.starts_with("redis") {
+                    if let Some(t) = url_param(&item, "timeout") {
+                        let t = parse_duration(t)
+                            .map_err(|e| CacheError::Config(format!("redis URL `timeout`: {e}")))?;
+                        if t.is_zero() {
+                            return Err(CacheError::Config("redis URL `timeout` must be positive".into()));
+                        }
+                        b = b.op_timeout(t);
+                    }
+                }
                 b = b.shared_url(&item);
             }
         }
     }
     Ok(b)
+}
+
+/// Parses a duration such as `250ms`, `2s`, `1m`, `1m30s` (units `ms`, `s`, `m`, `h`).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let mut total: u64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{s}`: expected a number followed by ms, s, m or h"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let mult = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("`{s}`: expected a number followed by ms, s, m or h")),
+        };
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("`{s}`: too long"))?;
+    }
+    Ok(std::time::Duration::from_millis(total))
+}
+
+/// The value of query parameter `name` in a tier URL, if present (not decoded).
+fn url_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = url.split_once('?')?;
+    query.rsplit('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// Opens a shared tier from its URL. New tiers register here.
@@ -116,14 +175,18 @@ pub fn open_shared(url: &str, opts: &TierOptions) -> Result<Arc<dyn SharedTier>,
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(crate::sqlite::SqliteTier::open_url(url, opts)?)),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" => {
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" => {
             let ropts = crate::redis::RedisOptions::default()
                 .timeout(opts.op_timeout)
                 .poll_interval(opts.poll_interval.max(std::time::Duration::from_millis(5)));
-            Ok(Arc::new(crate::redis::connect(url, ropts)?))
+            let tier = crate::redis::connect(url, ropts)?;
+            // Wrong credentials or an untrusted certificate: fail now, not compute forever.
+            // A server that is merely down does not stop the cache from being built.
+            crate::cache::block_on(tier.verify())?;
+            Ok(Arc::new(tier))
         }
         #[allow(unreachable_patterns)]
-        "sqlite" | "redis" | "rediss" | "redis+unix" | "redis+cluster" => {
+        "sqlite" | "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" => {
             Err(CacheError::Tier(TierError::Config(format!(
                 "the `{scheme}` tier is not compiled in (enable larder-cache's `{}` feature)",
                 feature_of(scheme)
@@ -159,6 +222,21 @@ mod tests {
         assert_eq!(parse_local("64MB").unwrap(), (64 << 20, true));
         assert!(parse_local("0").is_err());
         assert!(parse_local("lots").is_err());
+    }
+
+    #[test]
+    fn durations_and_url_params() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert_eq!(url_param("redis://h?a=1&timeout=2s&timeout=3s", "timeout"), Some("3s"));
+        assert_eq!(url_param("redis://h", "timeout"), None);
+        // The URL's timeout becomes the cache's op_timeout; a bad one is a config error.
+        assert!(parse("redis://127.0.0.1:1?timeout=soon").is_err());
+        assert!(parse("redis://127.0.0.1:1?timeout=0s").is_err());
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
 //!   XFetch early recomputation, TTL jitter, fail-safe, fail-open with a circuit breaker,
 //!   invalidation across processes, `metrics` counters and [`Cache::stats`].
-//! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls.
+//! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls,
+//!   and companions on the same key space, secret and cache: `quote::key(…)`, `peek`,
+//!   `invalidate`, `prime`, `refresh`.
 //!
 //! # Example
 //!
@@ -60,7 +62,8 @@
 //! * It does not cache `Err` unless asked (`#[memoize(cache_err)]`), and never shares a value
 //!   across [`KeySpace`](larder_key::KeySpace) namespaces or versions.
 //! * Its async API needs a Tokio runtime (timeouts use Tokio's timer); the blocking API brings
-//!   its own.
+//!   its own. A blocking call that waits on a Tokio runtime thread is counted and warned about
+//!   once ([`blocking_calls_on_runtime`]); use [`spawn_blocking`] or an async function.
 //! * It does not stale-while-revalidate in the background: XFetch refreshes hot keys before
 //!   they expire, inside a caller's request.
 //!
@@ -88,15 +91,15 @@ pub mod store_secret;
 pub mod tier;
 
 pub use cache::{
-    default_cache, Cache, CacheBuilder, CacheError, CacheValue, Lookup, Pending, TierOptions,
-    NO_BACKPLANE_LOCAL_TTL,
+    blocking_calls_on_runtime, default_cache, spawn_blocking, Cache, CacheBuilder, CacheError, CacheValue,
+    LeaderFailed, Lookup, Pending, Share, TierOptions, NO_BACKPLANE_LOCAL_TTL,
 };
 pub use codec::ValueCodec;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
 pub use stats::CacheStats;
-pub use tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
+pub use tier::{BoxFuture, InvalidationHandler, Inventory, Lease, NamespaceInventory, SharedTier, TierError};
 
 /// Support for `#[memoize]`-generated code. Not a stable interface.
 #[doc(hidden)]
@@ -154,6 +157,57 @@ pub mod __private {
             s.push_str(&hex);
         }
         s
+    }
+
+    /// How `#[memoize]` shares a failed leader's error with its waiters, chosen by the error
+    /// type (autoref specialization, resolved at compile time): a clone if it is `Clone`, else
+    /// `E::from(LeaderFailed)` if it implements that, else none (the waiter computes itself).
+    pub struct ShareOf<E>(core::marker::PhantomData<E>);
+
+    impl<E> ShareOf<E> {
+        /// The probe.
+        pub fn new() -> Self {
+            ShareOf(core::marker::PhantomData)
+        }
+    }
+
+    impl<E> Default for ShareOf<E> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// First choice: clone.
+    pub trait ShareByClone<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E: Clone> ShareByClone<E> for &&ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |e| Some(e.clone())
+        }
+    }
+
+    /// Second choice: `From<LeaderFailed>`.
+    pub trait ShareByFrom<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E: From<crate::LeaderFailed>> ShareByFrom<E> for &ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |_| Some(E::from(crate::LeaderFailed::of::<E>()))
+        }
+    }
+
+    /// Last resort: the waiter computes itself.
+    pub trait ShareNot<E> {
+        /// The sharing function.
+        fn share_fn(&self) -> crate::Share<E>;
+    }
+    impl<E> ShareNot<E> for ShareOf<E> {
+        fn share_fn(&self) -> crate::Share<E> {
+            |_| None
+        }
     }
 
     /// Asserts at compile time that a memoized argument is `StableKey`.

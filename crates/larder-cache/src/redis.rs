@@ -1,5 +1,5 @@
 //! The Redis and Redis Cluster shared tiers (`redis://`, `rediss://`, `redis+unix://`,
-//! `redis+cluster://host:port,host:port`).
+//! `redis+cluster://host:port,host:port`, `rediss+cluster://…`).
 //!
 //! [`RedisTier`] implements [`SharedTier`] with redis-rs:
 //!
@@ -8,7 +8,11 @@
 //!   the server goes away. A cluster is reached through redis-rs's async cluster connection,
 //!   which routes every command to the node owning its slot and follows slot moves. Both are
 //!   created lazily: building a tier never touches the network, so a service starts even while
-//!   Redis is down (the cache answers by computing until it is back).
+//!   Redis is down (the cache answers by computing until it is back). `Cache::from_url` then
+//!   calls [`RedisTier::verify`]: wrong credentials, a missing ACL permission or an untrusted
+//!   certificate fail the build; a server that is only unreachable does not.
+//! * **URLs** carry the password or ACL user, TLS files (`ca`, `client_cert`, `client_key`),
+//!   the key prefix, timeouts and the number of connections: see [`connect`] for the grammar.
 //! * **Timeouts.** Every call is bounded by [`RedisOptions::timeout`] (a `tokio` timeout around
 //!   the whole call, plus redis-rs's own connect and response timeouts), so a dead or stalled
 //!   server costs a caller at most that long and surfaces as a [`TierError`].
@@ -64,7 +68,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +82,10 @@ use tokio::time::Instant;
 
 use crate::tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
 
+/// How long [`RedisTier::verify`] waits for a server at least (a TLS handshake in a debug
+/// build can take longer than a call's timeout).
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Tuning of a [`RedisTier`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -89,6 +97,13 @@ pub struct RedisOptions {
     pub prefix: String,
     /// How often a waiter re-checks when no notification arrives. Default 50 ms.
     pub poll_interval: Duration,
+    /// Bound of one connection attempt (background reconnects included). Default: `timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// Multiplexed connections per server, used in turn (each pipelines every task's
+    /// commands). Default 1; more spreads the work of many threads over several sockets.
+    pub connections: usize,
+    /// Reconnection attempts redis-rs makes inside one call. Default 1.
+    pub retries: u32,
 }
 
 impl Default for RedisOptions {
@@ -97,6 +112,9 @@ impl Default for RedisOptions {
             timeout: Duration::from_millis(250),
             prefix: "larder:".to_string(),
             poll_interval: Duration::from_millis(50),
+            connect_timeout: None,
+            connections: 1,
+            retries: 1,
         }
     }
 }
@@ -141,12 +159,209 @@ pub fn lease_key(prefix: &str, key: &str) -> String {
     s
 }
 
-/// Builds a Redis tier from a URL: `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS),
-/// `redis+unix:///path/to/socket`, or `redis+cluster://host:port,host:port[,…]`.
+/// Builds a Redis tier from a URL. Nothing is connected yet; the first call connects (and
+/// [`RedisTier::verify`] checks credentials and certificates, as `Cache::from_url` does).
 ///
-/// Nothing is connected yet; the first call connects.
+/// ```text
+/// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?PARAMS]            one server
+/// rediss://[[USER]:PASSWORD@]HOST[:PORT][/DB][?PARAMS]           one server over TLS
+/// redis+unix:///PATH[?db=N&user=USER&pass=PASSWORD&PARAMS]       one server, unix socket
+/// redis+cluster://[[USER]:PASSWORD@]HOST:PORT,HOST:PORT…[?PARAMS]   a Redis Cluster
+/// rediss+cluster://[[USER]:PASSWORD@]HOST:PORT,HOST:PORT…[?PARAMS]  a Redis Cluster over TLS
+/// ```
+///
+/// `USER` is an ACL user (`default` when only a password is given, as with `requirepass`);
+/// percent-encode `@`, `:`, `/`, `?`, `#` in it or in the password. `PARAMS` (`&`-separated,
+/// values percent-decoded):
+///
+/// | param | meaning | default |
+/// |---|---|---|
+/// | `prefix=S` | prefix of every key and channel (no `{`, `}`) | `larder:` |
+/// | `timeout=D` | bound of every call, connect included (`250ms`, `1s`; also the cache's `op_timeout` when given through `Cache::from_url`) | the cache's `op_timeout` (250 ms) |
+/// | `connect_timeout=D` | bound of one connection attempt | `timeout` |
+/// | `connections=N` | multiplexed connections per server, used in turn (1–64) | 1 |
+/// | `retries=N` | reconnection attempts inside one call | 1 |
+/// | `ca=PATH` | PEM file of the CA(s) to trust instead of the system's roots (TLS only) | system roots |
+/// | `client_cert=PATH`, `client_key=PATH` | PEM client certificate and key for mutual TLS (both or neither) | none |
+/// | `db=N`, `user=U`, `pass=P`, `protocol=resp3` | passed on to redis-rs (for `redis+unix://`) | |
+///
+/// An unknown parameter is an error (a typo must not silently drop a setting). There is no
+/// parameter to skip certificate verification.
 pub fn connect(url: &str, options: RedisOptions) -> Result<RedisTier, TierError> {
     RedisTier::open(url, options)
+}
+
+/// A Redis URL split into the node URLs redis-rs reads and larder's own parameters.
+struct RedisUrl {
+    cluster: bool,
+    tls: bool,
+    node_urls: Vec<String>,
+    params: Vec<(String, String)>,
+}
+
+const OWN_PARAMS: &[&str] =
+    &["prefix", "timeout", "connect_timeout", "connections", "retries", "ca", "client_cert", "client_key"];
+const PASSED_PARAMS: &[&str] = &["db", "user", "pass", "protocol"];
+
+impl RedisUrl {
+    fn parse(url: &str) -> Result<Self, TierError> {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut params = Vec::new();
+        let mut passed = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if OWN_PARAMS.contains(&k) {
+                params.push((k.to_owned(), percent_decode(v)?));
+            } else if PASSED_PARAMS.contains(&k) {
+                passed.push(pair);
+            } else {
+                return Err(config_err(format!(
+                    "unknown redis URL parameter `{k}` (known: {}, {})",
+                    OWN_PARAMS.join(", "),
+                    PASSED_PARAMS.join(", ")
+                )));
+            }
+        }
+        let passed = if passed.is_empty() { String::new() } else { format!("?{}", passed.join("&")) };
+        let (cluster, tls, rest) = if let Some(r) = base.strip_prefix("rediss+cluster://") {
+            (true, true, r)
+        } else if let Some(r) = base.strip_prefix("redis+cluster://") {
+            (true, false, r)
+        } else if base.starts_with("rediss://") {
+            (false, true, base)
+        } else if base.starts_with("redis://")
+            || base.starts_with("redis+unix://")
+            || base.starts_with("unix://")
+        {
+            (false, false, base)
+        } else {
+            return Err(config_err(
+                "not a redis URL (redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://)",
+            ));
+        };
+        let node_urls = if cluster {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((a, h)) => (format!("{a}@"), h),
+                None => (String::new(), rest),
+            };
+            let scheme = if tls { "rediss" } else { "redis" };
+            let urls: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{scheme}://{auth}{h}{passed}"))
+                .collect();
+            if urls.is_empty() {
+                return Err(config_err("a redis cluster URL needs at least one host:port"));
+            }
+            urls
+        } else {
+            vec![format!("{rest}{passed}")]
+        };
+        Ok(RedisUrl { cluster, tls, node_urls, params })
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `options` with the URL's parameters applied.
+    fn apply(&self, mut o: RedisOptions) -> Result<RedisOptions, TierError> {
+        let dur = |name: &str| -> Result<Option<Duration>, TierError> {
+            self.param(name)
+                .map(|v| {
+                    crate::config::parse_duration(v)
+                        .map_err(|e| config_err(format!("redis URL `{name}`: {e}")))
+                })
+                .transpose()
+        };
+        let int = |name: &str, max: u64| -> Result<Option<u64>, TierError> {
+            self.param(name)
+                .map(|v| match v.parse::<u64>() {
+                    Ok(n) if n <= max => Ok(n),
+                    _ => Err(config_err(format!(
+                        "redis URL `{name}={v}`: expected a whole number up to {max}"
+                    ))),
+                })
+                .transpose()
+        };
+        if let Some(p) = self.param("prefix") {
+            o.prefix = p.to_owned();
+        }
+        if let Some(t) = dur("timeout")? {
+            o.timeout = t;
+        }
+        if let Some(t) = dur("connect_timeout")? {
+            o.connect_timeout = Some(t);
+        }
+        if let Some(n) = int("connections", 64)? {
+            if n == 0 {
+                return Err(config_err("redis URL `connections=0`: at least one connection is needed"));
+            }
+            o.connections = n as usize;
+        }
+        if let Some(n) = int("retries", 100)? {
+            o.retries = n as u32;
+        }
+        Ok(o)
+    }
+
+    /// The CA and client certificates named by `ca`, `client_cert`, `client_key`, read now.
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, TierError> {
+        let (ca, cert, key) = (self.param("ca"), self.param("client_cert"), self.param("client_key"));
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(None);
+        }
+        if !self.tls {
+            return Err(config_err(
+                "`ca`, `client_cert` and `client_key` need a TLS URL (rediss://, rediss+cluster://)",
+            ));
+        }
+        let read = |name: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| config_err(format!("redis URL `{name}`: cannot read {path}: {e}")))
+        };
+        let client_tls = match (cert, key) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                client_cert: read("client_cert", c)?,
+                client_key: read("client_key", k)?,
+            }),
+            (None, None) => None,
+            _ => return Err(config_err("redis URL: give both `client_cert` and `client_key`, or neither")),
+        };
+        let root_cert = ca.map(|c| read("ca", c)).transpose()?;
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, TierError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let v = hex
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| config_err("bad percent-encoding in a redis URL parameter"))?;
+                out.push(v);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| config_err("a redis URL parameter is not UTF-8"))
 }
 
 // KEYS[1] = lease, ARGV[1] = token, ARGV[2] = release channel, ARGV[3] = key text.
@@ -168,12 +383,12 @@ return {0, redis.call('EXISTS', KEYS[2])}
 
 enum Backend {
     Single {
-        conn: ConnectionManager,
-        client: redis::Client,
+        conns: Vec<ConnectionManager>,
+        client: Box<redis::Client>,
     },
     Cluster {
         client: Box<ClusterClient>,
-        conn: tokio::sync::OnceCell<ClusterConnection>,
+        conns: Vec<tokio::sync::OnceCell<ClusterConnection>>,
         /// One plain client per configured node, for the pub/sub listener.
         nodes: Vec<redis::Client>,
     },
@@ -261,6 +476,8 @@ pub struct RedisTier {
     release_script: Script,
     check_script: Script,
     hub: Arc<Hub>,
+    /// The next connection of the pool to use.
+    next: AtomicUsize,
     handle: tokio::runtime::Handle,
     /// Dropping the tier drops this sender, which stops the listener task.
     shutdown: watch::Sender<()>,
@@ -279,6 +496,9 @@ fn config_err(e: impl fmt::Display) -> TierError {
 }
 
 fn map_err(e: RedisError) -> TierError {
+    if let Some(refused) = refusal(&e) {
+        return refused;
+    }
     if e.is_timeout() {
         TierError::Timeout
     } else if e.is_io_error()
@@ -293,14 +513,40 @@ fn map_err(e: RedisError) -> TierError {
     }
 }
 
+/// A server that refuses this client — bad credentials, a missing ACL permission, a TLS
+/// certificate that is not trusted — as opposed to one that is down or slow.
+fn refusal(e: &RedisError) -> Option<TierError> {
+    let text = e.to_string();
+    let code = e.code().unwrap_or("");
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+        || ["WRONGPASS", "NOAUTH", "NOPERM", "uthentication failed", "invalid username-password"]
+            .iter()
+            .any(|m| text.contains(m))
+    {
+        return Some(TierError::Auth(text));
+    }
+    let lower = text.to_ascii_lowercase();
+    if ["certificate", "unknownissuer", "tls handshake", "invalidcertificate", "peer is incompatible"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return Some(TierError::Tls(text));
+    }
+    None
+}
+
 /// Milliseconds for `PX`: at least 1 (Redis rejects 0), at most about 100 years.
 fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).clamp(1, 100 * 365 * 24 * 3600 * 1000)
 }
 
 impl RedisTier {
-    /// Builds a tier from a URL (see [`connect`]).
+    /// Builds a tier from a URL (see [`connect`]). Parameters in the URL's query override
+    /// `options`.
     pub fn open(url: &str, options: RedisOptions) -> Result<Self, TierError> {
+        let parsed = RedisUrl::parse(url)?;
+        let options = parsed.apply(options)?;
         if options.prefix.contains(['{', '}']) {
             return Err(config_err("redis key prefix must not contain '{' or '}'"));
         }
@@ -320,48 +566,47 @@ impl RedisTier {
             }
         };
         let _enter = handle.enter();
-        let backend = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let node_urls: Vec<String> = rest
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| format!("redis://{s}"))
-                .collect();
-            if node_urls.is_empty() {
-                return Err(config_err("redis+cluster:// needs at least one host:port"));
+        if parsed.tls {
+            // redis-rs builds rustls without a crypto provider: see `ensure_rustls_provider`.
+            ensure_rustls_provider();
+        }
+        let certs = parsed.certificates()?;
+        let connect_timeout = options.connect_timeout.unwrap_or(options.timeout);
+        let client_for = |u: &str| -> Result<redis::Client, TierError> {
+            match &certs {
+                Some(c) => redis::Client::build_with_tls(u, c.clone()),
+                None => redis::Client::open(u),
             }
-            let nodes = node_urls
-                .iter()
-                .map(|u| redis::Client::open(u.as_str()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| config_err(format!("bad redis cluster URL: {e}")))?;
-            let client = ClusterClient::builder(node_urls)
-                .connection_timeout(options.timeout)
+            .map_err(|e| config_err(format!("bad redis URL: {e}")))
+        };
+        let backend = if parsed.cluster {
+            let nodes = parsed.node_urls.iter().map(|u| client_for(u)).collect::<Result<Vec<_>, _>>()?;
+            let mut builder = ClusterClient::builder(parsed.node_urls.clone())
+                .connection_timeout(connect_timeout)
                 .response_timeout(options.timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| config_err(format!("bad redis cluster URL: {e}")))?;
-            Backend::Cluster { client: Box::new(client), conn: tokio::sync::OnceCell::new(), nodes }
-        } else if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://")
-            || url.starts_with("unix://")
-        {
-            if url.starts_with("rediss://") {
-                ensure_rustls_provider();
+                .retries(options.retries);
+            if parsed.tls {
+                builder = builder.tls(redis::TlsMode::Secure);
             }
-            let client = redis::Client::open(url).map_err(|e| config_err(format!("bad redis URL: {e}")))?;
+            if let Some(c) = &certs {
+                builder = builder.certs(c.clone());
+            }
+            let client = builder.build().map_err(|e| config_err(format!("bad redis cluster URL: {e}")))?;
+            let conns = (0..options.connections).map(|_| tokio::sync::OnceCell::new()).collect();
+            Backend::Cluster { client: Box::new(client), conns, nodes }
+        } else {
+            let client = client_for(&parsed.node_urls[0])?;
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(options.timeout))
+                .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(options.timeout))
-                .set_number_of_retries(1)
+                .set_number_of_retries(options.retries as usize)
                 .set_min_delay(Duration::from_millis(10))
                 .set_max_delay(Duration::from_millis(200));
-            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            let conns = (0..options.connections)
+                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| config_err(format!("redis connection manager: {e}")))?;
-            Backend::Single { conn, client }
-        } else {
-            return Err(config_err("not a redis URL (redis://, rediss://, redis+unix://, redis+cluster://)"));
+            Backend::Single { conns, client: Box::new(client) }
         };
         let (subscribed, _) = watch::channel(false);
         let (shutdown, _) = watch::channel(());
@@ -378,10 +623,60 @@ impl RedisTier {
                 started: AtomicBool::new(false),
                 subscribed,
             }),
+            next: AtomicUsize::new(0),
             handle,
             shutdown,
             _runtime: OwnedRuntime(runtime),
         })
+    }
+
+    /// Checks that the server accepts this client: connects, authenticates, `PING`s, and reads
+    /// one key under the prefix (an ACL user without access to it is refused). On a cluster,
+    /// the first node that answers is asked. Bad credentials, a missing permission or an
+    /// untrusted certificate are errors ([`TierError::Auth`], [`TierError::Tls`]); a server
+    /// that is down or does not answer within [`VERIFY_TIMEOUT`] (or the tier's timeout, if
+    /// longer) is not — the cache fails open until it is back — and gives `Ok(false)`.
+    ///
+    /// `Cache::from_url` and `CacheBuilder::shared_url` call this when the cache is built, so
+    /// a misconfigured deployment fails at start instead of computing everything forever.
+    pub async fn verify(&self) -> Result<bool, TierError> {
+        let bound =
+            self.options.timeout.max(self.options.connect_timeout.unwrap_or_default()).max(VERIFY_TIMEOUT);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(Some(bound));
+        let clients: Vec<&redis::Client> = match &self.backend {
+            Backend::Single { client, .. } => vec![&**client],
+            Backend::Cluster { nodes, .. } => nodes.iter().collect(),
+        };
+        let probe = self.value_key("larder:verify");
+        let mut last = None;
+        for client in clients {
+            let check = async {
+                let mut c = client.get_multiplexed_async_connection_with_config(&config).await?;
+                let _: String = redis::cmd("PING").query_async(&mut c).await?;
+                match redis::cmd("GET").arg(&probe).query_async::<Option<Vec<u8>>>(&mut c).await {
+                    // On a cluster node that does not own the slot: permissions were checked.
+                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::Moved)) => {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(()),
+                }
+            };
+            match tokio::time::timeout(bound, check).await {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(e)) => match map_err(e) {
+                    refused @ (TierError::Auth(_) | TierError::Tls(_)) => return Err(refused),
+                    other => last = Some(other),
+                },
+                Err(_) => last = Some(TierError::Timeout),
+            }
+        }
+        if let Some(e) = last {
+            tracing::warn!(error = %e, "redis not reachable while the cache is built; answering by computing until it is");
+        }
+        Ok(false)
     }
 
     /// The options this tier was built with.
@@ -414,10 +709,11 @@ impl RedisTier {
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let work = async {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
             match &self.backend {
-                Backend::Single { conn, .. } => f(Conn::Single(conn.clone())).await,
-                Backend::Cluster { client, conn, .. } => {
-                    let c = Self::cluster_conn(client, conn).await?;
+                Backend::Single { conns, .. } => f(Conn::Single(conns[n % conns.len()].clone())).await,
+                Backend::Cluster { client, conns, .. } => {
+                    let c = Self::cluster_conn(client, &conns[n % conns.len()]).await?;
                     f(Conn::Cluster(c)).await
                 }
             }
@@ -439,7 +735,7 @@ impl RedisTier {
             return;
         }
         let clients: Vec<redis::Client> = match &self.backend {
-            Backend::Single { client, .. } => vec![client.clone()],
+            Backend::Single { client, .. } => vec![(**client).clone()],
             Backend::Cluster { nodes, .. } => nodes.clone(),
         };
         let listener = Listener {
@@ -708,6 +1004,72 @@ impl SharedTier for RedisTier {
         self.hub.handlers.lock().unwrap_or_else(|p| p.into_inner()).push(handler);
         self.ensure_listener();
         true
+    }
+}
+
+impl RedisTier {
+    /// What the server holds under this tier's prefix, by namespace: `SCAN` over
+    /// `<prefix>{#*` and `STRLEN` of each value. On a cluster, every node named in the URL is
+    /// scanned (name every primary to count them all). Each `SCAN` batch is one bounded call.
+    pub async fn inventory(&self) -> Result<crate::tier::Inventory, TierError> {
+        let clients: Vec<&redis::Client> = match &self.backend {
+            Backend::Single { client, .. } => vec![&**client],
+            Backend::Cluster { nodes, .. } => nodes.iter().collect(),
+        };
+        let pattern = format!("{}{{#*", self.options.prefix);
+        let head = format!("{}{{#", self.options.prefix);
+        let bound = self.options.timeout.max(VERIFY_TIMEOUT);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(Some(bound));
+        let mut inv = crate::tier::Inventory::default();
+        for client in clients {
+            let mut conn =
+                tokio::time::timeout(bound, client.get_multiplexed_async_connection_with_config(&config))
+                    .await
+                    .map_err(|_| TierError::Timeout)?
+                    .map_err(map_err)?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, names): (u64, Vec<String>) = tokio::time::timeout(
+                    bound,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await
+                .map_err(|_| TierError::Timeout)?
+                .map_err(map_err)?;
+                let mut pipe = redis::pipe();
+                let mut values = Vec::new();
+                for name in names {
+                    if name.ends_with("}:lease") {
+                        inv.leases += 1;
+                    } else if let Some(text) = name.strip_prefix(&head).and_then(|t| t.strip_suffix('}')) {
+                        pipe.cmd("STRLEN").arg(&name);
+                        values.push(text.to_owned());
+                    }
+                }
+                if !values.is_empty() {
+                    let lens: Vec<u64> = tokio::time::timeout(bound, pipe.query_async(&mut conn))
+                        .await
+                        .map_err(|_| TierError::Timeout)?
+                        .map_err(map_err)?;
+                    for (text, len) in values.iter().zip(lens) {
+                        inv.add(text, len, false);
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(inv)
     }
 }
 

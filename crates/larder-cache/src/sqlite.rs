@@ -489,6 +489,29 @@ impl SharedTier for SqliteTier {
     }
 }
 
+impl SqliteTier {
+    /// What the file holds, by namespace (one scan of the entries table).
+    pub fn inventory(&self) -> Result<crate::tier::Inventory, TierError> {
+        self.shared.with_conn(|c| {
+            let now = now_ms();
+            let mut inv = crate::tier::Inventory::default();
+            let mut stmt = c.prepare("SELECT key, size, expires_ms FROM larder_entries").map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (key, size, expires) = row.map_err(err)?;
+                inv.add(&key, u64::try_from(size).unwrap_or(0), expires <= now);
+            }
+            let leases: i64 = c
+                .query_row("SELECT COUNT(*) FROM larder_leases WHERE expires_ms > ?1", [now], |r| r.get(0))
+                .map_err(err)?;
+            inv.leases = u64::try_from(leases).unwrap_or(0);
+            Ok(inv)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,18 @@ pub(crate) fn per_store_secret(db: &Path) -> Result<KeySecret, CacheError> {
     Err(secret_error(&path, "it keeps disappearing while being opened"))
 }
 
+/// The per-store secret beside the SQLite file `db`, if one exists (with the same owner and
+/// permission checks as the cache; never created here). For tools that read a store the
+/// services wrote, such as `larder cache get`.
+pub fn existing_sqlite_secret(db: &Path) -> Result<Option<KeySecret>, CacheError> {
+    let path = sqlite_secret_path(db);
+    match std::fs::OpenOptions::new().read(true).open(&path) {
+        Ok(f) => read_secret(&path, f).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(secret_error(&path, format!("cannot open: {e}"))),
+    }
+}
+
 fn read_secret(path: &Path, mut f: File) -> Result<KeySecret, CacheError> {
     // The checks are on the opened file (fstat), so a file swapped in after them is not read.
     let meta = f.metadata().map_err(|e| secret_error(path, format!("cannot stat: {e}")))?;

@@ -28,6 +28,12 @@ pub enum TierError {
     Server(String),
     /// The tier was configured wrongly (bad URL, unusable path).
     Config(String),
+    /// The server refused this client's credentials or permissions (wrong password, unknown
+    /// ACL user, a command or key the user may not use).
+    Auth(String),
+    /// The TLS handshake failed: the server's certificate is not trusted (or not for this
+    /// host), or the server refused the client certificate.
+    Tls(String),
 }
 
 impl fmt::Display for TierError {
@@ -37,11 +43,52 @@ impl fmt::Display for TierError {
             TierError::Timeout => write!(f, "cache tier call timed out"),
             TierError::Server(d) => write!(f, "cache tier server error: {d}"),
             TierError::Config(d) => write!(f, "cache tier configuration error: {d}"),
+            TierError::Auth(d) => write!(f, "cache tier refused the credentials: {d}"),
+            TierError::Tls(d) => write!(f, "cache tier TLS handshake failed: {d}"),
         }
     }
 }
 
 impl std::error::Error for TierError {}
+
+/// What a shared tier holds (for operators: `larder cache stats`), counted by namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Inventory {
+    /// Stored values (on SQLite, expired ones not swept yet included).
+    pub entries: u64,
+    /// Bytes of the stored frames.
+    pub bytes: u64,
+    /// Entries past their expiry, not yet swept (SQLite; Redis drops them itself: 0).
+    pub expired: u64,
+    /// Compute leases held right now.
+    pub leases: u64,
+    /// By `namespace:vN` (the key text before its digest).
+    pub namespaces: std::collections::BTreeMap<String, NamespaceInventory>,
+}
+
+/// One namespace version's share of an [`Inventory`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamespaceInventory {
+    /// Stored values.
+    pub entries: u64,
+    /// Bytes of their frames.
+    pub bytes: u64,
+}
+
+impl Inventory {
+    /// Counts one stored value under key text `key`.
+    pub fn add(&mut self, key: &str, bytes: u64, expired: bool) {
+        self.entries += 1;
+        self.bytes += bytes;
+        self.expired += u64::from(expired);
+        let space = key.rsplit_once(':').map_or(key, |(space, _digest)| space);
+        let ns = self.namespaces.entry(space.to_owned()).or_default();
+        ns.entries += 1;
+        ns.bytes += bytes;
+    }
+}
 
 /// The outcome of asking for a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,9 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// writes of one short line are atomic across processes).
 fn quote(log: &Path, x: u64) -> u64 {
     let mut f = OpenOptions::new().create(true).append(true).open(log).unwrap();
-    writeln!(f, "{x} {}", std::process::id()).unwrap();
+    // One write(2) per line: `writeln!` on a File may issue several, which other processes'
+    // lines can interleave with.
+    f.write_all(format!("{x} {}\n", std::process::id()).as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     x * 1_000 + 7
 }

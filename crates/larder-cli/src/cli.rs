@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about,
     after_help = "Start here:  larder demo     (a few seconds, no servers needed)\n\
+                  Output:      -o json (--output json) on every subcommand that prints data\n\
                   Exit codes:  0 ok, 1 operational error, 2 usage error"
 )]
 pub struct Cli {
@@ -82,11 +83,14 @@ pub enum Command {
         /// One or more values; each masked value is printed on its own line.
         #[arg(required = true)]
         values: Vec<String>,
+        #[command(flatten)]
+        out: OutputArgs,
     },
 
     /// Print the cache key text of a JSON value, as a service using larder would compute it.
     #[command(after_help = "Example:\n  \
-        larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'")]
+        larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'\n  \
+        larder key --namespace loan_calc --value 7 -o json")]
     Key {
         /// The key space's namespace ([a-z0-9_.-], 1-64 bytes).
         #[arg(long)]
@@ -94,9 +98,22 @@ pub enum Command {
         /// The key space's version.
         #[arg(long, default_value_t = 1)]
         version: u32,
-        /// The value, as JSON (a negative number may follow directly: --json -5).
-        #[arg(long, allow_hyphen_values = true)]
+        /// The value, as JSON (a negative number may follow directly: --json -5). This is the
+        /// INPUT; the output format is -o/--output, as everywhere.
+        #[arg(long, visible_alias = "value", allow_hyphen_values = true, value_name = "JSON")]
         json: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+
+    /// Look at and invalidate entries of a shared cache tier (SQLite file or Redis).
+    #[command(after_help = "Examples:\n  \
+        larder cache stats --store sqlite:/var/tmp/larder.db -o json\n  \
+        larder cache get --store redis://127.0.0.1:6379 --namespace loan_calc --value 7\n  \
+        larder cache invalidate --store redis://127.0.0.1:6379 --key loan_calc:v1:6a4w7dnilsmi2vbtef7eijaezryzvv2c")]
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
 
     /// Internal: one worker process of `larder demo`.
@@ -104,15 +121,108 @@ pub enum Command {
     Worker(crate::demo::workers::WorkerArgs),
 }
 
+/// The output format of every subcommand that prints data: `-o json` / `--output json`.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document on stdout, for programs.
+    Json,
+}
+
+/// `-o/--output FORMAT`, the same on every subcommand that prints data.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct OutputArgs {
+    /// Output format: `text` for people, `json` for programs (one JSON document on stdout).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, value_name = "FORMAT")]
+    pub output: Output,
+}
+
+impl OutputArgs {
+    /// Whether to print JSON.
+    pub fn json(self) -> bool {
+        self.output == Output::Json
+    }
+}
+
 /// `larder keys ...`
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// Create a new keyring file with one fresh master key (refuses to overwrite).
-    Init,
+    Init(OutputArgs),
     /// List the master keys (ids and which is primary; never key bytes).
-    List,
+    List(OutputArgs),
     /// Add a new primary master key; older keys still decrypt what they encrypted.
-    Rotate,
+    Rotate(OutputArgs),
+}
+
+/// `larder cache ...`
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// What the shared tier holds: entries, bytes, expired entries, leases, by namespace.
+    #[command(after_help = "Examples:\n  \
+        larder cache stats --store sqlite:/var/tmp/larder.db\n  \
+        larder cache stats --store 'redis://:PASSWORD@127.0.0.1:6379?prefix=app1:' -o json")]
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// One entry: its state (fresh, expired, missing, refused), times and payload. The MAC is
+    /// checked with LARDER_KEY_SECRET, as the services check it.
+    #[command(after_help = "Examples:\n  \
+        larder cache get --store sqlite:/var/tmp/larder.db --namespace loan_calc --value '{\"user_id\":7}'\n  \
+        larder cache get --key loan_calc:v1:6a4w7dnilsmi2vbtef7eijaezryzvv2c -o json")]
+    Get {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete one entry from the shared tier and tell every process to drop its local copy
+    /// (Redis backplane; SQLite processes drop theirs within 30 s).
+    #[command(after_help = "Examples:\n  \
+        larder cache invalidate --store sqlite:/var/tmp/larder.db --namespace loan_calc --value '{\"user_id\":7}'\n  \
+        larder cache invalidate --key loan_calc:v1:6a4w7dnilsmi2vbtef7eijaezryzvv2c")]
+    Invalidate {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+/// Which shared tier `larder cache` talks to.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// The shared tier: `sqlite:PATH`, `redis://…`, `rediss://…`, `redis+cluster://…` (the
+    /// Redis URL grammar of the library), or a whole LARDER_CACHE value (its shared tier is used).
+    #[arg(long, env = "LARDER_CACHE", value_name = "URL")]
+    pub store: String,
+}
+
+/// Which entry: its key text, or the namespace and value a service would key it with.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = true)]
+pub struct KeyArgs {
+    /// The key text (`namespace:vN:digest`, as `larder key` or `quote::key(…)` print it).
+    #[arg(long, conflicts_with_all = ["namespace", "value"])]
+    pub key: Option<String>,
+    /// The namespace the service uses (with --value).
+    #[arg(long, requires = "value")]
+    pub namespace: Option<String>,
+    /// The namespace version (with --namespace).
+    #[arg(long, default_value_t = 1)]
+    pub version: u32,
+    /// The arguments, as JSON (keyed as `larder key` keys them; with --namespace).
+    #[arg(long, allow_hyphen_values = true, requires = "namespace")]
+    pub value: Option<String>,
 }
 
 /// Where data keys come from: the local keyring file, or AWS KMS.
@@ -159,9 +269,11 @@ pub struct InspectArgs {
     /// Read from this file instead of stdin.
     #[arg(long, short = 'i', value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Print the header as JSON.
+    /// Print the header as JSON (the same as -o json).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// What `larder mask` masks.
@@ -184,9 +296,11 @@ pub struct DemoArgs {
     pub store: Option<String>,
     #[command(flatten)]
     pub kms: KmsArgs,
-    /// Print machine-readable results (JSON) on stdout instead of tables.
+    /// Print machine-readable results (JSON) on stdout instead of tables (the same as -o json).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// Requests served by the workers in each run.
     #[arg(long, default_value_t = 2000)]
     pub requests: u32,

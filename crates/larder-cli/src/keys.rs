@@ -13,12 +13,17 @@ use crate::util;
 pub fn run(keyring: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<ExitCode> {
     let path = util::keyring_path(keyring)?;
     match command {
-        KeysCommand::Init => {
+        KeysCommand::Init(out) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 create_private_dir(dir)?;
             }
             let ring = LocalKeyring::init(&path)
                 .with_context(|| format!("cannot create the keyring {}", path.display()))?;
+            if out.json() {
+                let v = serde_json::json!({ "keyring": path.display().to_string(), "primary": ring_primary(&ring) });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "created keyring {} (mode 0600) with primary key {}",
                 path.display(),
@@ -26,8 +31,25 @@ pub fn run(keyring: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<Exi
             );
             println!("keep it secret and backed up: without it, nothing encrypted with it can be decrypted");
         }
-        KeysCommand::List => {
+        KeysCommand::List(out) => {
             let ring = load(&path)?;
+            if out.json() {
+                let keys: Vec<serde_json::Value> = ring
+                    .key_infos()
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id,
+                            "primary": k.primary,
+                            "created_unix": k.created_unix,
+                            "created_utc": utc(k.created_unix),
+                        })
+                    })
+                    .collect();
+                let v = serde_json::json!({ "keyring": path.display().to_string(), "keys": keys });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("keyring {}", path.display());
             println!("{:<12} {:<8} created (UTC)", "key id", "role");
             for k in ring.key_infos() {
@@ -35,9 +57,14 @@ pub fn run(keyring: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<Exi
                 println!("{:<12} {:<8} {}", k.id, role, utc(k.created_unix));
             }
         }
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate(out) => {
             let id = LocalKeyring::rotate(&path)
                 .with_context(|| format!("cannot rotate the keyring {}", path.display()))?;
+            if out.json() {
+                let v = serde_json::json!({ "keyring": path.display().to_string(), "primary": id });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("new primary key {id} in {}", path.display());
             println!("older keys stay in the file and still decrypt what they encrypted; running processes use the new key once they reload the keyring");
         }

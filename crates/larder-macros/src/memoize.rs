@@ -17,12 +17,47 @@
 //! * `receiver`: include `self` in the key (it must be `StableKey`); without it the receiver is
 //!   left out;
 //! * `cache_err`: for a function returning `Result`, cache `Err` too (both must be
-//!   serializable); by default only `Ok` is cached and callers that wait share the `Err`
-//!   (it must be `Clone`);
-//! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`).
+//!   serializable); by default only `Ok` is cached, and callers that waited for a failed
+//!   call in the same process get a clone of its `Err` when `E: Clone`, else
+//!   `E::from(LeaderFailed)` when `E` implements that, else they compute themselves (one
+//!   at a time) — no bound on `E` is required;
+//! * `ttl_fn = path`: a TTL chosen from each value, `fn(&V) -> Duration` (`V` the `Ok` type
+//!   when only `Ok` is cached) — e.g. a short one for empty results; replaces `ttl` per value;
+//! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
+//!   both must be serializable) but for this TTL; `Ok` keeps `ttl` (or `ttl_fn`'s);
+//! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
+//! * `handles = "type" | "assoc" | "none"`: where the companions go (below).
+//!
+//! # Companions
+//!
+//! Beside a free function `quote(args…) -> R` whose value type is `V` (`T` for a `Result<T, E>`
+//! that caches only `Ok`, else `R`), a type of the same name holding them as associated
+//! functions (`handles = "type"`, the default for functions without `self`; a braced struct
+//! with no fields has no value, so it does not clash with the function, and it works at
+//! module level and inside function bodies alike):
+//!
+//! | companion | does |
+//! |---|---|
+//! | `quote::key(args…) -> Option<String>` | the shared-tier key text of that call |
+//! | `quote::peek(args…) -> Option<V>` | the cached value, if a tier has a fresh one; computes nothing |
+//! | `quote::invalidate(args…)` | removes the entry from every tier (and other processes' local tiers) |
+//! | `quote::prime(args…, value: V)` | stores `value` with the function's TTL |
+//! | `quote::refresh(args…) -> R` | runs the function now, stores an `Ok`/value, returns it |
+//! | `quote::space() -> Option<&'static KeySpace>` | the key space (`None`: malformed `LARDER_KEY_SECRET`) |
+//!
+//! They take the function's arguments by value, under the same names, and use the same key
+//! space (one `static`, with `LARDER_KEY_SECRET` applied once), `key = …` expression and
+//! `cache = …` expression as the calls. `peek`, `invalidate`, `prime` and `refresh` are `async`
+//! for an `async fn`, blocking otherwise.
+//!
+//! `handles = "assoc"` puts them in the surrounding inherent `impl` instead, as `quote_key`,
+//! `quote_peek`, … with the method's receiver (`self.quote_peek(args…)`). Methods get none
+//! by default: the macro cannot tell an inherent `impl` from a trait `impl`, where extra items
+//! are not allowed. A function without `self` inside an `impl` needs `handles = "assoc"` (or
+//! `"none"`): a type cannot be declared there.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -37,6 +72,21 @@ struct Opts {
     receiver: bool,
     cache_err: bool,
     krate: Option<syn::Path>,
+    handles: Option<Handles>,
+    ttl_fn: Option<Expr>,
+    err_ttl_ms: Option<u64>,
+}
+
+/// Where the companions of a memoized function go (`handles = "…"`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Handles {
+    /// `struct name {}` beside the function (a type, so `name::key(…)` works, and no value, so
+    /// it does not clash with the function), its associated functions the companions.
+    Type,
+    /// Associated functions `name_key`, `name_peek`, … in the same `impl` block.
+    Assoc,
+    /// None.
+    Off,
 }
 
 /// Where the generated code finds `larder_cache`: a direct dependency (`::larder_cache`, or
@@ -112,6 +162,9 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
         receiver: false,
         cache_err: false,
         krate: None,
+        handles: None,
+        ttl_fn: None,
+        err_ttl_ms: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -133,11 +186,27 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 })?;
                 o.ttl_ms = parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?;
             }
+            ("err_ttl", Meta::NameValue(nv)) => {
+                let s: LitStr = syn::parse2(nv.value.to_token_stream())
+                    .map_err(|e| syn::Error::new(e.span(), "err_ttl is a string such as \"30s\""))?;
+                o.err_ttl_ms = Some(parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?);
+            }
+            ("ttl_fn", Meta::NameValue(nv)) => o.ttl_fn = Some(nv.value.clone()),
             ("cache", Meta::NameValue(nv)) => o.cache = Some(nv.value.clone()),
             ("key", Meta::NameValue(nv)) => o.key = Some(nv.value.clone()),
             ("crate", Meta::NameValue(nv)) => {
                 let s: LitStr = syn::parse2(nv.value.to_token_stream())?;
                 o.krate = Some(s.parse()?);
+            }
+            ("handles", Meta::NameValue(nv)) => {
+                let s: LitStr = syn::parse2(nv.value.to_token_stream())
+                    .map_err(|e| syn::Error::new(e.span(), "handles is \"type\", \"assoc\" or \"none\""))?;
+                o.handles = Some(match s.value().as_str() {
+                    "type" => Handles::Type,
+                    "assoc" => Handles::Assoc,
+                    "none" => Handles::Off,
+                    _ => return Err(syn::Error::new(s.span(), "handles is \"type\", \"assoc\" or \"none\"")),
+                });
             }
             ("receiver", Meta::Path(_)) => o.receiver = true,
             ("cache_err", Meta::Path(_)) => o.cache_err = true,
@@ -145,7 +214,8 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 return Err(syn::Error::new(
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
-                     `key = expr`, `receiver`, `cache_err` or `crate = \"path\"`",
+                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
+                     `handles = \"type\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
             }
         }
@@ -204,10 +274,20 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let mut key_parts: Vec<TokenStream> = Vec::new();
     let mut checks: Vec<TokenStream> = Vec::new();
     let mut has_receiver = false;
+    // For the companions: the receiver (without a `mut` binding), `name: Type` of each
+    // argument (without `mut`), and the names in order.
+    let mut handle_receiver: Option<TokenStream> = None;
+    let mut handle_params: Vec<TokenStream> = Vec::new();
+    let mut arg_names: Vec<syn::Ident> = Vec::new();
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(r) => {
                 has_receiver = true;
+                let mut r2 = r.clone();
+                if r2.reference.is_none() {
+                    r2.mutability = None;
+                }
+                handle_receiver = Some(quote!(#r2));
                 if opts.receiver && opts.key.is_none() {
                     key_parts.push(quote!(&self));
                     checks.push(
@@ -223,6 +303,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                     ));
                 };
                 let id = &pi.ident;
+                let ty = &pt.ty;
+                handle_params.push(quote!(#id: #ty));
+                arg_names.push(id.clone());
                 if opts.key.is_none() {
                     key_parts.push(quote!(&#id));
                     let ty = &pt.ty;
@@ -259,64 +342,296 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let sanitize = opts.namespace.is_none();
     let version = opts.version;
     let ttl_ms = opts.ttl_ms;
+    let ttl = quote!(::core::time::Duration::from_millis(#ttl_ms));
     let cache_expr = match &opts.cache {
         Some(c) => quote!(::core::borrow::Borrow::<#cache_crate::Cache>::borrow(&(#c))),
         None => quote!(#cache_crate::default_cache()),
     };
 
-    let fallible = if opts.cache_err { None } else { result_parts(&ret_ty) };
+    if opts.err_ttl_ms.is_some() && result_parts(&ret_ty).is_none() {
+        return Err(syn::Error::new_spanned(&ret_ty, "`err_ttl` needs a function that returns `Result`"));
+    }
+    // `err_ttl` caches errors too (like `cache_err`), for their own TTL.
+    let caches_err = opts.cache_err || opts.err_ttl_ms.is_some();
+    let fallible = if caches_err { None } else { result_parts(&ret_ty) };
     let value_ty = match &fallible {
         Some((t, _)) => t.clone(),
         None => ret_ty.clone(),
     };
     let hit = if fallible.is_some() { quote!(::core::result::Result::Ok(__v)) } else { quote!(__v) };
 
-    let body = if is_async {
-        let finish = if fallible.is_some() {
-            quote!(__p.try_compute(move || async move { let __out: #ret_ty = #block; __out }).await)
+    // A TTL chosen from the value: `ttl_fn` for values (the `Ok` side when errors are cached),
+    // `err_ttl` for errors.
+    let ttl_of_ok = |v: TokenStream| match &opts.ttl_fn {
+        Some(f) => quote!((#f)(#v)),
+        None => quote!(#ttl),
+    };
+    let ttl_by = match (opts.err_ttl_ms, &opts.ttl_fn) {
+        (Some(err_ms), _) => {
+            let ok = ttl_of_ok(quote!(__v));
+            quote!(.ttl_by(|__r: &#ret_ty| match __r {
+                ::core::result::Result::Ok(__v) => #ok,
+                ::core::result::Result::Err(_) => ::core::time::Duration::from_millis(#err_ms),
+            }))
+        }
+        (None, Some(f)) => quote!(.ttl_by(|__v: &#value_ty| (#f)(__v))),
+        (None, None) => quote!(),
+    };
+    let prime_ttl = |v: &syn::Ident| match (opts.err_ttl_ms, &opts.ttl_fn) {
+        (Some(err_ms), _) => {
+            let ok = ttl_of_ok(quote!(__v));
+            quote!(match &#v {
+                ::core::result::Result::Ok(__v) => #ok,
+                ::core::result::Result::Err(_) => ::core::time::Duration::from_millis(#err_ms),
+            })
+        }
+        (None, Some(f)) => quote!((#f)(&#v)),
+        (None, None) => quote!(#ttl),
+    };
+
+    // Companions: a module beside a free function by default; none for methods unless asked
+    // (`#[memoize]` cannot tell an inherent impl from a trait impl, where extra associated
+    // functions are not allowed).
+    let handles = opts.handles.unwrap_or(if has_receiver { Handles::Off } else { Handles::Type });
+    if handles == Handles::Type && has_receiver {
+        return Err(syn::Error::new_spanned(
+            sig,
+            "a method's companions cannot go in a type of their own: use `handles = \"assoc\"` (or \"none\")",
+        ));
+    }
+
+    // The key space: ONE expression, used by the call path and by every companion.
+    let space_init = quote! {
+        static __LARDER_SPACE: ::std::sync::OnceLock<::core::option::Option<#cache_crate::__private::KeySpace>> =
+            ::std::sync::OnceLock::new();
+        #cache_crate::__private::memo_space(&__LARDER_SPACE, #namespace, #sanitize, #version)
+    };
+
+    let ident = &sig.ident;
+    let space_fn = format_ident!("__larder_memo_{}_space", ident);
+    let compute_fn = format_ident!("__larder_memo_{}_compute", ident);
+    let cfgs: Vec<&syn::Attribute> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let await_tok = if is_async { quote!(.await) } else { quote!() };
+
+    // How the wrapper reaches the space, and runs the body.
+    let (space_expr, compute_call, siblings) = if handles == Handles::Off {
+        let compute_call = if is_async {
+            quote!(async move { let __out: #ret_ty = #block; __out })
         } else {
-            quote!(__p.compute(move || async move { let __out: #ret_ty = #block; __out }).await)
+            quote!((move || -> #ret_ty #block)())
         };
-        let uncached = quote!({
-            let __f = async move { let __out: #ret_ty = #block; __out };
-            __f.await
-        });
-        (finish, uncached)
+        (quote!({ #space_init }), compute_call, quote!())
+    } else {
+        let (generics, where_clause) = (&sig.generics, &sig.generics.where_clause);
+        let asyncness = &sig.asyncness;
+        let inputs = &sig.inputs;
+        let (space_path, compute_call) = match (handles, has_receiver) {
+            (Handles::Assoc, true) => (quote!(Self::#space_fn), quote!(self.#compute_fn(#(#arg_names),*))),
+            (Handles::Assoc, false) => (quote!(Self::#space_fn), quote!(Self::#compute_fn(#(#arg_names),*))),
+            _ => (quote!(#space_fn), quote!(#compute_fn(#(#arg_names),*))),
+        };
+        let siblings = quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            fn #space_fn() -> ::core::option::Option<&'static #cache_crate::__private::KeySpace> {
+                #space_init
+            }
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(non_snake_case, clippy::too_many_arguments, clippy::needless_pass_by_value)]
+            #asyncness fn #compute_fn #generics (#inputs) -> #ret_ty #where_clause #block
+        };
+        (quote!(#space_path()), compute_call, siblings)
+    };
+
+    // How a caller that waited for a failed leader gets its error: cloned if `E: Clone`, else
+    // `E::from(LeaderFailed)` if that exists, else it computes itself (chosen at compile time).
+    let share = match &fallible {
+        Some((_, e)) => quote! {{
+            #[allow(unused_imports)]
+            use #cache_crate::__private::{ShareByClone as _, ShareByFrom as _, ShareNot as _};
+            #[allow(clippy::needless_borrow)]
+            let __share = (&&&#cache_crate::__private::ShareOf::<#e>::new()).share_fn();
+            __share
+        }},
+        None => quote!(),
+    };
+    let (finish, uncached) = if is_async {
+        let finish = if fallible.is_some() {
+            quote!(__p #ttl_by .try_compute_with(move || #compute_call, #share).await)
+        } else {
+            quote!(__p #ttl_by .compute(move || #compute_call).await)
+        };
+        (finish, quote!(#compute_call.await))
     } else {
         let finish = if fallible.is_some() {
-            quote!(__p.try_compute_blocking(move || -> #ret_ty #block))
+            quote!(__p #ttl_by .try_compute_blocking_with(move || #compute_call, #share))
         } else {
-            quote!(__p.compute_blocking(move || -> #ret_ty #block))
+            quote!(__p #ttl_by .compute_blocking(move || #compute_call))
         };
-        let uncached = quote!({
-            let __f = move || -> #ret_ty #block;
-            __f()
-        });
-        (finish, uncached)
+        (finish, compute_call.clone())
     };
-    let (finish, uncached) = body;
 
-    let out = quote! {
+    let wrapper = quote! {
         #(#attrs)*
         #vis #sig {
-            static __LARDER_SPACE: ::std::sync::OnceLock<::core::option::Option<#cache_crate::__private::KeySpace>> =
-                ::std::sync::OnceLock::new();
-            let __larder_space = #cache_crate::__private::memo_space(&__LARDER_SPACE, #namespace, #sanitize, #version);
+            let __larder_space = #space_expr;
             match __larder_space {
                 ::core::option::Option::Some(__space) => {
                     let __larder_key = #key_expr;
                     #(#checks)*
-                    let __lookup = #cache_expr.lookup::<_, #value_ty>(
-                        __space,
-                        &__larder_key,
-                        ::core::time::Duration::from_millis(#ttl_ms),
-                    );
+                    let __lookup = #cache_expr.lookup::<_, #value_ty>(__space, &__larder_key, #ttl);
                     match __lookup {
                         #cache_crate::Lookup::Hit(__v) => #hit,
                         #cache_crate::Lookup::Miss(__p) => #finish,
                     }
                 }
                 ::core::option::Option::None => #uncached,
+            }
+        }
+    };
+    if handles == Handles::Off {
+        return Ok(wrapper);
+    }
+
+    // The companions.
+    let value_param = if arg_names.iter().any(|a| a == "value") {
+        format_ident!("__larder_value")
+    } else {
+        format_ident!("value")
+    };
+    let (generics, where_clause) = (&sig.generics, &sig.generics.where_clause);
+    let mut all_params: Vec<TokenStream> = handle_receiver.iter().cloned().collect();
+    all_params.extend(handle_params.iter().cloned());
+    let recv_params = quote!(#(#all_params),*);
+    all_params.push(quote!(#value_param: #value_ty));
+    let prime_params = quote!(#(#all_params),*);
+    let prime_ttl_tok = prime_ttl(&value_param);
+    // In a module: plain names, reached through `super::`; in the impl: `quote_key`, … on `Self`.
+    let (name_prefix, space_call, compute_from_handle, head) = match handles {
+        Handles::Assoc => {
+            (format!("{ident}_"), quote!(Self::#space_fn()), compute_call.clone(), quote!(#vis))
+        }
+        _ => (String::new(), quote!(#space_fn()), quote!(#compute_fn(#(#arg_names),*)), quote!(#vis)),
+    };
+    let name_of = |s: &str| format_ident!("{}{}", name_prefix, s);
+    let (key_name, peek_name, inv_name, prime_name, refresh_name, space_name) = (
+        name_of("key"),
+        name_of("peek"),
+        name_of("invalidate"),
+        name_of("prime"),
+        name_of("refresh"),
+        name_of("space"),
+    );
+    let (asyncness, get, invalidate, set, refresh) = if is_async {
+        (
+            quote!(async),
+            quote!(get),
+            quote!(invalidate),
+            quote!(set),
+            if fallible.is_some() { quote!(try_refresh) } else { quote!(refresh) },
+        )
+    } else {
+        (
+            quote!(),
+            quote!(get_blocking),
+            quote!(invalidate_blocking),
+            quote!(set_blocking),
+            if fallible.is_some() { quote!(try_refresh_blocking) } else { quote!(refresh_blocking) },
+        )
+    };
+    let name_str = ident.to_string();
+    let doc_space = format!("The key space of `{name_str}`'s calls (`None` when `LARDER_KEY_SECRET` is malformed: the calls then run uncached).");
+    let doc_key = format!("The shared-tier key text `{{namespace}}:v{{version}}:{{digest}}` a call of `{name_str}` with these arguments uses (`None`: the arguments cannot be a key, the call runs uncached).");
+    let doc_peek = format!("The value cached for a call of `{name_str}` with these arguments, if a tier has a fresh one; computes nothing.");
+    let doc_inv = format!("Removes the entry of `{name_str}` for these arguments from every tier (other processes' local tiers through the backplane).");
+    let doc_prime = format!("Stores `{value_param}` as the result of `{name_str}` for these arguments in every tier, with the function's TTL.");
+    let doc_refresh = format!("Runs `{name_str}` for these arguments now, whatever is cached, stores the result in every tier (only `Ok` when the function returns `Result`) and returns it.");
+    let items = quote! {
+        #(#cfgs)*
+        #[doc = #doc_space]
+        #head fn #space_name() -> ::core::option::Option<&'static #cache_crate::__private::KeySpace> {
+            #space_call
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_key]
+        #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value, unused_variables)]
+        #head fn #key_name #generics (#recv_params) -> ::core::option::Option<::std::string::String> #where_clause {
+            let __space = #space_call?;
+            let __larder_key = #key_expr;
+            __space.key(&__larder_key).ok().map(|k| ::std::borrow::ToOwned::to_owned(k.as_str()))
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_peek]
+        #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value, unused_variables)]
+        #head #asyncness fn #peek_name #generics (#recv_params) -> ::core::option::Option<#value_ty> #where_clause {
+            let __space = #space_call?;
+            let __larder_key = #key_expr;
+            #cache_expr.#get::<_, #value_ty>(__space, &__larder_key) #await_tok
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_inv]
+        #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value, unused_variables)]
+        #head #asyncness fn #inv_name #generics (#recv_params) #where_clause {
+            let ::core::option::Option::Some(__space) = #space_call else { return };
+            let __larder_key = #key_expr;
+            #cache_expr.#invalidate(__space, &__larder_key) #await_tok
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_prime]
+        #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value, unused_variables)]
+        #head #asyncness fn #prime_name #generics (#prime_params) #where_clause {
+            let ::core::option::Option::Some(__space) = #space_call else { return };
+            let __larder_key = #key_expr;
+            let __ttl = #prime_ttl_tok;
+            #cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_refresh]
+        #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+        #head #asyncness fn #refresh_name #generics (#recv_params) -> #ret_ty #where_clause {
+            match #space_call {
+                ::core::option::Option::Some(__space) => {
+                    let __pending = {
+                        let __larder_key = #key_expr;
+                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by
+                    };
+                    __pending.#refresh(move || #compute_from_handle) #await_tok
+                }
+                ::core::option::Option::None => #compute_from_handle #await_tok,
+            }
+        }
+    };
+    let out = match handles {
+        Handles::Assoc => quote! {
+            #siblings
+            #wrapper
+            #items
+        },
+        _ => {
+            let doc_type = format!(
+                "Companions of the memoized `{name_str}`: its key, cached value, invalidation, priming and refresh \
+                 (`{name_str}::key(…)`, …), with the key space, secret and cache its calls use. A type only to \
+                 hold them: it has no value."
+            );
+            quote! {
+                #siblings
+                #wrapper
+                #(#cfgs)*
+                #[doc = #doc_type]
+                #[allow(non_camel_case_types, dead_code)]
+                #vis struct #ident {}
+                #(#cfgs)*
+                #[allow(dead_code)]
+                impl #ident {
+                    #items
+                }
             }
         }
     };

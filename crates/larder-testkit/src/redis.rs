@@ -45,6 +45,12 @@ impl Endpoint {
     /// strings and bulk strings as they are, integers in decimal, errors prefixed with `ERR:`,
     /// arrays as their elements joined by newlines, nil as an empty string.
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        self.command_auth(None, args)
+    }
+
+    /// Like [`command`](Self::command), after `AUTH password` (the `default` user) on the same
+    /// connection when a password is given.
+    pub fn command_auth(&self, password: Option<&str>, args: &[&str]) -> std::io::Result<String> {
         let timeout = Some(Duration::from_secs(5));
         match self {
             Endpoint::Tcp(port) => {
@@ -54,27 +60,46 @@ impl Endpoint {
                 )?;
                 s.set_read_timeout(timeout)?;
                 s.set_write_timeout(timeout)?;
-                roundtrip(s, args)
+                roundtrip(s, password, args)
             }
             Endpoint::Unix(path) => {
                 let s = UnixStream::connect(path)?;
                 s.set_read_timeout(timeout)?;
                 s.set_write_timeout(timeout)?;
-                roundtrip(s, args)
+                roundtrip(s, password, args)
             }
         }
     }
 }
 
-fn roundtrip<S: Read + Write>(mut stream: S, args: &[&str]) -> std::io::Result<String> {
+fn resp(args: &[&str]) -> Vec<u8> {
     let mut req = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
         req.extend_from_slice(a.as_bytes());
         req.extend_from_slice(b"\r\n");
     }
+    req
+}
+
+fn roundtrip<S: Read + Write>(
+    mut stream: S,
+    password: Option<&str>,
+    args: &[&str],
+) -> std::io::Result<String> {
+    let mut req = Vec::new();
+    if let Some(pw) = password {
+        req.extend_from_slice(&resp(&["AUTH", pw]));
+    }
+    req.extend_from_slice(&resp(args));
     stream.write_all(&req)?;
     let mut reader = BufReader::new(stream);
+    if password.is_some() {
+        let auth = read_reply(&mut reader)?;
+        if auth != "OK" {
+            return Ok(auth);
+        }
+    }
     read_reply(&mut reader)
 }
 
@@ -123,6 +148,8 @@ pub struct RedisOptions {
     pub pin_cpu: Option<usize>,
     /// More `redis-server` arguments (e.g. `["--notify-keyspace-events", "KEA"]`).
     pub extra_args: Vec<String>,
+    /// `--requirepass`: the `default` user's password (the helpers' own commands send it).
+    pub password: Option<String>,
 }
 
 /// One `redis-server` owned by a test; killed on drop.
@@ -138,10 +165,12 @@ pub struct RedisServer {
 struct TlsEndpoint {
     port: u16,
     ca_cert: PathBuf,
-    _certs: tempfile::TempDir,
+    /// The certificates' directory, when this server owns it (a cluster's nodes share one).
+    _certs: Option<tempfile::TempDir>,
 }
 
-/// Makes a throwaway CA and a server certificate for `IP:127.0.0.1` with the `openssl` CLI.
+/// Makes a throwaway CA and a certificate for `IP:127.0.0.1` with the `openssl` CLI (usable as
+/// a server and as a client certificate: cluster nodes present it to each other on the bus).
 /// Returns (CA cert, server cert, server key) paths inside `dir`.
 fn make_test_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let openssl = find_binary("LARDER_OPENSSL", "openssl", "Install it with: apt-get install openssl");
@@ -149,7 +178,7 @@ fn make_test_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(
         p("server.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n",
+         extendedKeyUsage=serverAuth,clientAuth\n",
     )
     .expect("write the certificate extension file");
     let run = |args: &[&str]| {
@@ -249,11 +278,16 @@ impl RedisServer {
     /// not asked for certificates. [`url`](Self::url) stays the plaintext one (for admin
     /// commands); [`tls_url`](Self::tls_url) is `rediss://127.0.0.1:PORT`.
     pub fn start_tls() -> Self {
+        Self::start_tls_with(RedisOptions::default())
+    }
+
+    /// [`start_tls`](Self::start_tls) with more options (a password, extra arguments).
+    pub fn start_tls_with(mut options: RedisOptions) -> Self {
         let certs =
             tempfile::Builder::new().prefix("larder-redis-tls-").tempdir().expect("create a temp dir");
         let (ca, cert, key) = make_test_certs(certs.path());
         let port = free_port();
-        let extra_args = [
+        let mut extra_args = [
             "--tls-port",
             &port.to_string(),
             "--tls-cert-file",
@@ -267,8 +301,11 @@ impl RedisServer {
         ]
         .map(String::from)
         .to_vec();
-        let mut server = Self::start_with(RedisOptions { extra_args, ..RedisOptions::default() });
-        server.tls = Some(TlsEndpoint { port, ca_cert: ca, _certs: certs });
+        // The caller's arguments come last, so they win (e.g. `--tls-auth-clients yes`).
+        extra_args.append(&mut options.extra_args);
+        options.extra_args = extra_args;
+        let mut server = Self::start_with(options);
+        server.tls = Some(TlsEndpoint { port, ca_cert: ca, _certs: Some(certs) });
         server
     }
 
@@ -280,6 +317,13 @@ impl RedisServer {
     /// The PEM file of the CA that issued the TLS server's certificate.
     pub fn ca_cert(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_cert.as_path())
+    }
+
+    /// A client certificate and key (PEM) issued by the same CA, for mutual TLS (start the
+    /// server with `--tls-auth-clients yes` in `extra_args` to require one).
+    pub fn client_cert_and_key(&self) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.tls.as_ref()?.ca_cert.parent()?;
+        Some((dir.join("server.crt"), dir.join("server.key")))
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -312,6 +356,9 @@ impl RedisServer {
                 ]);
             }
         }
+        if let Some(pw) = &self.options.password {
+            args.extend(["--requirepass".into(), pw.clone()]);
+        }
         args.extend(self.options.extra_args.iter().cloned());
         let mut cmd = match self.options.pin_cpu {
             Some(cpu) => {
@@ -324,7 +371,8 @@ impl RedisServer {
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         self.child = Some(child);
-        wait_ready(&self.endpoint, self.child.as_mut(), &log, |_| true)
+        let password = self.options.password.clone();
+        wait_ready(&self.endpoint, password.as_deref(), self.child.as_mut(), &log, |_| true)
     }
 
     /// Where the server listens.
@@ -355,7 +403,9 @@ impl RedisServer {
 
     /// Sends one command to the server (see [`Endpoint::command`]); panics on I/O errors.
     pub fn command(&self, args: &[&str]) -> String {
-        self.endpoint.command(args).unwrap_or_else(|e| panic!("redis command {args:?} failed: {e}"))
+        self.endpoint
+            .command_auth(self.options.password.as_deref(), args)
+            .unwrap_or_else(|e| panic!("redis command {args:?} failed: {e}"))
     }
 
     /// Kills the server with SIGKILL (a crash: no shutdown, no save) and reaps it.
@@ -424,6 +474,7 @@ fn log_tail(log: &Path) -> String {
 /// Polls `PING` (then `ready(endpoint)`) until it answers, the child exits, or the deadline.
 fn wait_ready(
     endpoint: &Endpoint,
+    password: Option<&str>,
     mut child: Option<&mut Child>,
     log: &Path,
     ready: impl Fn(&Endpoint) -> bool,
@@ -435,7 +486,7 @@ fn wait_ready(
                 return Err(format!("redis-server exited with {status}; log:\n{}", log_tail(log)));
             }
         }
-        if let Ok(reply) = endpoint.command(&["PING"]) {
+        if let Ok(reply) = endpoint.command_auth(password, &["PING"]) {
             if reply == "PONG" && ready(endpoint) {
                 return Ok(());
             }
@@ -451,6 +502,19 @@ fn wait_ready(
 /// on drop.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The throwaway CA's directory and certificate, for a TLS cluster.
+    certs: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+/// How to start a [`RedisCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// `--requirepass` on every node (the helpers' own commands send it).
+    pub password: Option<String>,
+    /// Every node also listens for TLS (certificate for `IP:127.0.0.1` from a throwaway CA),
+    /// and the cluster bus runs over TLS (`--tls-cluster yes`); TLS clients are told the TLS
+    /// ports, plaintext clients (the helpers) the plaintext ones.
+    pub tls: bool,
 }
 
 /// A loopback port whose cluster bus port (`port + 10000`) is free as well.
@@ -471,10 +535,15 @@ impl RedisCluster {
     /// `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`, and waits until every
     /// node reports `cluster_state:ok`.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, ClusterOptions::default())
+    }
+
+    /// [`start`](Self::start) with a password and/or TLS.
+    pub fn start_with(n: usize, options: ClusterOptions) -> Self {
         assert!(n >= 3, "a Redis Cluster needs at least 3 primaries");
         let mut last = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(n) {
+            match Self::try_start(n, &options) {
                 Ok(c) => return c,
                 Err(e) => last = e,
             }
@@ -482,7 +551,17 @@ impl RedisCluster {
         panic!("Redis Cluster did not start: {last}");
     }
 
-    fn try_start(n: usize) -> Result<Self, String> {
+    fn try_start(n: usize, opts: &ClusterOptions) -> Result<Self, String> {
+        let certs = if opts.tls {
+            let dir = tempfile::Builder::new()
+                .prefix("larder-redis-cluster-tls-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let files = make_test_certs(dir.path());
+            Some((dir, files))
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
             let dir = tempfile::Builder::new()
@@ -490,31 +569,63 @@ impl RedisCluster {
                 .tempdir()
                 .map_err(|e| e.to_string())?;
             let conf = dir.path().join("nodes.conf").display().to_string();
+            let mut extra_args: Vec<String> = vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                conf,
+                "--cluster-node-timeout".into(),
+                "5000".into(),
+            ];
+            let mut tls = None;
+            if let Some((_, (ca, cert, key))) = &certs {
+                // With --tls-cluster the bus listens on the TLS port + 10000.
+                let port = free_cluster_port();
+                extra_args.extend(
+                    [
+                        "--tls-port",
+                        &port.to_string(),
+                        "--tls-cert-file",
+                        &cert.display().to_string(),
+                        "--tls-key-file",
+                        &key.display().to_string(),
+                        "--tls-ca-cert-file",
+                        &ca.display().to_string(),
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                    ]
+                    .map(String::from),
+                );
+                tls = Some(TlsEndpoint { port, ca_cert: ca.clone(), _certs: None });
+            }
             let options = RedisOptions {
                 unix_socket: false,
                 pin_cpu: None,
-                extra_args: vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    conf,
-                    "--cluster-node-timeout".into(),
-                    "5000".into(),
-                ],
+                password: opts.password.clone(),
+                extra_args,
             };
-            let mut server = RedisServer {
-                child: None,
-                dir,
-                endpoint: Endpoint::Tcp(free_cluster_port()),
-                options,
-                tls: None,
-            };
+            let mut server =
+                RedisServer { child: None, dir, endpoint: Endpoint::Tcp(free_cluster_port()), options, tls };
             server.spawn()?;
             nodes.push(server);
         }
-        let addrs: Vec<String> =
-            nodes.iter().map(|s| format!("127.0.0.1:{}", s.port().unwrap_or_default())).collect();
-        let out = Command::new(redis_cli_binary())
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| match &s.tls {
+                Some(t) => format!("127.0.0.1:{}", t.port),
+                None => format!("127.0.0.1:{}", s.port().unwrap_or_default()),
+            })
+            .collect();
+        let mut cli = Command::new(redis_cli_binary());
+        if let Some((_, (ca, _, _))) = &certs {
+            cli.arg("--tls").arg("--cacert").arg(ca);
+        }
+        if let Some(pw) = &opts.password {
+            cli.args(["-a", pw, "--no-auth-warning"]);
+        }
+        let out = cli
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -529,13 +640,28 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let pw = opts.password.as_deref();
         for node in &nodes {
             let log = node.dir.path().join("redis.log");
-            wait_ready(&node.endpoint, None, &log, |e| {
-                e.command(&["CLUSTER", "INFO"]).map(|i| i.contains("cluster_state:ok")).unwrap_or(false)
+            wait_ready(&node.endpoint, pw, None, &log, |e| {
+                e.command_auth(pw, &["CLUSTER", "INFO"])
+                    .map(|i| i.contains("cluster_state:ok"))
+                    .unwrap_or(false)
             })?;
         }
-        Ok(RedisCluster { nodes })
+        Ok(RedisCluster { nodes, certs: certs.map(|(dir, (ca, _, _))| (dir, ca)) })
+    }
+
+    /// `rediss+cluster://127.0.0.1:T1,…` (the TLS ports) for a cluster started with `tls`.
+    pub fn tls_url(&self) -> Option<String> {
+        let hosts: Option<Vec<String>> =
+            self.nodes.iter().map(|s| s.tls.as_ref().map(|t| format!("127.0.0.1:{}", t.port))).collect();
+        hosts.map(|h| format!("rediss+cluster://{}", h.join(",")))
+    }
+
+    /// The PEM file of the CA that issued a TLS cluster's certificates.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.certs.as_ref().map(|(_, ca)| ca.as_path())
     }
 
     /// The nodes, in creation order.
