@@ -386,7 +386,9 @@ fn non_clone_errors_reach_waiters_as_leader_failed_or_recompute() {
 #[test]
 fn cache_error_has_a_source() {
     use std::error::Error as _;
-    let e = Cache::from_url("redis://127.0.0.1:1?colour=blue").unwrap_err();
+    let e = Cache::from_url(
+        "redis://127.0.0.1:1?colour=blue&secret=6c61726465722074657374206d6163207365637265742c203332206279746573",
+    ).unwrap_err();
     assert!(e.source().is_some(), "{e}");
     assert!(e.source().unwrap().to_string().contains("colour"));
 }

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use larder_cache::{Cache, CacheError, KeySpace, TierError};
 use larder_testkit::redis::{RedisOptions, RedisServer};
 
+/// The value-MAC secret these tests give every Redis cache (larder refuses a Redis tier
+/// without one): appended to the tier URL as `secret=`.
+fn with_secret(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}secret=6c61726465722074657374206d6163207365637265742c203332206279746573")
+}
+
 const ADMIN_PW: &str = "p@ss:w/rd ok";
 /// `ADMIN_PW` percent-encoded for the URL's userinfo.
 const ADMIN_PW_URL: &str = "p%40ss%3Aw%2Frd%20ok";
@@ -25,8 +32,8 @@ fn port(s: &RedisServer) -> u16 {
 /// Two caches built from `url` (two "workers"): 10 inputs, each asked by both → 10
 /// computations; returns the key names the server holds under `prefix`.
 fn share_through(url: &str, server: &RedisServer, prefix: &str) -> Vec<String> {
-    let a = Cache::from_url(&format!("local:100,{url}")).expect("cache A");
-    let b = Cache::from_url(&format!("local:100,{url}")).expect("cache B");
+    let a = Cache::from_url(&with_secret(&format!("local:100,{url}"))).expect("cache A");
+    let b = Cache::from_url(&with_secret(&format!("local:100,{url}"))).expect("cache B");
     let space = KeySpace::new("auth_test", 1).unwrap();
     let calls = AtomicU32::new(0);
     for cache in [&a, &b] {
@@ -47,7 +54,7 @@ fn share_through(url: &str, server: &RedisServer, prefix: &str) -> Vec<String> {
 
 fn expect_refused(url: &str, what: &str) -> TierError {
     let started = Instant::now();
-    let err = Cache::from_url(&format!("local:10,{url}")).expect_err(what);
+    let err = Cache::from_url(&with_secret(&format!("local:10,{url}"))).expect_err(what);
     assert!(started.elapsed() < Duration::from_secs(3), "{what}: refused only after {:?}", started.elapsed());
     eprintln!("{what}: {err}");
     match err {
@@ -104,7 +111,7 @@ fn a_server_that_is_down_does_not_stop_the_build() {
     let url = format!("{}?timeout=300ms", server.url());
     server.kill9();
     let started = Instant::now();
-    let cache = Cache::from_url(&format!("local:10,{url}"))
+    let cache = Cache::from_url(&with_secret(&format!("local:10,{url}")))
         .expect("a down server is an outage, not a misconfiguration");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     let space = KeySpace::new("down", 1).unwrap();
@@ -136,7 +143,7 @@ fn bad_url_parameters_are_config_errors() {
         ("rediss://127.0.0.1:1?client_cert=/etc/hosts", "client_key"),
         ("redis+cluster://?prefix=x", "host"),
     ] {
-        match Cache::from_url(&format!("local:10,{url}")) {
+        match Cache::from_url(&with_secret(&format!("local:10,{url}"))) {
             Err(e @ (CacheError::Config(_) | CacheError::Tier(TierError::Config(_)))) => {
                 assert!(e.to_string().contains(why), "{url}: {e}");
             }

@@ -10,12 +10,19 @@ use std::time::{Duration, Instant};
 use larder_cache::{Cache, CacheError, KeySpace, TierError};
 use larder_testkit::redis::{ClusterOptions, RedisCluster};
 
+/// The value-MAC secret these tests give every Redis cache (larder refuses a Redis tier
+/// without one): appended to the tier URL as `secret=`.
+fn with_secret(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}secret=6c61726465722074657374206d6163207365637265742c203332206279746573")
+}
+
 const PW: &str = "cluster-pw";
 
 /// Two caches over `url`: 30 inputs computed once in all; returns the caches.
 fn share(url: &str) -> (Cache, Cache) {
-    let a = Cache::from_url(&format!("local:100,{url}")).expect("cache A");
-    let b = Cache::from_url(&format!("local:100,{url}")).expect("cache B");
+    let a = Cache::from_url(&with_secret(&format!("local:100,{url}"))).expect("cache A");
+    let b = Cache::from_url(&with_secret(&format!("local:100,{url}"))).expect("cache B");
     assert_eq!(a.shared_tier_name(), Some("redis-cluster"));
     let space = KeySpace::new("secure_cluster", 1).unwrap();
     let calls = AtomicU32::new(0);
@@ -56,7 +63,7 @@ fn cluster_with_password_and_over_tls() {
     let stored: Vec<u64> =
         plain.nodes().iter().map(|n| n.command(&["KEYS", "pc:*"]).lines().count() as u64).collect();
     assert!(stored.iter().all(|&n| n > 0), "values spread over every node: {stored:?}");
-    match Cache::from_url(&format!("local:10,redis+cluster://:wrong@{hosts}")) {
+    match Cache::from_url(&with_secret(&format!("local:10,redis+cluster://:wrong@{hosts}"))) {
         Err(CacheError::Tier(TierError::Auth(_))) => {}
         Err(e) => panic!("expected an auth refusal, got {e}"),
         Ok(_) => panic!("a wrong cluster password was accepted"),
@@ -72,12 +79,12 @@ fn cluster_with_password_and_over_tls() {
     backplane_reaches(&a, &b);
     let stored: u64 = tls.nodes().iter().map(|n| n.command(&["KEYS", "tc:*"]).lines().count() as u64).sum();
     assert_eq!(stored, 29, "30 values, one invalidated");
-    match Cache::from_url(&format!("local:10,rediss+cluster://:{PW}@{hosts}")) {
+    match Cache::from_url(&with_secret(&format!("local:10,rediss+cluster://:{PW}@{hosts}"))) {
         Err(CacheError::Tier(TierError::Tls(_))) => {}
         Err(e) => panic!("expected a TLS refusal, got {e}"),
         Ok(_) => panic!("an untrusted cluster was accepted"),
     }
-    match Cache::from_url(&format!("local:10,rediss+cluster://:wrong@{hosts}?ca={ca}")) {
+    match Cache::from_url(&with_secret(&format!("local:10,rediss+cluster://:wrong@{hosts}?ca={ca}"))) {
         Err(CacheError::Tier(TierError::Auth(_))) => {}
         Err(e) => panic!("expected an auth refusal, got {e}"),
         Ok(_) => panic!("a wrong cluster password was accepted over TLS"),

@@ -159,7 +159,10 @@ fn redis_stats_get_invalidate_reach_other_processes() {
     let server =
         RedisServer::start_with(RedisOptions { password: Some("cli-pw".into()), ..RedisOptions::default() });
     let port = server.port().unwrap();
-    let store = format!("redis://:cli-pw@127.0.0.1:{port}?prefix=cli:");
+    // The value-MAC secret rides in the URL: the service and the CLI read the same one.
+    let store = format!(
+        "redis://:cli-pw@127.0.0.1:{port}?prefix=cli:&secret=6c61726465722074657374206d6163207365637265742c203332206279746573"
+    );
     let service = Cache::from_url(&format!("local:100,{store}")).unwrap();
     fill(&service);
     let loan = KeySpace::new("loan_calc", 1).unwrap();
