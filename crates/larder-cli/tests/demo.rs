@@ -89,7 +89,11 @@ fn kms_needs_the_kms_feature() {
         assert_eq!(out.status.code(), Some(2), "{cmd:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--features kms"), "{cmd:?}: {err}");
-        assert!(out.stdout.is_empty(), "{cmd:?} printed before failing: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "{cmd:?} printed before failing: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 

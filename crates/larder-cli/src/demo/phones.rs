@@ -63,7 +63,9 @@ impl KeyringSetup {
     async fn keyring(&self, args: &DemoArgs) -> anyhow::Result<CountingKeyring<Box<dyn Keyring>>> {
         let inner: Box<dyn Keyring> = match self {
             KeyringSetup::Local { path } => Box::new(LocalKeyring::load(path)?),
-            KeyringSetup::Kms { key_id, endpoint } => crate::crypt::aws_keyring(key_id, endpoint.as_deref()).await?,
+            KeyringSetup::Kms { key_id, endpoint } => {
+                crate::crypt::aws_keyring(key_id, endpoint.as_deref()).await?
+            }
         };
         let counted = CountingKeyring::new(inner);
         Ok(match self.simulated_latency(args) {
