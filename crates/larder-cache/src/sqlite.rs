@@ -610,7 +610,7 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(50));
         // The inline read is busy at once and must not fail: the pool waits for the lock.
-        assert!(matches!(tier.shared.get_now("k"), None), "a busy inline read is handed over");
+        assert!(tier.shared.get_now("k").is_none(), "a busy inline read is handed over");
         let t = std::time::Instant::now();
         assert_eq!(rt.block_on(tier.get("k")).unwrap().as_deref(), Some(&b"frame"[..]));
         assert!(t.elapsed() >= Duration::from_millis(150), "waited for the lock: {:?}", t.elapsed());
