@@ -21,9 +21,15 @@
 //!   row disappears or expires without a value.
 //! * **Expiry and size**: every `SWEEP_EVERY` writes (and on open) expired entries and leases
 //!   are deleted, then the oldest entries beyond `max_entries` / `max_bytes`.
-//! * **Off the executor**: every call runs on the runtime's blocking pool, bounded by the
-//!   tier's timeout (SQLite's own `busy_timeout` is set to the same bound, so an abandoned call
-//!   finishes soon after).
+//! * **Reads on the calling thread**: a `get` (the hit path of every worker) runs where it is
+//!   called, on a reader connection whose busy timeout is zero. In WAL mode a reader does not
+//!   wait for the writer, so this is a B-tree lookup in pages the OS already caches, a few
+//!   microseconds, like reading memory; a hop to the blocking pool and back cost more than the
+//!   read itself. Should a read ever find the file busy (WAL recovery or a checkpoint reset by
+//!   another process), it is handed to the blocking pool, where waiting is allowed.
+//! * **Everything else off the executor**: writes, leases and polls run on the runtime's
+//!   blocking pool, bounded by the tier's timeout (SQLite's own `busy_timeout` is set to the
+//!   same bound, so an abandoned call finishes soon after).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,8 +100,13 @@ struct Shared {
     path: PathBuf,
     opts: SqliteOptions,
     pool: Mutex<Vec<Connection>>,
+    /// Connections for reads on the calling thread: busy timeout zero, so they never wait.
+    readers: Mutex<Vec<Connection>>,
     writes: AtomicU64,
 }
+
+/// Connections kept per pool.
+const POOL_KEEP: usize = 8;
 
 /// One SQLite file shared by every worker process on a host.
 #[derive(Clone)]
@@ -153,13 +164,18 @@ impl Shared {
     }
 
     fn open_conn_raw(&self) -> Result<Connection, rusqlite::Error> {
+        self.open_conn_waiting(self.opts.timeout.max(Duration::from_millis(50)))
+    }
+
+    /// A connection whose busy timeout is `busy` (zero: never waits for a lock).
+    fn open_conn_waiting(&self, busy: Duration) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(self.opts.timeout.max(Duration::from_millis(50)))?;
+        conn.busy_timeout(busy)?;
         // WAL: readers never block the writer; NORMAL sync is durable enough for a cache and
         // still crash-consistent.
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -179,10 +195,38 @@ impl Shared {
         };
         let r = f(&conn);
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < 8 {
+        if pool.len() < POOL_KEEP {
             pool.push(conn);
         }
         r
+    }
+
+    /// A read on the calling thread, on a reader connection that never waits for a lock.
+    /// `None` when the file was busy (or a reader could not be opened because it was): the
+    /// caller then reads through the blocking pool, where waiting is allowed.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Vec<u8>>, TierError>> {
+        let pooled = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => match self.open_conn_waiting(Duration::ZERO) {
+                Ok(c) => c,
+                Err(e) if is_busy(&e) => return None,
+                Err(e) => return Some(Err(err(e))),
+            },
+        };
+        let r = conn
+            .prepare_cached("SELECT frame FROM larder_entries WHERE key = ?1")
+            .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, Vec<u8>>(0)).optional());
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if readers.len() < POOL_KEEP {
+            readers.push(conn);
+        }
+        drop(readers);
+        match r {
+            Ok(v) => Some(Ok(v)),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(err(e))),
+        }
     }
 
     fn sweep(&self, conn: &Connection) -> Result<(), TierError> {
@@ -312,7 +356,13 @@ impl SqliteTier {
         if path.as_os_str().is_empty() {
             return Err(TierError::Config("sqlite: the path is empty".into()));
         }
-        let shared = Arc::new(Shared { path, opts, pool: Mutex::new(Vec::new()), writes: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            path,
+            opts,
+            pool: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
+        });
         // Create the schema now so configuration errors surface at startup. Several worker
         // processes opening a new file at once contend for it: switching a fresh file to WAL and
         // creating the tables take SQLite's exclusive lock, and the switch can report "database
@@ -410,8 +460,14 @@ impl SharedTier for SqliteTier {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>> {
-        let key = key.to_owned();
-        Box::pin(self.blocking(move |s| s.get(&key)))
+        Box::pin(async move {
+            // On the calling thread (see the module docs); through the pool only if busy.
+            if let Some(r) = self.shared.get_now(key) {
+                return r;
+            }
+            let key = key.to_owned();
+            self.blocking(move |s| s.get(&key)).await
+        })
     }
 
     fn set<'a>(
@@ -545,6 +601,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(40)).await;
             assert_eq!(tier.try_lease("k", &a, Duration::from_secs(60)).await.unwrap(), Lease::Acquired);
         });
+    }
+
+    /// A read on the calling thread never waits for a lock: when another connection holds
+    /// the file exclusively, the read moves to the blocking pool and waits there (up to the
+    /// tier's timeout), so it still returns the value once the lock goes, and reads that do
+    /// not contend are served by the calling thread (the reader pool fills up).
+    #[test]
+    fn reads_on_the_calling_thread_fall_back_to_the_pool_when_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let rt = rt();
+        let opts = SqliteOptions::default().timeout(Duration::from_secs(5));
+        let tier = SqliteTier::open(&path, opts, rt.handle().clone()).unwrap();
+        rt.block_on(tier.set("k", b"frame", Duration::from_secs(60))).unwrap();
+        assert_eq!(rt.block_on(tier.get("k")).unwrap().as_deref(), Some(&b"frame"[..]));
+        assert_eq!(tier.shared.readers.lock().unwrap().len(), 1, "the read used a reader connection");
+
+        // Another connection takes the file exclusively (in WAL mode only exclusive locking
+        // mode keeps readers out, and it needs every other connection closed first) and lets
+        // it go after 300 ms.
+        tier.shared.readers.lock().unwrap().clear();
+        tier.shared.pool.lock().unwrap().clear();
+        let locker = Connection::open(&path).unwrap();
+        locker.execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;").unwrap();
+        locker.execute("UPDATE larder_entries SET size = size WHERE key = 'k'", []).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            locker.execute_batch("COMMIT;").unwrap();
+            drop(locker);
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // The inline read is busy at once and must not fail: the pool waits for the lock.
+        assert!(tier.shared.get_now("k").is_none(), "a busy inline read is handed over");
+        let t = std::time::Instant::now();
+        assert_eq!(rt.block_on(tier.get("k")).unwrap().as_deref(), Some(&b"frame"[..]));
+        assert!(t.elapsed() >= Duration::from_millis(150), "waited for the lock: {:?}", t.elapsed());
+        release.join().unwrap();
+        assert!(matches!(tier.shared.get_now("k"), Some(Ok(Some(_)))), "inline again once free");
     }
 
     #[test]
