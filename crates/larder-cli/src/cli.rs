@@ -84,6 +84,18 @@ pub enum Command {
         values: Vec<String>,
     },
 
+    /// Print the blind index of values (exact-match search over an encrypted column).
+    ///
+    /// The index key is the keyring file's `index` record (`larder keys add-index`), never an
+    /// encryption key. Values are normalized first, so every spelling of one phone number gives
+    /// one index. See docs/blind-index.md for choosing --bits.
+    #[command(after_help = "Examples:\n  \
+        larder index phone 010-1234-5678 01012345678     # the same index twice\n  \
+        larder index phone 010-1234-5678 --bits 20 --int --context table=customers --context column=phone\n  \
+        larder index phone 010-1234-5678 --part last4 --name phone_last4 --bits 8\n  \
+        larder index email ' Hong.GilDong@Example.COM'")]
+    Index(IndexArgs),
+
     /// Print the cache key text of a JSON value, as a service using larder would compute it.
     #[command(after_help = "Example:\n  \
         larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'")]
@@ -113,6 +125,8 @@ pub enum KeysCommand {
     List,
     /// Add a new primary master key; older keys still decrypt what they encrypted.
     Rotate,
+    /// Add the blind-index key (`larder index`); refuses if the keyring already has one.
+    AddIndex,
 }
 
 /// Where data keys come from: the local keyring file, or AWS KMS.
@@ -234,4 +248,43 @@ pub enum DemoPart {
     Workers,
     /// Envelope encryption of phone numbers (story B).
     Phones,
+}
+
+/// Flags of `larder index`.
+#[derive(Args)]
+pub struct IndexArgs {
+    /// How values are normalized.
+    pub kind: IndexKind,
+    /// One or more values; each index is printed on its own line.
+    #[arg(required = true)]
+    pub values: Vec<String>,
+    /// Size of the index in bits (1-256): fewer bits, more false positives and less leakage
+    /// (docs/blind-index.md).
+    #[arg(long, default_value_t = larder::envelope::blind::DEFAULT_BITS)]
+    pub bits: u16,
+    /// The part indexed: full, lastN (e.g. last4), firstN, or domain (email).
+    #[arg(long, default_value = "full")]
+    pub part: String,
+    /// The index name (A-Z a-z 0-9 . _ -) [default: the kind].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An encryption context pair (repeatable): the column the index belongs to.
+    #[arg(long = "context", short = 'c', value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Print the index as an integer (for a bigint column; --bits 63 or fewer) instead of hex.
+    #[arg(long)]
+    pub int: bool,
+}
+
+/// What `larder index` normalizes.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum IndexKind {
+    /// Phone numbers: digits only; 010-1234-5678, 01012345678 and +82 10-1234-5678 are one.
+    Phone,
+    /// E-mail addresses: trimmed, lowercased.
+    Email,
+    /// Names: white space collapsed, lowercased.
+    Name,
+    /// Any text: trimmed only.
+    Text,
 }

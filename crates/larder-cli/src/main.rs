@@ -1,6 +1,6 @@
 //! The `larder` command: the demo of both stories (`larder demo`), the local keyring
 //! (`larder keys`), encryption of values and columns (`larder encrypt|decrypt|inspect`),
-//! masking (`larder mask`) and cache keys (`larder key`).
+//! masking (`larder mask`), blind indexes (`larder index`) and cache keys (`larder key`).
 //!
 //! Exit codes: 0 success, 1 an operational error (a file, a keyring, a ciphertext, a server),
 //! 2 a usage error (a bad flag or argument). Errors go to stderr as one or two plain sentences.
@@ -11,6 +11,7 @@
 mod cli;
 mod crypt;
 mod demo;
+mod index;
 mod keys;
 mod mask;
 mod util;
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decrypt(args) => crypt::decrypt(keyring, args),
         Command::Inspect(args) => crypt::inspect(args),
         Command::Mask { kind, values } => mask::run(kind, values),
+        Command::Index(args) => index::run(keyring, args),
         Command::Demo(args) => demo::run(args),
         Command::Worker(args) => demo::workers::worker_main(args),
     }

@@ -23,7 +23,9 @@
 //!   keyring call (single flight, also on the decrypt side), and a key nearing its limits is
 //!   replaced in the background;
 //! - every decryption failure is a typed [`EnvelopeError`], never empty or partial plaintext;
-//! - [`mask`] renders phone numbers, e-mail addresses and names for display.
+//! - [`mask`] renders phone numbers, e-mail addresses and names for display;
+//! - [`blind`] computes blind indexes (normalized, keyed, truncated digests) for exact-match
+//!   search over encrypted columns (docs/blind-index.md).
 //!
 //! # What it does not do
 //!
@@ -32,8 +34,9 @@
 //! - It does **not rotate KMS master keys** (that is KMS's job); [`LocalKeyring::rotate`] only
 //!   adds a new local master key, and nothing re-encrypts old ciphertexts.
 //! - **No deterministic or searchable encryption**: the same plaintext encrypts differently
-//!   every time (random nonces), so encrypted columns cannot be indexed or compared. Use a
-//!   keyed digest (larder-key) in a separate column if you need lookups.
+//!   every time (random nonces), so encrypted columns cannot be indexed or compared. For
+//!   exact-match lookups, store a [`blind`] index (a keyed, truncated digest under a separate
+//!   index key) in a separate column.
 //! - It does not store the encryption context; the caller must present the same context to
 //!   decrypt.
 //! - It does not need you to build envelopes after forking: a child of `fork()` (gunicorn
@@ -101,6 +104,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod blind;
 mod blocking;
 mod cache;
 mod clock;
