@@ -13,7 +13,7 @@
 //! - **roles**: a [`Keyring`] makes and opens data keys ([`LocalKeyring`], AWS KMS behind the
 //!   `aws-kms` feature) → the data-key cache keeps one active key per (master key, context)
 //!   with exact limits → the [`Envelope`] seals and opens fields in [ciphertext format
-//!   v1](format);
+//!   v1 or v2](format) (v2: one data key wrapped by several keyrings, any one decrypts);
 //! - key material is immutable after derivation, shared through `Arc`, zeroized on drop, and
 //!   has no `Clone`, `Debug` output, `Display` or serde;
 //! - usage limits (age, messages, bytes) are reserved with atomics, so they hold exactly under
@@ -52,7 +52,8 @@
 //! | cold key | one keyring call | 100 concurrent callers → exactly 1 `generate_data_key`; cancelled callers do not wedge it |
 //! | refresh | a standby key is generated in the background at 75 % of messages/bytes, 30 s before max age | a steady stream of encrypts never waits on the keyring after the first |
 //! | decrypt cache | 5 min TTL, 10,000 keys ([`EnvelopeBuilder::decrypt_cache`]) | concurrent misses on one EDK → 1 `decrypt_data_key`; keys of this envelope's own encrypts are pre-seeded |
-//! | ciphertext | [format v1](format), `lv1.` text form | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring) |
+//! | ciphertext | [format v1](format), `lv1.` text form; v2 (`lv2.`) with [`EnvelopeBuilder::with_keyring`] | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring); v2: one byte more per ciphertext, all EDKs in the header |
+//! | several keyrings | primary generates, each additional keyring wraps the same data key | one call per keyring per cold data key under any concurrency; decryption tries keyrings in order, each only on EDKs it accepts |
 //!
 //! Counters for the CLI and tests are in [`Envelope::stats`]; the same are published through
 //! the `metrics` facade, and [`CostEstimate`] turns request rates into a monthly KMS bill
@@ -118,6 +119,7 @@ pub mod format;
 mod keyring;
 mod local;
 pub mod mask;
+mod multi;
 mod sync;
 
 #[cfg(feature = "aws-kms")]
@@ -136,6 +138,8 @@ pub use envelope::{
     Envelope, EnvelopeBuilder, DEFAULT_DECRYPT_CAPACITY, DEFAULT_DECRYPT_TTL, DEFAULT_MAX_PARTITIONS,
 };
 pub use error::{EnvelopeError, KeyringFileError};
-pub use format::HeaderInfo;
+pub use format::{EdkInfo, HeaderInfo};
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 pub use local::{LocalKeyInfo, LocalKeyring};
+#[doc(hidden)]
+pub use multi::dangerous_encrypt_v2_with_fixed_key_and_nonce;

@@ -490,6 +490,21 @@ impl LocalKeyring {
         DataKey::from_slice(&plain)
     }
 
+    /// Wraps another keyring's data key under the primary master key (a fresh OS nonce), the
+    /// same EDK `generate_data_key` would have made for it.
+    fn wrap_existing(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
+        let master =
+            self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
+        let nonce = os_random::<NONCE_LEN>()?;
+        let wrapped =
+            wrap_with(&master.cipher, *nonce, &Self::wrap_aad(&self.primary, context), key.expose_secret())?;
+        Ok(EncryptedDataKey { kind: KeyringKind::Local, key_id: self.primary.clone(), ciphertext: wrapped })
+    }
+
     /// Test-vector path: wraps a given data key with a given nonce. Deterministic output;
     /// never use outside test vectors (reusing a nonce under a master key breaks AES-GCM).
     #[doc(hidden)]
@@ -537,6 +552,18 @@ impl Keyring for LocalKeyring {
         context: &'a EncryptionContext,
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
         Box::pin(async move { self.decrypt_sync(edk, context) })
+    }
+
+    fn encrypt_data_key<'a>(
+        &'a self,
+        key: &'a DataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+        Box::pin(async move { self.wrap_existing(key, context) })
+    }
+
+    fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+        edk.kind == KeyringKind::Local && self.keys.contains_key(&edk.key_id)
     }
 }
 
