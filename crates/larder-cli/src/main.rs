@@ -1,6 +1,7 @@
 //! The `larder` command: the demo of both stories (`larder demo`), the local keyring
 //! (`larder keys`), encryption of values and columns (`larder encrypt|decrypt|inspect`),
-//! masking (`larder mask`), blind indexes (`larder index`) and cache keys (`larder key`).
+//! masking (`larder mask`), blind indexes (`larder index`), column rewraps (`larder rewrap`)
+//! and cache keys (`larder key`).
 //!
 //! Exit codes: 0 success, 1 an operational error (a file, a keyring, a ciphertext, a server),
 //! 2 a usage error (a bad flag or argument). Errors go to stderr as one or two plain sentences.
@@ -14,6 +15,7 @@ mod demo;
 mod index;
 mod keys;
 mod mask;
+mod rewrap;
 mod util;
 
 use std::process::ExitCode;
@@ -62,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => crypt::inspect(args),
         Command::Mask { kind, values } => mask::run(kind, values),
         Command::Index(args) => index::run(keyring, args),
+        Command::Rewrap(args) => rewrap::run(keyring, args),
         Command::Demo(args) => demo::run(args),
         Command::Worker(args) => demo::workers::worker_main(args),
     }

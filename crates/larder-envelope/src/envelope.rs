@@ -120,6 +120,7 @@ impl EnvelopeBuilder {
     pub fn build(self) -> Envelope {
         let counters = Arc::new(Counters::default());
         let version = if self.v2 || !self.extra.is_empty() { format::VERSION_2 } else { format::VERSION_1 };
+        let decrypt_only = self.decrypt_only.len();
         let keyrings: Arc<[Arc<dyn Keyring>]> = std::iter::once(self.keyring.clone())
             .chain(self.extra.iter().cloned())
             .chain(self.decrypt_only)
@@ -140,6 +141,8 @@ impl EnvelopeBuilder {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
                 keyrings,
+                decrypt_only,
+                version,
                 encrypt,
                 decrypt_cache,
                 counters,
@@ -153,6 +156,10 @@ struct Inner {
     keyring: Arc<dyn Keyring>,
     /// Every keyring, in decryption order: primary, additional, decrypt-only.
     keyrings: Arc<[Arc<dyn Keyring>]>,
+    /// How many of `keyrings` (at the end) are decrypt-only.
+    decrypt_only: usize,
+    /// The format version new ciphertexts are written in.
+    version: u8,
     encrypt: EncryptCache,
     decrypt_cache: Option<Arc<DecryptCache>>,
     counters: Arc<Counters>,
@@ -200,6 +207,14 @@ impl Envelope {
             max_partitions: DEFAULT_MAX_PARTITIONS,
             cache: true,
         }
+    }
+
+    /// What new ciphertexts look like: the format version and the (kind, master key id) of each
+    /// EDK, in order (for [`Rewrapper`](crate::rewrap::Rewrapper)'s "is it current" check).
+    pub(crate) fn write_spec(&self) -> (u8, Vec<(crate::KeyringKind, String)>) {
+        let writers = self.inner.keyrings.len() - self.inner.decrypt_only;
+        let keys = self.inner.keyrings.iter().take(writers).map(|k| (k.kind(), k.primary_key_id())).collect();
+        (self.inner.version, keys)
     }
 
     /// The keyring this envelope uses.

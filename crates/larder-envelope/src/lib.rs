@@ -120,6 +120,7 @@ mod keyring;
 mod local;
 pub mod mask;
 mod multi;
+pub mod rewrap;
 mod sync;
 
 #[cfg(feature = "aws-kms")]
