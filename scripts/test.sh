@@ -5,6 +5,8 @@
 #   - for the Python package (crates/larder-py + python/larder): maturin, pytest, ruff and the
 #     test clients from tests/python/requirements*.txt into ./.venv; the extension is built once
 #     (debug) with `maturin develop`, then ruff and pytest run over tests/python.
+#   - postgresql from Debian's packages (tests initdb and start their own server in a temp dir;
+#     the package's system-wide cluster is never used).
 # Works on a fresh Debian machine with only the Rust toolchain and Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,8 @@ missing=()
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# PostgreSQL for the blind-index (and rewrap) tests, which initdb their own server in a temp dir.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages)"
   need_root apt-get update -qq
@@ -42,6 +46,9 @@ done
 export LARDER_REDIS_SERVER="$(command -v redis-server)"
 export LARDER_REDIS_CLI="$(command -v redis-cli)"
 export LARDER_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+pg_initdb="$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)"
+[ -n "$pg_initdb" ] || pg_initdb="$(command -v initdb)"
+export LARDER_PG_BIN="$(dirname "$pg_initdb")"
 
 # larder-py is a Python extension (no Rust tests of its own; clippy checks it): it is built
 # below by maturin, so cargo does not build it twice with different PyO3 settings.

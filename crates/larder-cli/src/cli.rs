@@ -87,6 +87,31 @@ pub enum Command {
         out: OutputArgs,
     },
 
+    /// Print the blind index of values (exact-match search over an encrypted column).
+    ///
+    /// The index key is the keyring file's `index` record (`larder keys add-index`), never an
+    /// encryption key. Values are normalized first, so every spelling of one phone number gives
+    /// one index. See docs/blind-index.md for choosing --bits.
+    #[command(after_help = "Examples:\n  \
+        larder index phone 010-1234-5678 01012345678     # the same index twice\n  \
+        larder index phone 010-1234-5678 --bits 20 --int --context table=customers --context column=phone\n  \
+        larder index phone 010-1234-5678 --part last4 --name phone_last4 --bits 8\n  \
+        larder index email ' Hong.GilDong@Example.COM'")]
+    Index(IndexArgs),
+
+    /// Re-encrypt a database column in place: plaintext → ciphertext, or to the current master
+    /// key / KMS / format v2. Batches in transactions, resumable after a crash, idempotent.
+    ///
+    /// The table needs an integer key column (--key). Each batch updates its rows and records
+    /// the last key in `larder_rewrap_progress` in one transaction; a rerun resumes there, and
+    /// values that are already current are never touched again.
+    #[command(after_help = "Examples:\n  \
+        larder rewrap --db sqlite:app.db --table customers --column phone --mode encrypt --context column=phone\n  \
+        larder keys rotate && larder rewrap --db postgresql://app@127.0.0.1/app --table customers --column phone --mode rotate --json\n  \
+        larder rewrap --db sqlite:app.db --table customers --column phone --mode rotate --to-kms aws:alias/pii --verify 100\n  \
+        larder rewrap --db sqlite:app.db --table customers --column phone --mode rotate --v2 --rate 2000")]
+    Rewrap(RewrapArgs),
+
     /// Print the cache key text of a JSON value, as a service using larder would compute it.
     #[command(after_help = "Example:\n  \
         larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'\n  \
@@ -155,6 +180,8 @@ pub enum KeysCommand {
     List(OutputArgs),
     /// Add a new primary master key; older keys still decrypt what they encrypted.
     Rotate(OutputArgs),
+    /// Add the blind-index key (`larder index`); refuses if the keyring already has one.
+    AddIndex,
 }
 
 /// `larder cache ...`
@@ -349,4 +376,99 @@ pub enum DemoPart {
     Workers,
     /// Envelope encryption of phone numbers (story B).
     Phones,
+}
+
+/// Flags of `larder index`.
+#[derive(Args)]
+pub struct IndexArgs {
+    /// How values are normalized.
+    pub kind: IndexKind,
+    /// One or more values; each index is printed on its own line.
+    #[arg(required = true)]
+    pub values: Vec<String>,
+    /// Size of the index in bits (1-256): fewer bits, more false positives and less leakage
+    /// (docs/blind-index.md).
+    #[arg(long, default_value_t = larder::envelope::blind::DEFAULT_BITS)]
+    pub bits: u16,
+    /// The part indexed: full, lastN (e.g. last4), firstN, or domain (email).
+    #[arg(long, default_value = "full")]
+    pub part: String,
+    /// The index name (A-Z a-z 0-9 . _ -) [default: the kind].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An encryption context pair (repeatable): the column the index belongs to.
+    #[arg(long = "context", short = 'c', value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Print the index as an integer (for a bigint column; --bits 63 or fewer) instead of hex.
+    #[arg(long)]
+    pub int: bool,
+}
+
+/// What `larder index` normalizes.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum IndexKind {
+    /// Phone numbers: digits only; 010-1234-5678, 01012345678 and +82 10-1234-5678 are one.
+    Phone,
+    /// E-mail addresses: trimmed, lowercased.
+    Email,
+    /// Names: white space collapsed, lowercased.
+    Name,
+    /// Any text: trimmed only.
+    Text,
+}
+
+/// Flags of `larder rewrap`.
+#[derive(Args)]
+pub struct RewrapArgs {
+    /// The database: `sqlite:PATH` or `postgresql://user@host:port/db`.
+    #[arg(long, value_name = "URL")]
+    pub db: String,
+    /// The table.
+    #[arg(long)]
+    pub table: String,
+    /// The column holding the values (text).
+    #[arg(long)]
+    pub column: String,
+    /// The table's integer key column (rows are processed in its order).
+    #[arg(long, default_value = "id")]
+    pub key: String,
+    /// What to do: encrypt plaintext values, or rotate ciphertexts to how this keyring writes now.
+    #[arg(long, value_enum)]
+    pub mode: RewrapModeArg,
+    /// An encryption context pair (repeatable), the same for every row of the column.
+    #[arg(long = "context", short = 'c', value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Rows per batch (one transaction each).
+    #[arg(long, default_value_t = 500)]
+    pub batch: u32,
+    /// At most this many rows per second.
+    #[arg(long, value_name = "ROWS")]
+    pub rate: Option<u64>,
+    /// After the run, decrypt this many sampled rows and report.
+    #[arg(long, value_name = "N")]
+    pub verify: Option<u32>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The job name in the progress table [default: TABLE.COLUMN].
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Write under AWS KMS (`aws:KEY_ID`), decrypting old rows with the local keyring.
+    #[arg(long, value_name = "aws:KEY_ID")]
+    pub to_kms: Option<String>,
+    /// A KMS endpoint URL (for example a local test server).
+    #[arg(long, value_name = "URL", requires = "to_kms")]
+    pub kms_endpoint: Option<String>,
+    /// Write ciphertext format v2 (`lv2.`).
+    #[arg(long)]
+    pub v2: bool,
+}
+
+/// What `larder rewrap` does to each value.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RewrapModeArg {
+    /// Plaintext → ciphertext (values that already are ciphertexts are left alone).
+    Encrypt,
+    /// Ciphertexts not under the current master key(s) / format → re-encrypted.
+    Rotate,
 }

@@ -194,15 +194,27 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "plaintext_bytes": info.plaintext_len,
             "total_bytes": info.total_len,
             "overhead_bytes": info.overhead,
+            "edks": info.edks.iter().map(|e| serde_json::json!({
+                "keyring": e.keyring.name(),
+                "key_id": e.key_id,
+                "edk_bytes": e.edk_len,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("larder ciphertext ({form} form)");
         println!("  format version  {}", info.version);
         println!("  algorithm       {} ({})", info.algorithm, info.algorithm_name);
-        println!("  keyring         {}", info.keyring.name());
-        println!("  key id          {}", info.key_id);
-        println!("  EDK size        {} bytes", info.edk_len);
+        if info.edks.len() > 1 {
+            println!("  EDKs            {} (any one keyring decrypts)", info.edks.len());
+            for (i, e) in info.edks.iter().enumerate() {
+                println!("    {}. {:<8} {} ({} bytes)", i + 1, e.keyring.name(), e.key_id, e.edk_len);
+            }
+        } else {
+            println!("  keyring         {}", info.keyring.name());
+            println!("  key id          {}", info.key_id);
+            println!("  EDK size        {} bytes", info.edk_len);
+        }
         println!("  plaintext size  {} bytes", info.plaintext_len);
         println!("  total size      {} bytes (binary form)", info.total_len);
         println!("  overhead        {} bytes", info.overhead);
@@ -299,4 +311,5 @@ fn looks_like_text_form(input: &[u8]) -> bool {
     let trimmed =
         input.iter().position(|c| !c.is_ascii_whitespace()).and_then(|i| input.get(i..)).unwrap_or(&[]);
     trimmed.starts_with(larder::envelope::format::TEXT_PREFIX.as_bytes())
+        || trimmed.starts_with(larder::envelope::format::TEXT_PREFIX_V2.as_bytes())
 }

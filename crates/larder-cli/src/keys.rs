@@ -1,4 +1,4 @@
-//! `larder keys init|list|rotate`: the local keyring file. The file format, its permissions
+//! `larder keys init|list|rotate|add-index`: the local keyring file. The file format, its permissions
 //! checks and rotation all live in `larder::envelope::LocalKeyring`; this only reports.
 
 use std::path::{Path, PathBuf};
@@ -67,6 +67,12 @@ pub fn run(keyring: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<Exi
             }
             println!("new primary key {id} in {}", path.display());
             println!("older keys stay in the file and still decrypt what they encrypted; running processes use the new key once they reload the keyring");
+        }
+        KeysCommand::AddIndex => {
+            let id = LocalKeyring::add_index_key(&path)
+                .with_context(|| format!("cannot add an index key to {}", path.display()))?;
+            println!("added the blind-index key {id} to {}", path.display());
+            println!("`larder index` and BlindIndexer use it; it never encrypts data, and replacing it changes every index value");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! The `larder` command: the demo of both stories (`larder demo`), the local keyring
 //! (`larder keys`), encryption of values and columns (`larder encrypt|decrypt|inspect`),
-//! masking (`larder mask`), cache keys (`larder key`) and shared cache tiers (`larder cache`).
+//! masking (`larder mask`), blind indexes (`larder index`), column rewraps (`larder rewrap`),
+//! cache keys (`larder key`) and shared cache tiers (`larder cache`).
 //!
 //! Output: every subcommand that prints data takes `-o/--output text|json` (the older
 //! `--json` of `inspect` and `demo` still works; `larder key --json VALUE` is its input).
@@ -15,8 +16,10 @@ mod cache;
 mod cli;
 mod crypt;
 mod demo;
+mod index;
 mod keys;
 mod mask;
+mod rewrap;
 mod util;
 
 use std::process::ExitCode;
@@ -67,6 +70,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Mask { kind, values, out } => mask::run(kind, values, out),
         Command::Cache { command } => cache::run(command),
+        Command::Index(args) => index::run(keyring, args),
+        Command::Rewrap(args) => rewrap::run(keyring, args),
         Command::Demo(mut args) => {
             args.json |= args.out.json();
             demo::run(args)

@@ -433,6 +433,53 @@ impl AwsKmsKeyring {
             .map_err(|_| EnvelopeError::Keyring(format!("KMS returned a {}-byte data key", plaintext.len())))
     }
 
+    /// KMS `Encrypt` of an existing data key under the primary key (a second EDK, format v2).
+    async fn encrypt_once(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
+        let out = self
+            .client()
+            .encrypt()
+            .key_id(&self.primary)
+            .plaintext(Blob::new(key.expose_secret().to_vec()))
+            .set_encryption_context(kms_context(context))
+            .customize()
+            .config_override(self.call_config())
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("Encrypt", e));
+        record_attempt("Encrypt", &out);
+        let mut out = out?;
+        let key_id = out
+            .key_id
+            .take()
+            .ok_or_else(|| EnvelopeError::Keyring("Encrypt response without KeyId".into()))?;
+        let answered_for_primary = if is_alias(&self.primary) {
+            key_uuid(&key_id).is_some()
+        } else {
+            same_key(&self.primary, &key_id)
+        };
+        if !answered_for_primary {
+            return Err(EnvelopeError::Keyring(format!(
+                "Encrypt for {:?} answered with key {key_id:?}",
+                self.primary
+            )));
+        }
+        if key_id.len() > MAX_KEY_ID_LEN {
+            return Err(EnvelopeError::Keyring(format!("KMS key id longer than {MAX_KEY_ID_LEN} bytes")));
+        }
+        let ciphertext = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
+        if ciphertext.is_empty() || ciphertext.len() > MAX_EDK_LEN {
+            return Err(EnvelopeError::Keyring(format!(
+                "Encrypt returned a {}-byte encrypted key (expected 1..={MAX_EDK_LEN})",
+                ciphertext.len()
+            )));
+        }
+        Ok(EncryptedDataKey { kind: KeyringKind::AwsKms, key_id, ciphertext })
+    }
+
     async fn decrypt_pinned(
         &self,
         edk: &EncryptedDataKey,
@@ -494,6 +541,19 @@ impl Keyring for AwsKmsKeyring {
         context: &'a EncryptionContext,
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
         Box::pin(self.decrypt_pinned(edk, context))
+    }
+
+    fn encrypt_data_key<'a>(
+        &'a self,
+        key: &'a DataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+        Box::pin(retry(&self.policy, move |_| self.encrypt_once(key, context)))
+    }
+
+    fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+        edk.kind == KeyringKind::AwsKms
+            && self.allowed_key_ids().any(|k| is_alias(k) || same_key(k, &edk.key_id))
     }
 }
 

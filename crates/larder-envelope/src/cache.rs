@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::cost::Counters;
 use crate::crypto::{KeyMaterial, COMMITMENT_LEN};
 use crate::format;
-use crate::keyring::{BoxFuture, GeneratedKey, Keyring};
+use crate::keyring::{BoxFuture, EncryptedDataKey, GeneratedKey, Keyring};
+use crate::multi::Wrapping;
 use crate::{EncryptionContext, EnvelopeError};
 // std's primitives, or loom's under `--cfg larder_loom` (model checking, docs/reliability.md).
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -117,6 +118,9 @@ pub(crate) enum Reservation {
 }
 
 impl ActiveKey {
+    /// A v1 key (only the fixed-nonce test-vector path builds one directly; the cache builds
+    /// keys with [`ActiveKey::from_prefix`]).
+    #[cfg(feature = "test-vectors")]
     pub(crate) fn new(
         material: Arc<KeyMaterial>,
         edk_fields: &[u8],
@@ -125,7 +129,24 @@ impl ActiveKey {
         refresh_fraction: f64,
         now: Duration,
     ) -> Self {
-        let header = format::header(edk_fields, material.commitment());
+        let mut prefix = vec![format::VERSION_1, format::ALG_AES256GCM_HMACSHA256_COMMIT];
+        prefix.extend_from_slice(edk_fields);
+        Self::from_prefix(material, &prefix, ctx_bytes, limits, refresh_fraction, now)
+    }
+
+    /// [`ActiveKey::new`] for any format version: `prefix` is the header without the
+    /// commitment ([`format::key_prefix`]).
+    pub(crate) fn from_prefix(
+        material: Arc<KeyMaterial>,
+        prefix: &[u8],
+        ctx_bytes: &[u8],
+        limits: &DataKeyLimits,
+        refresh_fraction: f64,
+        now: Duration,
+    ) -> Self {
+        let mut header = Vec::with_capacity(prefix.len() + COMMITMENT_LEN);
+        header.extend_from_slice(prefix);
+        header.extend_from_slice(material.commitment());
         let header_len = header.len();
         let mut aad = header;
         aad.extend_from_slice(ctx_bytes);
@@ -272,6 +293,8 @@ impl Partition {
 /// Shared configuration and state of the encrypt-side cache.
 pub(crate) struct EncryptCache {
     keyring: Arc<dyn Keyring>,
+    /// Keyrings that also wrap every new data key, and the format version written.
+    wrapping: Arc<Wrapping>,
     limits: DataKeyLimits,
     refresh_fraction: f64,
     max_partitions: usize,
@@ -284,7 +307,8 @@ pub(crate) struct EncryptCache {
 /// Builds an [`ActiveKey`] from a generated key and seeds the decrypt cache with it, so the
 /// process that encrypted never asks the keyring to open its own EDK.
 fn activate(
-    generated: GeneratedKey,
+    (generated, extra): (GeneratedKey, Vec<EncryptedDataKey>),
+    version: u8,
     ctx_bytes: &[u8],
     limits: &DataKeyLimits,
     refresh_fraction: f64,
@@ -292,16 +316,22 @@ fn activate(
 ) -> KeyResult {
     let material = Arc::new(KeyMaterial::derive(&generated.plaintext)?);
     drop(generated.plaintext);
-    let fields = format::edk_fields(&generated.edk)?;
+    let mut edks = Vec::with_capacity(1 + extra.len());
+    edks.push(generated.edk);
+    edks.extend(extra);
+    // Version, algorithm and EDK fields: the header without the commitment, and the decrypt
+    // cache's name for this data key (what `format::parse` calls `edk_fields`).
+    let prefix = format::key_prefix(version, &edks)?;
     if let Some(dc) = decrypt_cache {
-        dc.insert(material.clone(), &fields, ctx_bytes);
+        dc.insert(material.clone(), &prefix, ctx_bytes);
     }
-    Ok(Arc::new(ActiveKey::new(material, &fields, ctx_bytes, limits, refresh_fraction, clock::now())))
+    Ok(Arc::new(ActiveKey::from_prefix(material, &prefix, ctx_bytes, limits, refresh_fraction, clock::now())))
 }
 
 impl EncryptCache {
     pub(crate) fn new(
         keyring: Arc<dyn Keyring>,
+        wrapping: Arc<Wrapping>,
         limits: DataKeyLimits,
         refresh_fraction: f64,
         max_partitions: usize,
@@ -310,6 +340,7 @@ impl EncryptCache {
     ) -> Self {
         EncryptCache {
             keyring,
+            wrapping,
             limits: limits.clamped(),
             refresh_fraction: if refresh_fraction.is_finite() {
                 refresh_fraction.clamp(0.05, 1.0)
@@ -373,6 +404,7 @@ impl EncryptCache {
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let weak: Weak<Partition> = Arc::downgrade(part);
         let keyring = self.keyring.clone();
+        let wrapping = self.wrapping.clone();
         let context = part.context.clone();
         let ctx_bytes = part.ctx_bytes.clone();
         let limits = self.limits;
@@ -383,14 +415,17 @@ impl EncryptCache {
             counters.record_generate(keyring.kind());
             // A panicking keyring must not poison the shared flight for every later caller:
             // the panic becomes an error for this flight's waiters, and the next caller retries.
-            let generated = std::panic::AssertUnwindSafe(keyring.generate_data_key(&context))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(EnvelopeError::Keyring("the keyring panicked in generate_data_key".into()))
-                });
+            // One call per keyring: the primary generates, each extra keyring wraps (v2).
+            let generated = crate::multi::generate(&keyring, &wrapping, &context).await;
             let result = match generated {
-                Ok(g) => activate(g, &ctx_bytes, &limits, refresh_fraction, decrypt_cache.as_deref()),
+                Ok(g) => activate(
+                    g,
+                    wrapping.version,
+                    &ctx_bytes,
+                    &limits,
+                    refresh_fraction,
+                    decrypt_cache.as_deref(),
+                ),
                 Err(e) => {
                     counters.record_keyring_error();
                     Err(e)
@@ -473,13 +508,11 @@ impl EncryptCache {
     /// No-cache mode helper: one fresh data key for one message.
     pub(crate) async fn one_shot(&self, context: &EncryptionContext) -> KeyResult {
         self.counters.record_generate(self.keyring.kind());
-        let g = self
-            .keyring
-            .generate_data_key(context)
+        let g = crate::multi::generate(&self.keyring, &self.wrapping, context)
             .await
             .inspect_err(|_| self.counters.record_keyring_error())?;
         let limits = DataKeyLimits { max_messages: 1, ..self.limits };
-        activate(g, context.canonical()?, &limits, 1.0, None)
+        activate(g, self.wrapping.version, context.canonical()?, &limits, 1.0, None)
     }
 
     pub(crate) fn max_plaintext(&self) -> u64 {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 use crate::{EncryptionContext, EnvelopeError};
 
-/// Wraps a real keyring, counts every `generate_data_key` and `decrypt_data_key` call that
-/// reaches it, and can add a fixed latency before each (to stand in for a KMS round trip on a
+/// Wraps a real keyring, counts every `generate_data_key`, `decrypt_data_key` and
+/// `encrypt_data_key` call that reaches it, and can add a fixed latency before each (to stand in for a KMS round trip on a
 /// local keyring).
 ///
 /// For demos, tests and benchmarks that must show how many calls a workload makes — counted
@@ -36,12 +36,19 @@ pub struct CountingKeyring<K> {
     latency: Option<Duration>,
     generates: AtomicU64,
     decrypts: AtomicU64,
+    encrypts: AtomicU64,
 }
 
 impl<K> CountingKeyring<K> {
     /// Counts the calls reaching `inner`.
     pub fn new(inner: K) -> Self {
-        CountingKeyring { inner, latency: None, generates: AtomicU64::new(0), decrypts: AtomicU64::new(0) }
+        CountingKeyring {
+            inner,
+            latency: None,
+            generates: AtomicU64::new(0),
+            decrypts: AtomicU64::new(0),
+            encrypts: AtomicU64::new(0),
+        }
     }
 
     /// Sleeps `latency` (on the Tokio timer) before passing each call on.
@@ -64,6 +71,11 @@ impl<K> CountingKeyring<K> {
     /// `decrypt_data_key` calls so far.
     pub fn decrypt_calls(&self) -> u64 {
         self.decrypts.load(Ordering::SeqCst)
+    }
+
+    /// `encrypt_data_key` calls so far (wrapping another keyring's data key, format v2).
+    pub fn encrypt_calls(&self) -> u64 {
+        self.encrypts.load(Ordering::SeqCst)
     }
 }
 
@@ -101,5 +113,23 @@ impl<K: Keyring> Keyring for CountingKeyring<K> {
             }
             self.inner.decrypt_data_key(edk, context).await
         })
+    }
+
+    fn encrypt_data_key<'a>(
+        &'a self,
+        key: &'a DataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+        self.encrypts.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if let Some(d) = self.latency {
+                tokio::time::sleep(d).await;
+            }
+            self.inner.encrypt_data_key(key, context).await
+        })
+    }
+
+    fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+        self.inner.accepts(edk)
     }
 }

@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use zeroize::Zeroizing;
 
 use crate::cache::{ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
@@ -12,6 +11,7 @@ use crate::cost::{Counters, EnvelopeStats};
 use crate::crypto::{random_nonce, KeyMaterial, NONCE_LEN, TAG_LEN};
 use crate::format::{self, HeaderInfo};
 use crate::keyring::{BoxFuture, EncryptedDataKey, Keyring};
+use crate::multi::Wrapping;
 use crate::{EncryptionContext, EnvelopeError};
 
 /// Default time an opened data key stays in the decrypt cache.
@@ -25,6 +25,11 @@ pub const DEFAULT_MAX_PARTITIONS: usize = 10_000;
 #[must_use]
 pub struct EnvelopeBuilder {
     keyring: Arc<dyn Keyring>,
+    /// Keyrings that also wrap every new data key (format v2), in EDK order.
+    extra: Vec<Arc<dyn Keyring>>,
+    /// Keyrings only tried to decrypt, after the others.
+    decrypt_only: Vec<Arc<dyn Keyring>>,
+    v2: bool,
     limits: DataKeyLimits,
     decrypt_ttl: Duration,
     decrypt_capacity: usize,
@@ -76,13 +81,56 @@ impl EnvelopeBuilder {
         self
     }
 
+    /// Adds a keyring that also wraps every new data key: ciphertexts get one EDK per keyring
+    /// (format v2, `lv2.`), and any one of the keyrings can decrypt them (two KMS regions, KMS
+    /// plus an offline escrow keyring). Decryption tries the primary first, then these in the
+    /// order added. Each cold data key costs one call per keyring; a failing keyring fails the
+    /// key (no ciphertext lacks a configured copy).
+    pub fn with_keyring(self, keyring: impl Keyring) -> Self {
+        self.with_keyring_shared(Arc::new(keyring))
+    }
+
+    /// [`EnvelopeBuilder::with_keyring`] for a keyring already behind an `Arc`.
+    pub fn with_keyring_shared(mut self, keyring: Arc<dyn Keyring>) -> Self {
+        self.extra.push(keyring);
+        self
+    }
+
+    /// Adds a keyring that is only tried to decrypt, after the others (for example the local
+    /// keyring that old rows were encrypted with, while new rows go to KMS).
+    pub fn decrypt_with(self, keyring: impl Keyring) -> Self {
+        self.decrypt_with_shared(Arc::new(keyring))
+    }
+
+    /// [`EnvelopeBuilder::decrypt_with`] for a keyring already behind an `Arc`.
+    pub fn decrypt_with_shared(mut self, keyring: Arc<dyn Keyring>) -> Self {
+        self.decrypt_only.push(keyring);
+        self
+    }
+
+    /// Writes format v2 (`lv2.`, one byte more than v1) even with a single keyring. With
+    /// [`EnvelopeBuilder::with_keyring`] the envelope always writes v2; otherwise v1 (the
+    /// default, for readers that predate v2). Both versions always decrypt.
+    pub fn format_v2(mut self) -> Self {
+        self.v2 = true;
+        self
+    }
+
     /// Builds the envelope.
     pub fn build(self) -> Envelope {
         let counters = Arc::new(Counters::default());
+        let version = if self.v2 || !self.extra.is_empty() { format::VERSION_2 } else { format::VERSION_1 };
+        let decrypt_only = self.decrypt_only.len();
+        let keyrings: Arc<[Arc<dyn Keyring>]> = std::iter::once(self.keyring.clone())
+            .chain(self.extra.iter().cloned())
+            .chain(self.decrypt_only)
+            .collect();
+        let wrapping = Arc::new(Wrapping { extra: self.extra, version });
         let decrypt_cache =
             self.cache.then(|| Arc::new(DecryptCache::new(self.decrypt_ttl, self.decrypt_capacity)));
         let encrypt = EncryptCache::new(
             self.keyring.clone(),
+            wrapping,
             self.limits,
             self.refresh_fraction,
             self.max_partitions,
@@ -92,6 +140,9 @@ impl EnvelopeBuilder {
         Envelope {
             inner: Arc::new(Inner {
                 keyring: self.keyring,
+                keyrings,
+                decrypt_only,
+                version,
                 encrypt,
                 decrypt_cache,
                 counters,
@@ -103,6 +154,12 @@ impl EnvelopeBuilder {
 
 struct Inner {
     keyring: Arc<dyn Keyring>,
+    /// Every keyring, in decryption order: primary, additional, decrypt-only.
+    keyrings: Arc<[Arc<dyn Keyring>]>,
+    /// How many of `keyrings` (at the end) are decrypt-only.
+    decrypt_only: usize,
+    /// The format version new ciphertexts are written in.
+    version: u8,
     encrypt: EncryptCache,
     decrypt_cache: Option<Arc<DecryptCache>>,
     counters: Arc<Counters>,
@@ -120,12 +177,13 @@ pub struct Envelope {
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
-            .field("keyring", &self.inner.keyring.kind().name())
-            .field("primary_key_id", &self.inner.keyring.primary_key_id())
-            .field("limits", self.inner.encrypt.limits())
-            .field("cache", &self.inner.cache)
-            .finish()
+        let mut d = f.debug_struct("Envelope");
+        d.field("keyring", &self.inner.keyring.kind().name())
+            .field("primary_key_id", &self.inner.keyring.primary_key_id());
+        if self.inner.keyrings.len() > 1 {
+            d.field("keyrings", &self.inner.keyrings.len());
+        }
+        d.field("limits", self.inner.encrypt.limits()).field("cache", &self.inner.cache).finish()
     }
 }
 
@@ -139,6 +197,9 @@ impl Envelope {
     pub fn builder_shared(keyring: Arc<dyn Keyring>) -> EnvelopeBuilder {
         EnvelopeBuilder {
             keyring,
+            extra: Vec::new(),
+            decrypt_only: Vec::new(),
+            v2: false,
             limits: DataKeyLimits::default(),
             decrypt_ttl: DEFAULT_DECRYPT_TTL,
             decrypt_capacity: DEFAULT_DECRYPT_CAPACITY,
@@ -146,6 +207,14 @@ impl Envelope {
             max_partitions: DEFAULT_MAX_PARTITIONS,
             cache: true,
         }
+    }
+
+    /// What new ciphertexts look like: the format version and the (kind, master key id) of each
+    /// EDK, in order (for [`Rewrapper`](crate::rewrap::Rewrapper)'s "is it current" check).
+    pub(crate) fn write_spec(&self) -> (u8, Vec<(crate::KeyringKind, String)>) {
+        let writers = self.inner.keyrings.len() - self.inner.decrypt_only;
+        let keys = self.inner.keyrings.iter().take(writers).map(|k| (k.kind(), k.primary_key_id())).collect();
+        (self.inner.version, keys)
     }
 
     /// The keyring this envelope uses.
@@ -249,30 +318,14 @@ impl Envelope {
             self.inner.counters.decrypt_cache(false);
         }
         let open = {
-            let keyring = self.inner.keyring.clone();
+            let keyrings = self.inner.keyrings.clone();
             let counters = self.inner.counters.clone();
-            let edk =
-                EncryptedDataKey { kind: p.kind, key_id: p.key_id.to_owned(), ciphertext: p.edk.to_vec() };
+            let edks = p.edks()?;
+            let commitment = p.commitment.to_vec();
             let context = context.clone();
             move || -> BoxFuture<'static, Result<Arc<KeyMaterial>, EnvelopeError>> {
                 Box::pin(async move {
-                    if edk.kind != keyring.kind() {
-                        return Err(EnvelopeError::UnsupportedKeyring(edk.kind.to_byte()));
-                    }
-                    counters.record_decrypt(edk.kind);
-                    let opened = std::panic::AssertUnwindSafe(keyring.decrypt_data_key(&edk, &context))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(EnvelopeError::Keyring("the keyring panicked in decrypt_data_key".into()))
-                        });
-                    match opened {
-                        Ok(k) => KeyMaterial::derive(&k).map(Arc::new),
-                        Err(e) => {
-                            counters.record_keyring_error();
-                            Err(e)
-                        }
-                    }
+                    crate::multi::open(&keyrings, &edks, &commitment, &context, &counters).await
                 })
             }
         };
@@ -282,7 +335,8 @@ impl Envelope {
         }
     }
 
-    /// [`Envelope::encrypt`] of UTF-8 text into the text form (`lv1.` + base64url).
+    /// [`Envelope::encrypt`] of UTF-8 text into the text form (`lv1.`, or `lv2.` for format v2,
+    /// + base64url).
     pub async fn encrypt_text(
         &self,
         plaintext: &str,

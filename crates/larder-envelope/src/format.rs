@@ -17,6 +17,10 @@
 //!
 //! The header is every byte before the nonce. AAD = header || canonical context bytes.
 //! See `docs/ciphertext-format.md` for the rationale.
+//!
+//! Format v2 (text prefix `lv2.`) differs only in the EDK fields: byte 2 is an EDK count
+//! `C` (1..=255), followed by `C` entries laid out like v1's EDK fields (kind, key id length,
+//! key id, EDK length, EDK). One EDK costs one byte more than v1.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -30,6 +34,12 @@ pub const VERSION_1: u8 = 1;
 pub const ALG_AES256GCM_HMACSHA256_COMMIT: u8 = 1;
 /// Prefix of the text form (`lv1.` + base64url without padding of the binary form).
 pub const TEXT_PREFIX: &str = "lv1.";
+/// Format version 2: one or more EDKs of one data key (multi-keyring).
+pub const VERSION_2: u8 = 2;
+/// Prefix of the text form of format v2.
+pub const TEXT_PREFIX_V2: &str = "lv2.";
+/// The most EDKs a v2 ciphertext holds.
+pub const MAX_EDKS: usize = 255;
 /// Bytes of fixed overhead outside the EDK fields: version, algorithm, commitment, nonce, tag.
 pub const FIXED_OVERHEAD: usize = 1 + 1 + COMMITMENT_LEN + NONCE_LEN + TAG_LEN;
 
@@ -74,13 +84,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A parsed v1 ciphertext, borrowing from the input.
+/// A parsed v1 or v2 ciphertext, borrowing from the input.
 #[derive(Debug)]
 pub(crate) struct Parsed<'a> {
+    /// Format version (1 or 2).
+    pub(crate) version: u8,
+    /// The first EDK (the only one in v1).
     pub(crate) kind: KeyringKind,
     pub(crate) key_id: &'a str,
     pub(crate) edk: &'a [u8],
-    /// The EDK fields (kind, key-id length, key id, EDK length, EDK), used for cache keys.
+    /// Number of EDKs (1 in v1).
+    pub(crate) edk_count: usize,
+    /// The EDK entries (v1: the EDK fields; v2: the entries after the count).
+    pub(crate) edk_list: &'a [u8],
+    /// Version, algorithm and every EDK field (bytes 0 up to the commitment): what names the
+    /// data key's encrypted copies, used for cache keys (includes the version, so a v1 and a
+    /// v2 ciphertext never share an entry).
     pub(crate) edk_fields: &'a [u8],
     pub(crate) commitment: &'a [u8],
     /// Everything before the nonce (the AAD prefix).
@@ -93,14 +112,60 @@ pub(crate) struct Parsed<'a> {
 pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     let mut r = Reader::new(bytes);
     let version = r.u8("version byte")?;
-    if version != VERSION_1 {
+    if version != VERSION_1 && version != VERSION_2 {
         return Err(EnvelopeError::UnsupportedVersion(version));
     }
     let alg = r.u8("algorithm id")?;
     if alg != ALG_AES256GCM_HMACSHA256_COMMIT {
         return Err(EnvelopeError::UnsupportedAlgorithm(alg));
     }
-    let fields_start = r.offset();
+    let edk_count = if version == VERSION_2 {
+        let at = r.offset();
+        let c = r.u8("EDK count")?;
+        if c == 0 {
+            return Err(EnvelopeError::Malformed { what: "EDK count is 0", offset: at });
+        }
+        usize::from(c)
+    } else {
+        1
+    };
+    let list_start = r.offset();
+    let (kind, key_id, edk) = read_edk(&mut r)?;
+    for _ in 1..edk_count {
+        read_edk(&mut r)?;
+    }
+    let fields_end = r.offset();
+    let commitment = r.take(COMMITMENT_LEN, "key commitment")?;
+    let header_end = r.offset();
+    let nonce = r.take(NONCE_LEN, "nonce")?;
+    let body_at = r.offset();
+    let body = r.rest();
+    if body.len() < TAG_LEN {
+        return Err(EnvelopeError::Malformed { what: "ciphertext shorter than the tag", offset: body_at });
+    }
+    let header = bytes.get(..header_end).ok_or(EnvelopeError::Malformed { what: "header", offset: 0 })?;
+    let edk_fields =
+        bytes.get(..fields_end).ok_or(EnvelopeError::Malformed { what: "EDK fields", offset: list_start })?;
+    let edk_list = bytes
+        .get(list_start..fields_end)
+        .ok_or(EnvelopeError::Malformed { what: "EDK fields", offset: list_start })?;
+    Ok(Parsed {
+        version,
+        kind,
+        key_id,
+        edk,
+        edk_count,
+        edk_list,
+        edk_fields,
+        commitment,
+        header,
+        nonce,
+        body,
+    })
+}
+
+/// One EDK entry: kind, key id length, key id, EDK length, EDK.
+fn read_edk<'a>(r: &mut Reader<'a>) -> Result<(KeyringKind, &'a str, &'a [u8]), EnvelopeError> {
     let kind_byte = r.u8("keyring kind")?;
     let kind = KeyringKind::from_byte(kind_byte).ok_or(EnvelopeError::UnsupportedKeyring(kind_byte))?;
     let id_len_at = r.offset();
@@ -117,20 +182,42 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
         return Err(EnvelopeError::Malformed { what: "empty EDK", offset: edk_len_at });
     }
     let edk = r.take(usize::from(edk_len), "EDK bytes")?;
-    let fields_end = r.offset();
-    let commitment = r.take(COMMITMENT_LEN, "key commitment")?;
-    let header_end = r.offset();
-    let nonce = r.take(NONCE_LEN, "nonce")?;
-    let body_at = r.offset();
-    let body = r.rest();
-    if body.len() < TAG_LEN {
-        return Err(EnvelopeError::Malformed { what: "ciphertext shorter than the tag", offset: body_at });
+    Ok((kind, key_id, edk))
+}
+
+impl Parsed<'_> {
+    /// Every EDK, in order (owned: the cold path hands them to keyrings).
+    pub(crate) fn edks(&self) -> Result<Vec<EncryptedDataKey>, EnvelopeError> {
+        let mut r = Reader::new(self.edk_list);
+        (0..self.edk_count)
+            .map(|_| {
+                read_edk(&mut r).map(|(kind, key_id, edk)| EncryptedDataKey {
+                    kind,
+                    key_id: key_id.to_owned(),
+                    ciphertext: edk.to_vec(),
+                })
+            })
+            .collect()
     }
-    let header = bytes.get(..header_end).ok_or(EnvelopeError::Malformed { what: "header", offset: 0 })?;
-    let edk_fields = bytes
-        .get(fields_start..fields_end)
-        .ok_or(EnvelopeError::Malformed { what: "EDK fields", offset: fields_start })?;
-    Ok(Parsed { kind, key_id, edk, edk_fields, commitment, header, nonce, body })
+}
+
+/// Version, algorithm and EDK fields of a ciphertext holding `edks`: the header without the
+/// commitment. v1 takes exactly one EDK; v2 one to 255.
+pub(crate) fn key_prefix(version: u8, edks: &[EncryptedDataKey]) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = vec![version, ALG_AES256GCM_HMACSHA256_COMMIT];
+    match (version, edks) {
+        (VERSION_1, [one]) => out.extend_from_slice(&edk_fields(one)?),
+        (VERSION_2, list) if !list.is_empty() && list.len() <= MAX_EDKS => {
+            out.push(list.len() as u8);
+            for e in list {
+                out.extend_from_slice(&edk_fields(e)?);
+            }
+        }
+        (VERSION_1, _) => return Err(EnvelopeError::ApiMisuse("format v1 holds exactly one EDK")),
+        (VERSION_2, _) => return Err(EnvelopeError::ApiMisuse("format v2 holds 1 to 255 EDKs")),
+        _ => return Err(EnvelopeError::UnsupportedVersion(version)),
+    }
+    Ok(out)
 }
 
 /// Serializes the EDK fields (kind, key id length, key id, EDK length, EDK).
@@ -152,33 +239,39 @@ pub(crate) fn edk_fields(edk: &EncryptedDataKey) -> Result<Vec<u8>, EnvelopeErro
     Ok(out)
 }
 
-/// The full header for a data key: version, algorithm, EDK fields, commitment.
-pub(crate) fn header(edk_fields: &[u8], commitment: &[u8; COMMITMENT_LEN]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + edk_fields.len() + COMMITMENT_LEN);
-    out.push(VERSION_1);
-    out.push(ALG_AES256GCM_HMACSHA256_COMMIT);
-    out.extend_from_slice(edk_fields);
-    out.extend_from_slice(commitment);
-    out
-}
-
-/// Binary → text form.
+/// Binary → text form (`lv2.` for a v2 ciphertext, else `lv1.`).
 pub(crate) fn to_text(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(TEXT_PREFIX.len() + bytes.len().div_ceil(3) * 4);
-    s.push_str(TEXT_PREFIX);
+    let prefix = if bytes.first() == Some(&VERSION_2) { TEXT_PREFIX_V2 } else { TEXT_PREFIX };
+    let mut s = String::with_capacity(prefix.len() + bytes.len().div_ceil(3) * 4);
+    s.push_str(prefix);
     URL_SAFE_NO_PAD.encode_string(bytes, &mut s);
     s
 }
 
 /// Text form → binary. Offsets in errors count characters of the text.
 pub(crate) fn from_text(text: &str) -> Result<Vec<u8>, EnvelopeError> {
-    let body = text
-        .strip_prefix(TEXT_PREFIX)
-        .ok_or(EnvelopeError::Malformed { what: "text form must start with \"lv1.\"", offset: 0 })?;
-    URL_SAFE_NO_PAD.decode(body).map_err(|_| EnvelopeError::Malformed {
+    let (version, body) = match (text.strip_prefix(TEXT_PREFIX), text.strip_prefix(TEXT_PREFIX_V2)) {
+        (Some(b), _) => (VERSION_1, b),
+        (None, Some(b)) => (VERSION_2, b),
+        (None, None) => {
+            return Err(EnvelopeError::Malformed {
+                what: "text form must start with \"lv1.\" or \"lv2.\"",
+                offset: 0,
+            })
+        }
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| EnvelopeError::Malformed {
         what: "text form is not base64url without padding",
         offset: 4,
-    })
+    })?;
+    // The prefix names the version: a v2 body behind `lv1.` (or the reverse) is not valid.
+    match bytes.first() {
+        Some(v) if *v != version && (*v == VERSION_1 || *v == VERSION_2) => Err(EnvelopeError::Malformed {
+            what: "the text prefix does not match the format version",
+            offset: 0,
+        }),
+        _ => Ok(bytes),
+    }
 }
 
 /// Header information of a ciphertext, for `larder inspect`. Contains no secrets.
@@ -203,13 +296,32 @@ pub struct HeaderInfo {
     pub plaintext_len: usize,
     /// Bytes added to the plaintext (header, nonce, tag).
     pub overhead: usize,
+    /// Every EDK (one in v1): keyring kind, master key id, EDK size.
+    pub edks: Vec<EdkInfo>,
+}
+
+/// One encrypted data key of a ciphertext, for `larder inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EdkInfo {
+    /// Keyring kind that can open it.
+    pub keyring: KeyringKind,
+    /// Master key id.
+    pub key_id: String,
+    /// Size of the EDK in bytes.
+    pub edk_len: usize,
 }
 
 pub(crate) fn inspect(bytes: &[u8]) -> Result<HeaderInfo, EnvelopeError> {
     let p = parse(bytes)?;
     let plaintext_len = p.body.len().saturating_sub(TAG_LEN);
+    let edks = p
+        .edks()?
+        .into_iter()
+        .map(|e| EdkInfo { keyring: e.kind, key_id: e.key_id, edk_len: e.ciphertext.len() })
+        .collect();
     Ok(HeaderInfo {
-        version: VERSION_1,
+        version: p.version,
         algorithm: ALG_AES256GCM_HMACSHA256_COMMIT,
         algorithm_name: "AES-256-GCM, HMAC-SHA-256 key commitment, 96-bit random nonce",
         keyring: p.kind,
@@ -218,6 +330,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<HeaderInfo, EnvelopeError> {
         total_len: bytes.len(),
         plaintext_len,
         overhead: bytes.len().saturating_sub(plaintext_len),
+        edks,
     })
 }
 
@@ -232,7 +345,7 @@ mod tests {
             let _ = parse(&bytes);
         }
         assert!(matches!(parse(&[]), Err(EnvelopeError::Malformed { offset: 0, .. })));
-        assert_eq!(parse(&[2]).unwrap_err(), EnvelopeError::UnsupportedVersion(2));
+        assert_eq!(parse(&[3]).unwrap_err(), EnvelopeError::UnsupportedVersion(3));
         assert_eq!(parse(&[1, 9]).unwrap_err(), EnvelopeError::UnsupportedAlgorithm(9));
         assert_eq!(parse(&[1, 1, 7]).unwrap_err(), EnvelopeError::UnsupportedKeyring(7));
         assert_eq!(
@@ -250,7 +363,8 @@ mod tests {
         let t = to_text(&[1, 2, 3, 255]);
         assert!(t.starts_with("lv1."));
         assert_eq!(from_text(&t).unwrap(), vec![1, 2, 3, 255]);
-        assert!(from_text("lv2.AQID").is_err());
+        assert!(from_text("lv2.AQID").is_err(), "a v1 body behind lv2.");
+        assert!(from_text("lv3.AgID").is_err());
         assert!(from_text("lv1.AQ=D").is_err());
         assert!(from_text("").is_err());
     }

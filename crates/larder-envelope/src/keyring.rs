@@ -131,6 +131,33 @@ pub trait Keyring: Send + Sync + 'static {
         edk: &'a EncryptedDataKey,
         context: &'a EncryptionContext,
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>>;
+
+    /// Wraps an existing data key (made by another keyring) under this keyring's primary master
+    /// key, bound to `context`: the second EDK of a multi-keyring ciphertext (format v2). The
+    /// default refuses; [`LocalKeyring`](crate::LocalKeyring) wraps locally and the AWS KMS
+    /// keyring calls KMS `Encrypt`.
+    fn encrypt_data_key<'a>(
+        &'a self,
+        key: &'a DataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+        let _ = (key, context);
+        Box::pin(async move {
+            Err(EnvelopeError::Keyring(format!(
+                "the {} keyring cannot wrap an existing data key (no encrypt_data_key)",
+                self.kind().name()
+            )))
+        })
+    }
+
+    /// Whether this keyring would try to open `edk` (its kind, and a master key it is
+    /// configured for), decided without a remote call. A multi-keyring envelope asks before
+    /// calling [`Keyring::decrypt_data_key`], so a keyring is never called for an EDK it is
+    /// not allowed to open. The default accepts every EDK of its kind; the keyring must still
+    /// refuse unknown key ids in `decrypt_data_key`.
+    fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+        edk.kind == self.kind()
+    }
 }
 
 /// A keyring behind a smart pointer is the same keyring: share one with `Arc` (to keep a
@@ -159,6 +186,18 @@ macro_rules! forward_keyring {
                 context: &'a EncryptionContext,
             ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
                 (**self).decrypt_data_key(edk, context)
+            }
+
+            fn encrypt_data_key<'a>(
+                &'a self,
+                key: &'a DataKey,
+                context: &'a EncryptionContext,
+            ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+                (**self).encrypt_data_key(key, context)
+            }
+
+            fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+                (**self).accepts(edk)
             }
         }
     };

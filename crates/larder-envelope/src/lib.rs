@@ -13,7 +13,7 @@
 //! - **roles**: a [`Keyring`] makes and opens data keys ([`LocalKeyring`], AWS KMS behind the
 //!   `aws-kms` feature) → the data-key cache keeps one active key per (master key, context)
 //!   with exact limits → the [`Envelope`] seals and opens fields in [ciphertext format
-//!   v1](format);
+//!   v1 or v2](format) (v2: one data key wrapped by several keyrings, any one decrypts);
 //! - key material is immutable after derivation, shared through `Arc`, zeroized on drop, and
 //!   has no `Clone`, `Debug` output, `Display` or serde;
 //! - usage limits (age, messages, bytes) are reserved with atomics, so they hold exactly under
@@ -23,7 +23,9 @@
 //!   keyring call (single flight, also on the decrypt side), and a key nearing its limits is
 //!   replaced in the background;
 //! - every decryption failure is a typed [`EnvelopeError`], never empty or partial plaintext;
-//! - [`mask`] renders phone numbers, e-mail addresses and names for display.
+//! - [`mask`] renders phone numbers, e-mail addresses and names for display;
+//! - [`blind`] computes blind indexes (normalized, keyed, truncated digests) for exact-match
+//!   search over encrypted columns (docs/blind-index.md).
 //!
 //! # What it does not do
 //!
@@ -32,8 +34,9 @@
 //! - It does **not rotate KMS master keys** (that is KMS's job); [`LocalKeyring::rotate`] only
 //!   adds a new local master key, and nothing re-encrypts old ciphertexts.
 //! - **No deterministic or searchable encryption**: the same plaintext encrypts differently
-//!   every time (random nonces), so encrypted columns cannot be indexed or compared. Use a
-//!   keyed digest (larder-key) in a separate column if you need lookups.
+//!   every time (random nonces), so encrypted columns cannot be indexed or compared. For
+//!   exact-match lookups, store a [`blind`] index (a keyed, truncated digest under a separate
+//!   index key) in a separate column.
 //! - It does not store the encryption context; the caller must present the same context to
 //!   decrypt.
 //! - It does not need you to build envelopes after forking: a child of `fork()` (gunicorn
@@ -49,7 +52,8 @@
 //! | cold key | one keyring call | 100 concurrent callers → exactly 1 `generate_data_key`; cancelled callers do not wedge it |
 //! | refresh | a standby key is generated in the background at 75 % of messages/bytes, 30 s before max age | a steady stream of encrypts never waits on the keyring after the first |
 //! | decrypt cache | 5 min TTL, 10,000 keys ([`EnvelopeBuilder::decrypt_cache`]) | concurrent misses on one EDK → 1 `decrypt_data_key`; keys of this envelope's own encrypts are pre-seeded |
-//! | ciphertext | [format v1](format), `lv1.` text form | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring) |
+//! | ciphertext | [format v1](format), `lv1.` text form; v2 (`lv2.`) with [`EnvelopeBuilder::with_keyring`] | 62 bytes + EDK fields of overhead (141 bytes for a phone number with the local keyring); v2: one byte more per ciphertext, all EDKs in the header |
+//! | several keyrings | primary generates, each additional keyring wraps the same data key | one call per keyring per cold data key under any concurrency; decryption tries keyrings in order, each only on EDKs it accepts |
 //!
 //! Counters for the CLI and tests are in [`Envelope::stats`]; the same are published through
 //! the `metrics` facade, and [`CostEstimate`] turns request rates into a monthly KMS bill
@@ -101,6 +105,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod blind;
 mod blocking;
 mod cache;
 mod clock;
@@ -113,6 +118,8 @@ mod error;
 pub mod format;
 mod keyring;
 mod local;
+mod multi;
+pub mod rewrap;
 mod sync;
 
 /// Masking for display: the `larder-mask` crate, re-exported so `larder_envelope::mask` keeps
@@ -138,6 +145,9 @@ pub use envelope::{
     Envelope, EnvelopeBuilder, DEFAULT_DECRYPT_CAPACITY, DEFAULT_DECRYPT_TTL, DEFAULT_MAX_PARTITIONS,
 };
 pub use error::{EnvelopeError, KeyringFileError};
-pub use format::HeaderInfo;
+pub use format::{EdkInfo, HeaderInfo};
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 pub use local::{LocalKeyInfo, LocalKeyring, MAX_WRAPS_PER_MASTER_KEY};
+#[cfg(feature = "test-vectors")]
+#[doc(hidden)]
+pub use multi::dangerous_encrypt_v2_with_fixed_key_and_nonce;

@@ -68,6 +68,9 @@ pub struct LocalKeyring {
     keys: BTreeMap<String, MasterKey>,
     primary: String,
     wrap_limit: u64,
+
+    /// The blind-index key (`index` record), if the file has one: never an encryption key.
+    index_key: Option<(String, Zeroizing<[u8; 32]>)>,
 }
 
 impl fmt::Debug for LocalKeyring {
@@ -85,6 +88,9 @@ struct FileKey {
     created_unix: u64,
     primary: bool,
     key: Zeroizing<[u8; 32]>,
+
+    /// An `index` record (the blind-index key) rather than a master key.
+    index: bool,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> EnvelopeError {
@@ -132,6 +138,10 @@ fn parse_file(text: &str) -> Result<Vec<FileKey>, EnvelopeError> {
     for (idx, line) in lines {
         let n = idx + 1;
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        if fields.first() == Some(&"index") {
+            keys.push(parse_index_record(n, &fields, &keys)?);
+            continue;
+        }
         let [tag, id, created, role, key_b64] = fields.as_slice() else {
             return Err(bad(n, "expected `key <id> <created-unix-seconds> <primary|old> <base64url key>`"));
         };
@@ -160,13 +170,35 @@ fn parse_file(text: &str) -> Result<Vec<FileKey>, EnvelopeError> {
         if keys.iter().any(|k| k.id == *id) {
             return Err(EnvelopeError::KeyringFile(KeyringFileError::DuplicateKeyId((*id).to_owned())));
         }
-        keys.push(FileKey { id: (*id).to_owned(), created_unix, primary, key });
+        keys.push(FileKey { id: (*id).to_owned(), created_unix, primary, key, index: false });
     }
     match keys.iter().filter(|k| k.primary).count() {
         0 => Err(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary)),
         1 => Ok(keys),
         _ => Err(EnvelopeError::KeyringFile(KeyringFileError::MultiplePrimaries)),
     }
+}
+
+/// `index <id> <created-unix-seconds> <base64url key>`: the blind-index key (at most one).
+fn parse_index_record(n: usize, fields: &[&str], seen: &[FileKey]) -> Result<FileKey, EnvelopeError> {
+    let [_, id, created, key_b64] = fields else {
+        return Err(bad(n, "expected `index <id> <created-unix-seconds> <base64url key>`"));
+    };
+    if !valid_key_id(id) {
+        return Err(bad(n, "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    let created_unix: u64 = created.parse().map_err(|_| bad(n, "created time is not a number of seconds"))?;
+    let raw = Zeroizing::new(
+        URL_SAFE_NO_PAD.decode(key_b64).map_err(|_| bad(n, "key is not base64url without padding"))?,
+    );
+    let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad(n, "key is not 32 bytes"))?;
+    if seen.iter().any(|k| k.id == *id) {
+        return Err(EnvelopeError::KeyringFile(KeyringFileError::DuplicateKeyId((*id).to_owned())));
+    }
+    if seen.iter().any(|k| k.index) {
+        return Err(bad(n, "a keyring holds at most one `index` record"));
+    }
+    Ok(FileKey { id: (*id).to_owned(), created_unix, primary: false, key: Zeroizing::new(arr), index: true })
 }
 
 fn render_file(keys: &[FileKey]) -> Zeroizing<String> {
@@ -178,7 +210,18 @@ fn render_file(keys: &[FileKey]) -> Zeroizing<String> {
     s.push_str("larder-keyring 1\n");
     s.push_str("# larder local keyring: AES-256 master keys. Secret: keep mode 0600, never commit.\n");
     s.push_str("# key <id> <created-unix-seconds> <primary|old> <base64url 32-byte key>\n");
+    if keys.iter().any(|k| k.index) {
+        s.push_str("# index <id> <created-unix-seconds> <base64url 32-byte blind-index key>\n");
+    }
     for k in keys {
+        if k.index {
+            // Writing into a String cannot fail; the key is encoded straight into `s` (no
+            // temporary copy of it to zeroize).
+            let _ = write!(s, "index {} {} ", k.id, k.created_unix);
+            URL_SAFE_NO_PAD.encode_string(k.key.as_ref(), &mut s);
+            s.push('\n');
+            continue;
+        }
         let role = if k.primary { "primary" } else { "old" };
         // Writing into a String cannot fail.
         let _ = write!(s, "key {} {} {role} ", k.id, k.created_unix);
@@ -300,13 +343,51 @@ fn write_new(path: &Path, keys: &[FileKey]) -> Result<(), EnvelopeError> {
     f.sync_all().map_err(|e| io_err(path, e))
 }
 
+/// Rewrites the keyring file atomically: reads it, lets `edit` change the records, writes
+/// `<path>.rotate` (created exclusively, mode 0600), syncs it and renames it over the file. The
+/// exclusive temporary file serializes concurrent rewrites ([`KeyringFileError::RotationInProgress`]).
+fn replace_file(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<FileKey>) -> Result<String, EnvelopeError>,
+) -> Result<String, EnvelopeError> {
+    let tmp = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".rotate");
+        std::path::PathBuf::from(p)
+    };
+    let mut f = create_new_private(&tmp).map_err(|e| match e {
+        EnvelopeError::KeyringFile(KeyringFileError::AlreadyExists(p)) => {
+            EnvelopeError::KeyringFile(KeyringFileError::RotationInProgress(p))
+        }
+        other => other,
+    })?;
+    let result = (|| {
+        let mut keys = read_file(path)?;
+        let id = edit(&mut keys)?;
+        let text = render_file(&keys);
+        f.write_all(text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+        Ok(id)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 impl LocalKeyring {
     /// Creates a new keyring file at `path` (mode 0600) holding one fresh primary key `k1`, and
     /// returns the keyring. Refuses to overwrite an existing file.
     pub fn init(path: impl AsRef<Path>) -> Result<Self, EnvelopeError> {
         let path = path.as_ref();
-        let keys =
-            vec![FileKey { id: "k1".into(), created_unix: now_unix(), primary: true, key: os_random()? }];
+        let keys = vec![FileKey {
+            id: "k1".into(),
+            created_unix: now_unix(),
+            primary: true,
+            key: os_random()?,
+            index: false,
+        }];
         write_new(path, &keys)?;
         Self::from_file_keys(&keys)
     }
@@ -323,22 +404,10 @@ impl LocalKeyring {
     /// rotation fails with [`KeyringFileError::RotationInProgress`] instead of losing a key.
     /// Running processes keep their loaded keyring until they load the file again.
     pub fn rotate(path: impl AsRef<Path>) -> Result<String, EnvelopeError> {
-        let path = path.as_ref();
-        let tmp = {
-            let mut p = path.as_os_str().to_owned();
-            p.push(".rotate");
-            std::path::PathBuf::from(p)
-        };
-        let mut f = create_new_private(&tmp).map_err(|e| match e {
-            EnvelopeError::KeyringFile(KeyringFileError::AlreadyExists(p)) => {
-                EnvelopeError::KeyringFile(KeyringFileError::RotationInProgress(p))
-            }
-            other => other,
-        })?;
-        let result = (|| {
-            let mut keys = read_file(path)?;
+        replace_file(path.as_ref(), |keys| {
             let next = keys
                 .iter()
+                .filter(|k| !k.index)
                 .filter_map(|k| k.id.strip_prefix('k').and_then(|n| n.parse::<u64>().ok()))
                 .max()
                 .unwrap_or(0)
@@ -347,20 +416,51 @@ impl LocalKeyring {
             while keys.iter().any(|k| k.id == id) {
                 id.push('x');
             }
-            for k in &mut keys {
+            for k in keys.iter_mut() {
                 k.primary = false;
             }
-            keys.push(FileKey { id: id.clone(), created_unix: now_unix(), primary: true, key: os_random()? });
-            let text = render_file(&keys);
-            f.write_all(text.as_bytes()).map_err(|e| io_err(&tmp, e))?;
-            f.sync_all().map_err(|e| io_err(&tmp, e))?;
-            fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+            keys.push(FileKey {
+                id: id.clone(),
+                created_unix: now_unix(),
+                primary: true,
+                key: os_random()?,
+                index: false,
+            });
             Ok(id)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        })
+    }
+
+    /// Adds a fresh blind-index key (an `index` record, id `i1`) to the file at `path`, the
+    /// same atomic way as [`LocalKeyring::rotate`]; see [`crate::blind`]. Refuses when the file
+    /// already has one: a new index key changes every index value, so replacing it means
+    /// recomputing every stored index (docs/blind-index.md). Returns the new key's id.
+    pub fn add_index_key(path: impl AsRef<Path>) -> Result<String, EnvelopeError> {
+        replace_file(path.as_ref(), |keys| {
+            if let Some(k) = keys.iter().find(|k| k.index) {
+                return Err(EnvelopeError::Keyring(format!(
+                    "the keyring already has the index key {:?}; a second one would change every blind index",
+                    k.id
+                )));
+            }
+            let mut id = String::from("i1");
+            while keys.iter().any(|k| k.id == id) {
+                id.push('x');
+            }
+            keys.push(FileKey {
+                id: id.clone(),
+                created_unix: now_unix(),
+                primary: false,
+                key: os_random()?,
+                index: true,
+            });
+            Ok(id)
+        })
+    }
+
+    /// The blind indexer over this file's index key, or `None` when the file has no `index`
+    /// record (add one with [`LocalKeyring::add_index_key`] / `larder keys add-index`).
+    pub fn blind_indexer(&self) -> Option<crate::blind::BlindIndexer> {
+        self.index_key.as_ref().map(|(id, key)| crate::blind::BlindIndexer::from_key_bytes(id, **key))
     }
 
     /// A keyring of one primary key given in memory (for tests and test vectors). `id` must be
@@ -376,13 +476,24 @@ impl LocalKeyring {
                 "key id must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
             ));
         }
-        Self::from_file_keys(&[FileKey { id: id.into(), created_unix: now_unix(), primary: true, key }])
+        Self::from_file_keys(&[FileKey {
+            id: id.into(),
+            created_unix: now_unix(),
+            primary: true,
+            key,
+            index: false,
+        }])
     }
 
     fn from_file_keys(keys: &[FileKey]) -> Result<Self, EnvelopeError> {
         let mut map = BTreeMap::new();
         let mut primary = None;
+        let mut index_key = None;
         for k in keys {
+            if k.index {
+                index_key = Some((k.id.clone(), Zeroizing::new(*k.key)));
+                continue;
+            }
             if k.primary {
                 primary = Some(k.id.clone());
             }
@@ -396,7 +507,7 @@ impl LocalKeyring {
             );
         }
         let primary = primary.ok_or(EnvelopeError::KeyringFile(KeyringFileError::NoPrimary))?;
-        Ok(LocalKeyring { keys: map, primary, wrap_limit: MAX_WRAPS_PER_MASTER_KEY })
+        Ok(LocalKeyring { keys: map, primary, wrap_limit: MAX_WRAPS_PER_MASTER_KEY, index_key })
     }
 
     /// Lowers the number of data keys this keyring wraps under one master key before refusing
@@ -497,6 +608,22 @@ impl LocalKeyring {
         DataKey::from_slice(&plain)
     }
 
+    /// Wraps another keyring's data key under the primary master key (a fresh OS nonce), the
+    /// same EDK `generate_data_key` would have made for it.
+    fn wrap_existing(
+        &self,
+        key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
+        let master =
+            self.keys.get(&self.primary).ok_or_else(|| EnvelopeError::UnknownKeyId(self.primary.clone()))?;
+        let aad = Self::wrap_aad(&self.primary, context)?;
+        self.count_wrap(master)?;
+        let nonce = os_random::<NONCE_LEN>()?;
+        let wrapped = wrap_with(&master.cipher, *nonce, &aad, key.expose_secret())?;
+        Ok(EncryptedDataKey { kind: KeyringKind::Local, key_id: self.primary.clone(), ciphertext: wrapped })
+    }
+
     /// Test-vector path: wraps a given data key with a given nonce. Deterministic output;
     /// never use outside test vectors (reusing a nonce under a master key breaks AES-GCM).
     /// Only compiled with the `test-vectors` feature.
@@ -546,6 +673,18 @@ impl Keyring for LocalKeyring {
         context: &'a EncryptionContext,
     ) -> BoxFuture<'a, Result<DataKey, EnvelopeError>> {
         Box::pin(async move { self.decrypt_sync(edk, context) })
+    }
+
+    fn encrypt_data_key<'a>(
+        &'a self,
+        key: &'a DataKey,
+        context: &'a EncryptionContext,
+    ) -> BoxFuture<'a, Result<EncryptedDataKey, EnvelopeError>> {
+        Box::pin(async move { self.wrap_existing(key, context) })
+    }
+
+    fn accepts(&self, edk: &EncryptedDataKey) -> bool {
+        edk.kind == KeyringKind::Local && self.keys.contains_key(&edk.key_id)
     }
 }
 

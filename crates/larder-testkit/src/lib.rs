@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 
 pub mod moto;
+pub mod postgres;
 pub mod redis;
 
 /// Finds a server binary: the environment variable `env` (set by `scripts/test.sh`), else
