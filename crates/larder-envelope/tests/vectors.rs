@@ -267,7 +267,7 @@ fn negative_vectors(phone: &[u8], second: &[u8], kms: &[u8]) -> Vec<Value> {
     let standard_alphabet = good_text.replace('-', "+").replace('_', "/");
     assert_ne!(standard_alphabet, good_text, "the vector's text must contain - or _");
     vec![
-        bin("version byte", "version 0x01 → 0x02", "phone number", flip(phone, 0, 0x03), &phone_ctx, "UnsupportedVersion"),
+        bin("version byte", "version 0x01 → 0x03 (no such version; 0x02 is format v2)", "phone number", flip(phone, 0, 0x02), &phone_ctx, "UnsupportedVersion"),
         bin("algorithm byte", "algorithm id 0x01 → 0x02", "phone number", flip(phone, 1, 0x03), &phone_ctx, "UnsupportedAlgorithm"),
         bin("keyring kind", "keyring kind 1 → 3", "phone number", flip(phone, 2, 0x02), &phone_ctx, "UnsupportedKeyring"),
         bin("key id length zero", "key id length 7 → 0", "phone number", flip(phone, 3, 0x07), &phone_ctx, "Malformed"),
