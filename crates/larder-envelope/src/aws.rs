@@ -349,6 +349,33 @@ impl AwsKmsKeyring {
         )
     }
 
+    /// The checks every KMS answer carrying a new EDK passes (`GenerateDataKey`, `Encrypt`):
+    /// it is for the primary key (for an alias primary, which cannot be compared offline, it
+    /// must at least name a key), and the key id and EDK fit the ciphertext format.
+    fn checked_edk(&self, op: &str, key_id: &str, ciphertext: Vec<u8>) -> Result<Vec<u8>, EnvelopeError> {
+        let answered_for_primary = if is_alias(&self.primary) {
+            key_uuid(key_id).is_some()
+        } else {
+            same_key(&self.primary, key_id)
+        };
+        if !answered_for_primary {
+            return Err(EnvelopeError::Keyring(format!(
+                "{op} for {:?} answered with key {key_id:?}",
+                self.primary
+            )));
+        }
+        if key_id.len() > MAX_KEY_ID_LEN {
+            return Err(EnvelopeError::Keyring(format!("KMS key id longer than {MAX_KEY_ID_LEN} bytes")));
+        }
+        if ciphertext.is_empty() || ciphertext.len() > MAX_EDK_LEN {
+            return Err(EnvelopeError::Keyring(format!(
+                "{op} returned a {}-byte encrypted key (expected 1..={MAX_EDK_LEN})",
+                ciphertext.len()
+            )));
+        }
+        Ok(ciphertext)
+    }
+
     async fn generate_once(&self, context: &EncryptionContext) -> Result<GeneratedKey, EnvelopeError> {
         let out = self
             .client()
@@ -370,28 +397,8 @@ impl AwsKmsKeyring {
             .take()
             .ok_or_else(|| EnvelopeError::Keyring("GenerateDataKey response without KeyId".into()))?;
         let key_id = key_id.as_str();
-        let answered_for_primary = if is_alias(&self.primary) {
-            // An alias cannot be compared offline; the answer must at least name a key.
-            key_uuid(key_id).is_some()
-        } else {
-            same_key(&self.primary, key_id)
-        };
-        if !answered_for_primary {
-            return Err(EnvelopeError::Keyring(format!(
-                "GenerateDataKey for {:?} answered with key {key_id:?}",
-                self.primary
-            )));
-        }
-        if key_id.len() > MAX_KEY_ID_LEN {
-            return Err(EnvelopeError::Keyring(format!("KMS key id longer than {MAX_KEY_ID_LEN} bytes")));
-        }
         let ciphertext = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
-        if ciphertext.is_empty() || ciphertext.len() > MAX_EDK_LEN {
-            return Err(EnvelopeError::Keyring(format!(
-                "GenerateDataKey returned a {}-byte encrypted key (expected 1..={MAX_EDK_LEN})",
-                ciphertext.len()
-            )));
-        }
+        let ciphertext = self.checked_edk("GenerateDataKey", key_id, ciphertext)?;
         let plaintext = DataKey::from_slice(&plaintext).map_err(|_| {
             EnvelopeError::Keyring(format!("KMS returned a {}-byte data key", plaintext.len()))
         })?;
@@ -456,27 +463,8 @@ impl AwsKmsKeyring {
             .key_id
             .take()
             .ok_or_else(|| EnvelopeError::Keyring("Encrypt response without KeyId".into()))?;
-        let answered_for_primary = if is_alias(&self.primary) {
-            key_uuid(&key_id).is_some()
-        } else {
-            same_key(&self.primary, &key_id)
-        };
-        if !answered_for_primary {
-            return Err(EnvelopeError::Keyring(format!(
-                "Encrypt for {:?} answered with key {key_id:?}",
-                self.primary
-            )));
-        }
-        if key_id.len() > MAX_KEY_ID_LEN {
-            return Err(EnvelopeError::Keyring(format!("KMS key id longer than {MAX_KEY_ID_LEN} bytes")));
-        }
         let ciphertext = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
-        if ciphertext.is_empty() || ciphertext.len() > MAX_EDK_LEN {
-            return Err(EnvelopeError::Keyring(format!(
-                "Encrypt returned a {}-byte encrypted key (expected 1..={MAX_EDK_LEN})",
-                ciphertext.len()
-            )));
-        }
+        let ciphertext = self.checked_edk("Encrypt", &key_id, ciphertext)?;
         Ok(EncryptedDataKey { kind: KeyringKind::AwsKms, key_id, ciphertext })
     }
 
