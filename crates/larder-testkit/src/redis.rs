@@ -287,20 +287,7 @@ impl RedisServer {
             tempfile::Builder::new().prefix("larder-redis-tls-").tempdir().expect("create a temp dir");
         let (ca, cert, key) = make_test_certs(certs.path());
         let port = free_port();
-        let mut extra_args = [
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &cert.display().to_string(),
-            "--tls-key-file",
-            &key.display().to_string(),
-            "--tls-ca-cert-file",
-            &ca.display().to_string(),
-            "--tls-auth-clients",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut extra_args = tls_args(port, &ca, &cert, &key);
         // The caller's arguments come last, so they win (e.g. `--tls-auth-clients yes`).
         extra_args.append(&mut options.extra_args);
         options.extra_args = extra_args;
@@ -581,23 +568,8 @@ impl RedisCluster {
             if let Some((_, (ca, cert, key))) = &certs {
                 // With --tls-cluster the bus listens on the TLS port + 10000.
                 let port = free_cluster_port();
-                extra_args.extend(
-                    [
-                        "--tls-port",
-                        &port.to_string(),
-                        "--tls-cert-file",
-                        &cert.display().to_string(),
-                        "--tls-key-file",
-                        &key.display().to_string(),
-                        "--tls-ca-cert-file",
-                        &ca.display().to_string(),
-                        "--tls-auth-clients",
-                        "no",
-                        "--tls-cluster",
-                        "yes",
-                    ]
-                    .map(String::from),
-                );
+                extra_args.extend(tls_args(port, ca, cert, key));
+                extra_args.extend(["--tls-cluster".to_string(), "yes".to_string()]);
                 tls = Some(TlsEndpoint { port, ca_cert: ca.clone(), _certs: None });
             }
             let options = RedisOptions {
@@ -722,4 +694,22 @@ mod tests {
         }
         assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
     }
+}
+
+/// redis-server arguments for a TLS port with the test CA's server certificate (clients need
+/// not present one unless a caller adds `--tls-auth-clients yes` after these).
+fn tls_args(port: u16, ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--tls-port".into(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        path(cert),
+        "--tls-key-file".into(),
+        path(key),
+        "--tls-ca-cert-file".into(),
+        path(ca),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
 }
