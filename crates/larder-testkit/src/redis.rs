@@ -169,6 +169,24 @@ struct TlsEndpoint {
     _certs: Option<tempfile::TempDir>,
 }
 
+/// redis-server arguments for a TLS port with the test CA's server certificate (clients need
+/// not present one unless a caller adds `--tls-auth-clients yes` after these).
+fn tls_args(port: u16, ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--tls-port".into(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        path(cert),
+        "--tls-key-file".into(),
+        path(key),
+        "--tls-ca-cert-file".into(),
+        path(ca),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
+}
+
 /// Makes a throwaway CA and a certificate for `IP:127.0.0.1` with the `openssl` CLI (usable as
 /// a server and as a client certificate: cluster nodes present it to each other on the bus).
 /// Returns (CA cert, server cert, server key) paths inside `dir`.
@@ -694,22 +712,4 @@ mod tests {
         }
         assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
     }
-}
-
-/// redis-server arguments for a TLS port with the test CA's server certificate (clients need
-/// not present one unless a caller adds `--tls-auth-clients yes` after these).
-fn tls_args(port: u16, ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
-    let path = |p: &Path| p.display().to_string();
-    vec![
-        "--tls-port".into(),
-        port.to_string(),
-        "--tls-cert-file".into(),
-        path(cert),
-        "--tls-key-file".into(),
-        path(key),
-        "--tls-ca-cert-file".into(),
-        path(ca),
-        "--tls-auth-clients".into(),
-        "no".into(),
-    ]
 }
