@@ -322,3 +322,52 @@ fn rate_limit_paces_the_run() {
     assert!(paced["seconds"].as_f64().unwrap() >= 0.59, "{paced}");
     assert!(paced["rows_per_second"].as_f64().unwrap() <= 1_020.0, "{paced}");
 }
+
+#[test]
+fn progress_bar_on_a_terminal_only() {
+    // `script` (util-linux, Debian's essential bsdutils) runs the command on a pseudo-terminal.
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("`script` is needed to give the run a terminal: apt-get install bsdutils");
+    let sb = Sandbox::new();
+    let ring = sb.with_keyring();
+    let db = sb.path("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)").unwrap();
+    for i in 1..=1500 {
+        conn.execute("INSERT INTO customers VALUES (?1, ?2)", rusqlite::params![i, phone(i)]).unwrap();
+    }
+    let cmd = format!(
+        "{} --keyring {} rewrap --db sqlite:{} --table customers --column phone --mode encrypt --batch 100 --rate 3000",
+        assert_cmd::cargo::cargo_bin("larder").display(),
+        ring.display(),
+        db.display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("LARDER_CONFIG")
+        .env("HOME", sb.dir.path())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("rewrap [") && tty.contains("/1500"), "a bar with the row count: {tty:?}");
+    // Not a terminal (a pipe, a log): no bar, no escape codes, only the summary.
+    conn.execute("UPDATE customers SET phone = ?1", ["010-0000-0000"]).unwrap();
+    let out = sb
+        .larder()
+        .arg("--keyring")
+        .arg(&ring)
+        .args(["rewrap", "--db", &format!("sqlite:{}", db.display()), "--table", "customers"])
+        .args(["--column", "phone", "--mode", "encrypt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(
+        !stderr_text(&out).contains('\u{1b}') && !stderr_text(&out).contains("rewrap ["),
+        "{}",
+        stderr_text(&out)
+    );
+    assert!(stdout_text(&out).contains("1500 rewritten"), "{}", stdout_text(&out));
+}
