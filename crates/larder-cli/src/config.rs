@@ -478,7 +478,7 @@ impl<K: Keyring> Keyring for AllowListed<K> {
         edk: &'a EncryptedDataKey,
         context: &'a EncryptionContext,
     ) -> larder::envelope::BoxFuture<'a, Result<DataKey, EnvelopeError>> {
-        if self.allowed.iter().any(|k| *k == edk.key_id) {
+        if self.allowed.contains(&edk.key_id) {
             self.inner.decrypt_data_key(edk, context)
         } else {
             let id = edk.key_id.clone();
@@ -495,7 +495,7 @@ impl<K: Keyring> Keyring for AllowListed<K> {
     }
 
     fn accepts(&self, edk: &EncryptedDataKey) -> bool {
-        self.allowed.iter().any(|k| *k == edk.key_id) && self.inner.accepts(edk)
+        self.allowed.contains(&edk.key_id) && self.inner.accepts(edk)
     }
 }
 
