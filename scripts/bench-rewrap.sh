@@ -64,7 +64,7 @@ moto_pid=$!
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 key=""
 for _ in $(seq 1 100); do
-  key=$("$python_bin" -c "import boto3; print(boto3.client('kms', endpoint_url='http://127.0.0.1:$moto_port').create_key()['KeyMetadata']['Arn'])" 2>/dev/null) && break
+  key=$("$python_bin" -c "import boto3; print(boto3.client('kms', region_name='us-east-1', endpoint_url='http://127.0.0.1:$moto_port').create_key()['KeyMetadata']['Arn'])" 2>/dev/null) && break
   sleep 0.3
 done
 [ -n "$key" ] || { echo "moto did not start:"; cat "$dir/moto.log"; exit 1; }
