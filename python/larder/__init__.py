@@ -14,16 +14,23 @@ encryption — the Rust larder crates, byte for byte the same formats.
   :class:`Cache` of your own.
 * Envelope: :class:`Envelope` with :class:`LocalKeyring` or :class:`AwsKmsKeyring`;
   :mod:`larder.mask`.
+* Blind indexes (exact-match search over an encrypted column, ``docs/blind-index.md``):
+  :func:`blind_index` under a :class:`BlindIndexKey` (or a :class:`LocalKeyring`'s index key),
+  giving a :class:`BlindIndex`; :func:`normalize` for removing false positives.
 
 Errors: everything larder raises derives from :class:`LarderError`
 (:class:`KeyEncodingError`, :class:`CacheError`, :class:`EnvelopeError` with
-:class:`EncryptionError`, :class:`DecryptionError`, :class:`KeyringError`; :class:`MaskError`);
+:class:`EncryptionError`, :class:`DecryptionError`, :class:`KeyringError`; :class:`MaskError`;
+:class:`BlindIndexError`);
 a value of the wrong Python type is a :class:`TypeError` that names the type and the fix.
 """
 
 from . import _larder, mask
 from ._larder import (
     AwsKmsKeyring,
+    BlindIndex,
+    BlindIndexError,
+    BlindIndexKey,
     Cache,
     CacheError,
     DecryptionError,
@@ -38,6 +45,7 @@ from ._larder import (
     MaskError,
     Typed,
     Width,
+    blind_index,
     cbor_dumps,
     cbor_loads,
     char,
@@ -49,6 +57,7 @@ from ._larder import (
     i32,
     i64,
     i128,
+    normalize,
     ok,
     option,
     u8,
@@ -67,6 +76,9 @@ __version__ = _larder.__version__
 
 __all__ = [
     "AwsKmsKeyring",
+    "BlindIndex",
+    "BlindIndexError",
+    "BlindIndexKey",
     "Cache",
     "CacheError",
     "DecryptionError",
@@ -82,6 +94,7 @@ __all__ = [
     "Typed",
     "Width",
     "__version__",
+    "blind_index",
     "cbor_dumps",
     "cbor_loads",
     "char",
@@ -96,6 +109,7 @@ __all__ = [
     "i128",
     "mask",
     "memoize",
+    "normalize",
     "ok",
     "option",
     "skip",

@@ -4,12 +4,21 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `larder --version`: the version and whether this build has AWS KMS keyrings (the `kms`
+/// feature), so a script or test can tell before it needs them.
+#[cfg(feature = "kms")]
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: kms (AWS KMS keyrings)");
+#[cfg(not(feature = "kms"))]
+pub const LONG_VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: none (no AWS KMS keyrings: build with --features kms)");
+
 /// larder: stable cache keys, a memo cache shared by every worker, envelope encryption of
 /// personal data with a data-key cache that is safe under any concurrency.
 #[derive(Parser)]
 #[command(
     name = "larder",
     version,
+    long_version = LONG_VERSION,
     about,
     after_help = "Start here:  larder demo     (a few seconds, no servers needed)\n\
                   Output:      -o json (--output json) on every subcommand that prints data\n\
@@ -20,6 +29,12 @@ pub struct Cli {
     /// ~/.local/share/larder/keyring].
     #[arg(long, global = true, env = "LARDER_KEYRING", value_name = "PATH")]
     pub keyring: Option<PathBuf>,
+
+    /// A keyring configuration file (TOML): several keyrings in order (local files, AWS KMS
+    /// keys), decrypt allow-lists, the blind-index key. Used by encrypt, decrypt, rewrap and
+    /// index instead of --keyring/--kms. See docs/keyring-config.md.
+    #[arg(long, global = true, env = "LARDER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -112,6 +127,16 @@ pub enum Command {
         larder rewrap --db sqlite:app.db --table customers --column phone --mode rotate --v2 --rate 2000")]
     Rewrap(RewrapArgs),
 
+    /// Check a keyring configuration file (--config or LARDER_CONFIG) and print its keyrings in
+    /// order; opens the local keyring files, contacts no KMS.
+    #[command(after_help = "Examples:\n  \
+        larder --config /etc/larder/larder.toml config check\n  \
+        LARDER_CONFIG=larder.toml larder config check -o json")]
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+
     /// Print the cache key text of a JSON value, as a service using larder would compute it.
     #[command(after_help = "Example:\n  \
         larder key --namespace loan_calc --version 1 --json '{\"user_id\":7}'\n  \
@@ -182,6 +207,13 @@ pub enum KeysCommand {
     Rotate(OutputArgs),
     /// Add the blind-index key (`larder index`); refuses if the keyring already has one.
     AddIndex,
+}
+
+/// `larder config ...`
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Parse the file, open its local keyrings, print the keyrings in order.
+    Check(OutputArgs),
 }
 
 /// `larder cache ...`

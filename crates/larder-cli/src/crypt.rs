@@ -3,13 +3,13 @@
 //! reports.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _};
 use larder::envelope::{EncryptionContext, Envelope, EnvelopeError, Keyring};
 
 use crate::cli::{CryptArgs, InspectArgs, KmsArgs};
+use crate::config::Keyrings;
 use crate::util::{self, Usage};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -18,15 +18,15 @@ enum Direction {
     Decrypt,
 }
 
-pub fn encrypt(keyring: Option<PathBuf>, args: CryptArgs) -> anyhow::Result<ExitCode> {
+pub fn encrypt(keyring: Keyrings, args: CryptArgs) -> anyhow::Result<ExitCode> {
     crypt(keyring, args, Direction::Encrypt)
 }
 
-pub fn decrypt(keyring: Option<PathBuf>, args: CryptArgs) -> anyhow::Result<ExitCode> {
+pub fn decrypt(keyring: Keyrings, args: CryptArgs) -> anyhow::Result<ExitCode> {
     crypt(keyring, args, Direction::Decrypt)
 }
 
-fn crypt(keyring: Option<PathBuf>, args: CryptArgs, dir: Direction) -> anyhow::Result<ExitCode> {
+fn crypt(keyring: Keyrings, args: CryptArgs, dir: Direction) -> anyhow::Result<ExitCode> {
     let context: EncryptionContext = util::parse_context(&args.context)?.into_iter().collect();
     if args.allow_empty && dir == Direction::Decrypt {
         return Err(Usage::err("--allow-empty only applies to encrypt"));
@@ -222,8 +222,19 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The envelope for `--kms aws:KEY_ID` or the local keyring file.
-pub async fn open_envelope(keyring: Option<PathBuf>, kms: &KmsArgs) -> anyhow::Result<Envelope> {
+/// The envelope for `--config FILE`, `--kms aws:KEY_ID` or the local keyring file.
+pub async fn open_envelope(keyring: Keyrings, kms: &KmsArgs) -> anyhow::Result<Envelope> {
+    let keyring = match keyring {
+        Keyrings::Config(cfg) => {
+            if kms.kms.is_some() {
+                return Err(Usage::err(
+                    "--kms and --config both name keyrings; put the KMS key in the configuration file ([[keyring]] type = \"aws-kms\")",
+                ));
+            }
+            return cfg.envelope(false).await;
+        }
+        Keyrings::File(k) => k,
+    };
     match &kms.kms {
         Some(spec) => {
             let key_id = parse_kms(spec)?;

@@ -3,7 +3,6 @@
 //! context), one per output line. A value the normalizer refuses is reported, never indexed.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -11,9 +10,10 @@ use larder::envelope::blind::{IndexSpec, Normalizer, Part};
 use larder::envelope::EncryptionContext;
 
 use crate::cli::{IndexArgs, IndexKind};
+use crate::config::Keyrings;
 use crate::util::{self, Usage};
 
-pub fn run(keyring: Option<PathBuf>, args: IndexArgs) -> anyhow::Result<ExitCode> {
+pub fn run(keyring: Keyrings, args: IndexArgs) -> anyhow::Result<ExitCode> {
     let normalizer = match args.kind {
         IndexKind::Phone => Normalizer::Phone,
         IndexKind::Email => Normalizer::Email,
@@ -31,7 +31,7 @@ pub fn run(keyring: Option<PathBuf>, args: IndexArgs) -> anyhow::Result<ExitCode
         return Err(Usage::err("--int needs --bits 63 or fewer (a signed 64-bit column)"));
     }
     let context: EncryptionContext = util::parse_context(&args.context)?.into_iter().collect();
-    let path = util::keyring_path(keyring)?;
+    let path = keyring.index_keyring()?;
     let indexer = crate::keys::load(&path)?.blind_indexer().ok_or_else(|| {
         anyhow!(
             "the keyring {} has no index key: add one with `larder keys add-index` (it is kept apart from the encryption keys)",

@@ -1,7 +1,8 @@
 //! The `larder` command: the demo of both stories (`larder demo`), the local keyring
 //! (`larder keys`), encryption of values and columns (`larder encrypt|decrypt|inspect`),
 //! masking (`larder mask`), blind indexes (`larder index`), column rewraps (`larder rewrap`),
-//! cache keys (`larder key`) and shared cache tiers (`larder cache`).
+//! cache keys (`larder key`) and shared cache tiers (`larder cache`); `--config` names a keyring
+//! configuration file (several keyrings, allow-lists, the index key; `larder config check`).
 //!
 //! Output: every subcommand that prints data takes `-o/--output text|json` (the older
 //! `--json` of `inspect` and `demo` still works; `larder key --json VALUE` is its input).
@@ -14,6 +15,7 @@
 
 mod cache;
 mod cli;
+mod config;
 mod crypt;
 mod demo;
 mod index;
@@ -50,6 +52,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let keyring = cli.keyring;
+    let config = cli.config;
+    let keyrings = || config::Keyrings::new(keyring.clone(), config.clone());
     match cli.command {
         Command::Key { namespace, version, json, out } => {
             let key = cache::key_text(&namespace, version, &json, "--json")?;
@@ -62,16 +66,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command } => keys::run(keyring, command),
-        Command::Encrypt(args) => crypt::encrypt(keyring, args),
-        Command::Decrypt(args) => crypt::decrypt(keyring, args),
+        Command::Config { command } => config::run(config, command),
+        Command::Encrypt(args) => crypt::encrypt(keyrings()?, args),
+        Command::Decrypt(args) => crypt::decrypt(keyrings()?, args),
         Command::Inspect(mut args) => {
             args.json |= args.out.json();
             crypt::inspect(args)
         }
         Command::Mask { kind, values, out } => mask::run(kind, values, out),
         Command::Cache { command } => cache::run(command),
-        Command::Index(args) => index::run(keyring, args),
-        Command::Rewrap(args) => rewrap::run(keyring, args),
+        Command::Index(args) => index::run(keyrings()?, args),
+        Command::Rewrap(args) => rewrap::run(keyrings()?, args),
         Command::Demo(mut args) => {
             args.json |= args.out.json();
             demo::run(args)

@@ -10,7 +10,6 @@
 //! Progress table (created when missing): `larder_rewrap_progress(job TEXT PRIMARY KEY,
 //! last_id BIGINT NOT NULL)`; the job's row is deleted when the job completes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use larder::envelope::rewrap::{RewrapMode, Rewrapped, Rewrapper};
 use larder::envelope::{EncryptionContext, Envelope};
 
 use crate::cli::{RewrapArgs, RewrapModeArg};
+use crate::config::Keyrings;
 use crate::util::{self, Usage};
 
 /// One row: its integer key and the stored value (NULL is never touched).
@@ -216,7 +216,7 @@ struct Summary {
     verify_ok: u64,
 }
 
-pub fn run(keyring: Option<PathBuf>, args: RewrapArgs) -> anyhow::Result<ExitCode> {
+pub fn run(keyring: Keyrings, args: RewrapArgs) -> anyhow::Result<ExitCode> {
     let sql = Sql {
         table: ident(&args.table)?.to_owned(),
         key: ident(&args.key)?.to_owned(),
@@ -311,9 +311,21 @@ pub fn run(keyring: Option<PathBuf>, args: RewrapArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The writing envelope: the local keyring (or `--to-kms`, with the local keyring kept for
-/// decrypting), format v2 with `--v2`.
-async fn envelope_for(keyring: Option<PathBuf>, args: &RewrapArgs) -> anyhow::Result<Envelope> {
+/// The writing envelope: the configuration file's keyrings (`--config`), or the local keyring
+/// (or `--to-kms`, with the local keyring kept for decrypting); format v2 with `--v2`.
+async fn envelope_for(keyring: Keyrings, args: &RewrapArgs) -> anyhow::Result<Envelope> {
+    let keyring = match keyring {
+        Keyrings::Config(cfg) => {
+            if args.to_kms.is_some() {
+                return Err(Usage::err(
+                    "--to-kms and --config both name keyrings: with a configuration file, list the KMS key first \
+                     ([[keyring]] type = \"aws-kms\") and the local keyring after it with role = \"decrypt\"",
+                ));
+            }
+            return cfg.envelope(args.v2).await;
+        }
+        Keyrings::File(k) => k,
+    };
     let path = util::keyring_path(keyring)?;
     let local = crate::keys::load(&path)?;
     let builder = match &args.to_kms {

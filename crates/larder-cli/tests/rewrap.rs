@@ -220,3 +220,154 @@ fn postgres_encrypt_and_rotate() {
     assert_eq!(ids, vec!["k2".to_string()]);
     assert_eq!(summary(&rewrap(&["--mode", "rotate"]))["rewritten"], 0);
 }
+
+#[test]
+fn postgres_survives_kill_9_and_resumes_without_losing_or_repeating_a_row() {
+    let pg = larder_testkit::postgres::PgServer::start();
+    let mut client = postgres::Client::connect(&pg.conn_str(), postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id bigserial PRIMARY KEY, phone text);
+             INSERT INTO customers (phone) SELECT '010-' || lpad((g / 10000)::text, 4, '0') || '-' || lpad((g % 10000)::text, 4, '0')
+               FROM generate_series(1, 20000) g;",
+        )
+        .unwrap();
+    let sb = Sandbox::new();
+    let ring = sb.with_keyring();
+    let args = |c: &mut std::process::Command| {
+        c.env_remove("LARDER_KEYRING").env_remove("LARDER_CONFIG").env("HOME", sb.dir.path());
+        c.arg("--keyring").arg(&ring).args([
+            "rewrap",
+            "--db",
+            &pg.url(),
+            "--table",
+            "customers",
+            "--column",
+            "phone",
+            "--context",
+            "column=phone",
+            "--mode",
+            "encrypt",
+        ]);
+    };
+    let checkpoint = |client: &mut postgres::Client| -> Option<i64> {
+        client
+            .query_opt("SELECT last_id FROM larder_rewrap_progress WHERE job = 'customers.phone'", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0))
+    };
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("larder"));
+    args(&mut cmd);
+    let mut child = cmd
+        .args(["--batch", "100", "--rate", "4000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checkpoint(&mut client).unwrap_or(0) < 3_000 {
+        assert!(Instant::now() < deadline, "no progress within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The server has noticed the dead connection and rolled back its open batch when a new
+    // session sees the table; the checkpoint is the last committed batch.
+    let at = checkpoint(&mut client).expect("a checkpoint survives the kill");
+    assert!(at < ROWS, "killed mid-run");
+    let encrypted: i64 =
+        client.query_one("SELECT count(*) FROM customers WHERE phone LIKE 'lv1.%'", &[]).unwrap().get(0);
+    assert_eq!(encrypted, at, "exactly the committed batches are encrypted");
+
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("larder"));
+    args(&mut cmd);
+    let out = cmd.args(["--json"]).output().unwrap();
+    let s = summary(&out);
+    assert_eq!(s["resumed_after_id"], at);
+    assert_eq!(s["rewritten"], ROWS - at);
+    assert_eq!((s["failed"].as_u64(), s["conflicts"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(checkpoint(&mut client), None);
+    let stored: Vec<(i64, String)> = client
+        .query("SELECT id, phone FROM customers ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (ids, versions) = check_all(&ring, &stored);
+    assert_eq!((ids, versions), (vec!["k1".to_string()], vec![1]));
+}
+
+#[test]
+fn rate_limit_paces_the_run() {
+    // A lower bound only (a loaded machine can only make the run slower): 600 rows at 1,000
+    // rows/s take at least 0.6 s.
+    let sb = Sandbox::new();
+    let ring = sb.with_keyring();
+    let run = |db: &Path, rate: &str| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)").unwrap();
+        for i in 1..=600 {
+            conn.execute("INSERT INTO customers VALUES (?1, ?2)", rusqlite::params![i, phone(i)]).unwrap();
+        }
+        let mut c = sb.larder();
+        c.arg("--keyring").arg(&ring).args(["rewrap", "--db", &format!("sqlite:{}", db.display())]);
+        c.args(["--table", "customers", "--column", "phone", "--mode", "encrypt", "--batch", "50", "--json"]);
+        c.args(["--rate", rate]);
+        summary(&c.output().unwrap())
+    };
+    let paced = run(&sb.path("paced.db"), "1000");
+    assert_eq!(paced["rewritten"], 600);
+    assert!(paced["seconds"].as_f64().unwrap() >= 0.59, "{paced}");
+    assert!(paced["rows_per_second"].as_f64().unwrap() <= 1_020.0, "{paced}");
+}
+
+#[test]
+fn progress_bar_on_a_terminal_only() {
+    // `script` (util-linux, Debian's essential bsdutils) runs the command on a pseudo-terminal.
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("`script` is needed to give the run a terminal: apt-get install bsdutils");
+    let sb = Sandbox::new();
+    let ring = sb.with_keyring();
+    let db = sb.path("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)").unwrap();
+    for i in 1..=1500 {
+        conn.execute("INSERT INTO customers VALUES (?1, ?2)", rusqlite::params![i, phone(i)]).unwrap();
+    }
+    let cmd = format!(
+        "{} --keyring {} rewrap --db sqlite:{} --table customers --column phone --mode encrypt --batch 100 --rate 3000",
+        assert_cmd::cargo::cargo_bin("larder").display(),
+        ring.display(),
+        db.display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("LARDER_CONFIG")
+        .env("HOME", sb.dir.path())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("rewrap [") && tty.contains("/1500"), "a bar with the row count: {tty:?}");
+    // Not a terminal (a pipe, a log): no bar, no escape codes, only the summary.
+    conn.execute("UPDATE customers SET phone = ?1", ["010-0000-0000"]).unwrap();
+    let out = sb
+        .larder()
+        .arg("--keyring")
+        .arg(&ring)
+        .args(["rewrap", "--db", &format!("sqlite:{}", db.display()), "--table", "customers"])
+        .args(["--column", "phone", "--mode", "encrypt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(
+        !stderr_text(&out).contains('\u{1b}') && !stderr_text(&out).contains("rewrap ["),
+        "{}",
+        stderr_text(&out)
+    );
+    assert!(stdout_text(&out).contains("1500 rewritten"), "{}", stdout_text(&out));
+}

@@ -299,6 +299,14 @@ impl Field {
     fn descriptor(self) -> String {
         format!("{}{}", self.normalizer.name(), self.part.descriptor())
     }
+
+    /// The text this field indexes: `value` normalized, then its part taken (`5678` for
+    /// `010-1234-5678` under `phone:last4`). Compare decrypted values by it to remove an
+    /// index's false positives. Personal data: zeroized on drop.
+    pub fn canonical(self, value: &str) -> Result<Zeroizing<String>, BlindIndexError> {
+        let normalized = self.normalizer.normalize(value)?;
+        self.part.apply(self.normalizer.name(), &normalized)
+    }
 }
 
 /// What an index is: its name, its fields (one, or several for a compound index) and its size

@@ -1,6 +1,7 @@
 //! Blind indexes: the checked-in vectors (docs/blind-index-vectors.json) computed by the library
 //! and, independently, by plain HMAC-SHA-256 following docs/blind-index.md alone; and the index
 //! key's life in the local keyring file (added once, kept by rotation, never an encryption key).
+//! The Python binding is checked against the same file (tests/python/test_blind_index.py).
 //!
 //! Regenerate the vectors (only when the derivation changes, which is a new version):
 //! `LARDER_WRITE_VECTORS=1 cargo test -p larder-envelope --test blind_index`.

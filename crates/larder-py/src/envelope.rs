@@ -54,7 +54,9 @@ fn dec_error(e: EnvelopeError) -> PyErr {
 /// `larder.LocalKeyring(path)`: the keyring file `larder keys init` writes (mode 0600).
 #[pyclass(module = "larder._larder", frozen, name = "LocalKeyring")]
 pub(crate) struct PyLocalKeyring {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
+    /// The file's blind-index key, once `larder.blind_index` has loaded it.
+    pub(crate) index: std::sync::OnceLock<Arc<larder_envelope::blind::BlindIndexer>>,
 }
 
 #[pymethods]
@@ -65,7 +67,7 @@ impl PyLocalKeyring {
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = path.clone();
         py.detach(move || LocalKeyring::load(&p)).map_err(|e| KeyringError::new_err(e.to_string()))?;
-        Ok(PyLocalKeyring { path })
+        Ok(PyLocalKeyring { path, index: std::sync::OnceLock::new() })
     }
 
     /// Creates a new keyring file with one fresh key (refuses to overwrite one).
@@ -73,7 +75,7 @@ impl PyLocalKeyring {
     fn init(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = path.clone();
         py.detach(move || LocalKeyring::init(&p)).map_err(|e| KeyringError::new_err(e.to_string()))?;
-        Ok(PyLocalKeyring { path })
+        Ok(PyLocalKeyring { path, index: std::sync::OnceLock::new() })
     }
 
     #[getter]

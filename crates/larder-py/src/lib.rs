@@ -5,7 +5,8 @@
 //! What it is for: a Django or Celery worker gets the same things a Rust service does, from the
 //! same Rust code — stable keys (`KeySpace`, byte-identical with `larder-key`), the memo cache
 //! (`Cache`, `Memo` under `@larder.memoize`, on `larder-cache` with its CBOR value codec) and
-//! envelope encryption (`Envelope`, `LocalKeyring`, `AwsKmsKeyring`, `larder-envelope`).
+//! envelope encryption (`Envelope`, `LocalKeyring`, `AwsKmsKeyring`, `larder-envelope`) and blind
+//! indexes (`blind_index`, `BlindIndexKey`, `normalize`: `larder_envelope::blind`).
 //! Python values are walked here, in Rust, straight into larder-key's `Encoder`: there is no
 //! second implementation of the key format in Python.
 //!
@@ -34,6 +35,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+mod blind;
 mod envelope;
 mod keys;
 mod memo;
@@ -68,6 +70,12 @@ create_exception!(
 );
 create_exception!(
     _larder,
+    BlindIndexError,
+    LarderError,
+    "A blind index could not be computed: a value its normalizer refuses (not a phone number, e-mail...), a bad index specification, or a bad or missing index key."
+);
+create_exception!(
+    _larder,
     MaskError,
     LarderError,
     "A value could not be masked (not a phone number, e-mail or name)."
@@ -84,6 +92,7 @@ fn _larder(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DecryptionError", py.get_type::<DecryptionError>())?;
     m.add("KeyringError", py.get_type::<KeyringError>())?;
     m.add("MaskError", py.get_type::<MaskError>())?;
+    m.add("BlindIndexError", py.get_type::<BlindIndexError>())?;
 
     m.add_class::<keys::PyKeySpace>()?;
     m.add_class::<keys::Schema>()?;
@@ -106,6 +115,10 @@ fn _larder(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<envelope::PyLocalKeyring>()?;
     m.add_class::<envelope::PyAwsKmsKeyring>()?;
     m.add_class::<envelope::PyEnvelope>()?;
+    m.add_class::<blind::PyBlindIndexKey>()?;
+    m.add_class::<blind::PyBlindIndex>()?;
+    m.add_function(wrap_pyfunction!(blind::blind_index, m)?)?;
+    m.add_function(wrap_pyfunction!(blind::normalize, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::mask_phone, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::mask_email, m)?)?;
     m.add_function(wrap_pyfunction!(envelope::mask_name, m)?)?;

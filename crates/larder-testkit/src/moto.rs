@@ -214,6 +214,26 @@ impl MotoServer {
             .unwrap_or_else(|e| panic!("CreateAlias on moto failed: {e:?}"));
         format!("arn:aws:kms:us-east-1:123456789012:{alias}")
     }
+
+    /// Creates a symmetric key in `region` with `alias/<alias>` pointing at it; returns (key
+    /// ARN, alias ARN). For configurations that name keys in several regions.
+    pub async fn create_key_with_alias_in(&self, region: &str, alias: &str) -> (String, String) {
+        let conf = self.kms_config().to_builder().region(Region::new(region.to_owned())).build();
+        let client = aws_sdk_kms::Client::from_conf(conf);
+        let out = client.create_key().description("larder test key").send().await.unwrap_or_else(|e| {
+            panic!("CreateKey in {region} on moto failed: {e:?}\nmoto log:\n{}", self.log())
+        });
+        let meta = out.key_metadata().expect("CreateKey response without key metadata");
+        let arn = meta.arn().expect("CreateKey response without a key ARN").to_owned();
+        client
+            .create_alias()
+            .alias_name(format!("alias/{alias}"))
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateAlias in {region} on moto failed: {e:?}"));
+        (arn, format!("arn:aws:kms:{region}:123456789012:alias/{alias}"))
+    }
 }
 
 impl Drop for MotoServer {

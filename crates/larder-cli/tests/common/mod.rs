@@ -25,6 +25,7 @@ impl Sandbox {
     pub fn larder(&self) -> Command {
         let mut cmd = Command::cargo_bin("larder").expect("the larder binary is built");
         cmd.env_remove("LARDER_KEYRING")
+            .env_remove("LARDER_CONFIG")
             .env_remove("LARDER_KEY_SECRET")
             .env("HOME", self.dir.path())
             .env("XDG_DATA_HOME", self.dir.path().join("data"));
