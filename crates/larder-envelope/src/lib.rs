@@ -138,6 +138,9 @@ pub use cache::{
 pub use context::EncryptionContext;
 pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
 pub use counting::CountingKeyring;
+#[cfg(feature = "test-vectors")]
+#[doc(hidden)]
+pub use envelope::dangerous_encrypt_v2_with_fixed_key_and_nonce;
 /// Deterministic encryption for test vectors only (feature `test-vectors`).
 #[cfg(feature = "test-vectors")]
 pub use envelope::dangerous_encrypt_with_fixed_key_and_nonce;
@@ -148,6 +151,3 @@ pub use error::{EnvelopeError, KeyringFileError};
 pub use format::{EdkInfo, HeaderInfo};
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 pub use local::{LocalKeyInfo, LocalKeyring, MAX_WRAPS_PER_MASTER_KEY};
-#[cfg(feature = "test-vectors")]
-#[doc(hidden)]
-pub use multi::dangerous_encrypt_v2_with_fixed_key_and_nonce;

@@ -94,32 +94,3 @@ fn no_keyring_for(keyrings: &[Arc<dyn Keyring>], edks: &[EncryptedDataKey]) -> E
         None => EnvelopeError::UnsupportedKeyring(edks.first().map_or(0, |e| e.kind.to_byte())),
     }
 }
-
-/// Test-vector path for format v2: encrypts with a given data key, EDK list and nonce.
-/// Deterministic, so it must never be used for real data (a repeated nonce under one data key
-/// breaks AES-GCM).
-#[cfg(feature = "test-vectors")]
-#[doc(hidden)]
-pub fn dangerous_encrypt_v2_with_fixed_key_and_nonce(
-    data_key: &crate::DataKey,
-    edks: &[EncryptedDataKey],
-    nonce: [u8; 12],
-    plaintext: &[u8],
-    context: &EncryptionContext,
-) -> Result<Vec<u8>, EnvelopeError> {
-    let material = Arc::new(KeyMaterial::derive(data_key)?);
-    let prefix = crate::format::key_prefix(crate::format::VERSION_2, edks)?;
-    let key = crate::cache::ActiveKey::from_prefix(
-        material,
-        &prefix,
-        context.canonical()?,
-        &crate::DataKeyLimits::default(),
-        1.0,
-        crate::clock::now(),
-    );
-    let header = key.header();
-    let mut out = Vec::with_capacity(header.len() + 12 + plaintext.len() + 16);
-    out.extend_from_slice(header);
-    key.material.seal_into(nonce, &key.aad, plaintext, &mut out)?;
-    Ok(out)
-}

@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::{DemoArgs, DemoPart};
+use crate::cli::{DemoArgs, DemoPart, KeyMode};
 use crate::util::{self, Usage};
 use table::{duration_ms, thousands};
-use workers::{KeyMode, RunResult};
+use workers::RunResult;
 
 /// Everything the demo measured (`--json` prints this).
 #[derive(Serialize)]
