@@ -16,7 +16,7 @@
 //! BLAKE3 collision on 128 bits among schema texts written by the program's authors (not by
 //! an attacker), which is far below the 160-bit digest's own collision bound on the key.
 
-use crate::encoder::{shape, tag};
+use crate::{shape, tag};
 
 /// Length of a schema id in bytes.
 pub const SCHEMA_ID_LEN: usize = 16;
