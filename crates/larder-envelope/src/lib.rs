@@ -116,6 +116,7 @@ mod crypto;
 mod envelope;
 mod error;
 pub mod format;
+mod guard;
 mod keyring;
 mod local;
 mod multi;
@@ -127,9 +128,11 @@ mod sync;
 pub use larder_mask as mask;
 
 #[cfg(feature = "aws-kms")]
-mod aws;
+pub mod aws;
+// The keyring and its configuration at the root; the generic helpers (`aws::retry`,
+// `aws::is_retryable`) stay in their module, where their names say what they retry.
 #[cfg(feature = "aws-kms")]
-pub use aws::*;
+pub use aws::{aws_sdk_kms, AwsKmsKeyring, AwsKmsKeyringBuilder, RetryPolicy};
 
 pub use blocking::BlockingEnvelope;
 pub use cache::{

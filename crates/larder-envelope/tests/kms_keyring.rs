@@ -8,8 +8,9 @@ mod kms_common;
 use std::time::{Duration, Instant};
 
 use kms_common::{eventually, keyring, keyring_builder, phone_context, CountingKeyring, FlakyKeyring};
+use larder_envelope::aws::retry;
 use larder_envelope::{
-    retry, EncryptedDataKey, EncryptionContext, EnvelopeError, Keyring, KeyringKind, RetryPolicy,
+    EncryptedDataKey, EncryptionContext, EnvelopeError, Keyring, KeyringKind, RetryPolicy,
 };
 use larder_testkit::moto::MotoServer;
 
