@@ -225,6 +225,6 @@ fn demo_secret(store: Option<&str>) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?;
+    larder_fork::fill_os(&mut raw).map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?;
     Ok(Some(raw.iter().map(|b| format!("{b:02x}")).collect()))
 }
