@@ -5,8 +5,7 @@
 //! Regenerate the vectors (only when the derivation changes, which is a new version):
 //! `LARDER_WRITE_VECTORS=1 cargo test -p larder-envelope --test blind_index`.
 
-use std::path::PathBuf;
-
+use crate::common::{context_of, docs_file, hex, unhex};
 use hmac::{Hmac, KeyInit, Mac};
 use larder_envelope::blind::{BlindIndexer, Field, IndexSpec, Normalizer, Part};
 use larder_envelope::{EncryptionContext, EnvelopeError, KeyringFileError, LocalKeyring};
@@ -22,18 +21,6 @@ const INDEX_KEY: [u8; 32] = {
     }
     k
 };
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/blind-index-vectors.json")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
 
 struct Case {
     name: &'static str,
@@ -119,10 +106,6 @@ fn spec_of(index: &str, fields: &[(&str, &str)], bits: u16) -> IndexSpec {
     IndexSpec::compound(index, fields, bits).unwrap()
 }
 
-fn ctx_of(pairs: &[(&str, &str)]) -> EncryptionContext {
-    pairs.iter().map(|(k, v)| (*k, *v)).collect()
-}
-
 /// docs/blind-index.md, read on its own: no larder code but the context's canonical bytes
 /// (specified in docs/key-format.md and checked by the ciphertext vectors).
 fn independent(
@@ -165,7 +148,7 @@ fn vectors_match_the_library_and_an_independent_reading() {
     let mut out = Vec::new();
     for c in cases() {
         let spec = spec_of(c.index, c.fields, c.bits);
-        let ctx = ctx_of(c.context);
+        let ctx = context_of(c.context);
         let v = indexer.compound_index(&spec, c.values, &ctx).unwrap();
         for (f, (value, norm)) in spec.fields().iter().zip(c.values.iter().zip(c.normalized)) {
             // The part is taken from the normalized value.
@@ -198,7 +181,7 @@ fn vectors_match_the_library_and_an_independent_reading() {
         "index_key_hex": hex(&INDEX_KEY),
         "vectors": out,
     });
-    let p = path();
+    let p = docs_file("blind-index-vectors.json");
     if std::env::var_os("LARDER_WRITE_VECTORS").is_some() {
         std::fs::write(&p, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
     }

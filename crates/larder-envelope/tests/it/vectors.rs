@@ -14,17 +14,15 @@
 //! `LARDER_WRITE_VECTORS=1 cargo test -p larder-envelope --features test-vectors --test vectors`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use crate::common::{context_of, docs_file, hex, hmac, unhex};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use hmac::{Hmac, Mac};
 use larder_envelope::{
     dangerous_encrypt_with_fixed_key_and_nonce, BoxFuture, DataKey, EncryptedDataKey, EncryptionContext,
     Envelope, EnvelopeError, GeneratedKey, Keyring, KeyringKind, LocalKeyring,
 };
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const MASTER_KEY: [u8; 32] = {
     let mut k = [0u8; 32];
@@ -37,18 +35,6 @@ const MASTER_KEY: [u8; 32] = {
 };
 const KEY_ID: &str = "test-k1";
 const KMS_KEY_ARN: &str = "arn:aws:kms:ap-northeast-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/ciphertext-vectors.json")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
 
 struct Case {
     name: &'static str,
@@ -132,10 +118,6 @@ fn kms_case() -> KmsCase {
         edk,
         nonce: [0xC1; 12],
     }
-}
-
-fn context_of(pairs: &[(&str, &str)]) -> EncryptionContext {
-    pairs.iter().map(|(k, v)| (*k, *v)).collect()
 }
 
 fn encrypt_case(c: &Case) -> Vec<u8> {
@@ -364,7 +346,8 @@ fn write_vectors() {
         "kms_vectors": kms,
         "negative_vectors": negatives,
     });
-    std::fs::write(path(), serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    std::fs::write(docs_file("ciphertext-vectors.json"), serde_json::to_string_pretty(&doc).unwrap() + "\n")
+        .unwrap();
 }
 
 fn pairs_of(v: &Value) -> Vec<(String, String)> {
@@ -376,7 +359,7 @@ fn vectors_decrypt_reencrypt_and_decode_independently() {
     if std::env::var_os("LARDER_WRITE_VECTORS").is_some() {
         write_vectors();
     }
-    let p = path();
+    let p = docs_file("ciphertext-vectors.json");
     let text = std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e} (generate with LARDER_WRITE_VECTORS=1)", p.display()));
     let doc: Value = serde_json::from_str(&text).unwrap();
@@ -570,12 +553,6 @@ fn independent_text_decode(t: &str) -> Result<Vec<u8>, &'static str> {
         }
     }
     Ok(out)
-}
-
-fn hmac(key: &[u8], label: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap();
-    m.update(label);
-    m.finalize().into_bytes().into()
 }
 
 enum Unwrap<'a> {

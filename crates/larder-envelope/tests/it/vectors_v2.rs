@@ -7,33 +7,19 @@
 //! larder-envelope --test vectors_v2`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use crate::common::{context_of, docs_file, hex, hmac, unhex};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use hmac::{Hmac, Mac};
 use larder_envelope::{
     dangerous_encrypt_v2_with_fixed_key_and_nonce, DataKey, EncryptedDataKey, EncryptionContext, Envelope,
     EnvelopeError, KeyringKind, LocalKeyring,
 };
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const MASTER_A: [u8; 32] = [0x0A; 32];
 const MASTER_B: [u8; 32] = [0x0B; 32];
 const KMS_ARN: &str = "arn:aws:kms:ap-northeast-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/ciphertext-v2-vectors.json")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
 
 #[derive(Clone, Copy)]
 enum Edk {
@@ -90,12 +76,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn ctx_of(pairs: &[(&str, &str)]) -> EncryptionContext {
-    pairs.iter().map(|(k, v)| (*k, *v)).collect()
-}
-
 fn encrypt_case(c: &Case) -> Vec<u8> {
-    let ctx = ctx_of(c.context);
+    let ctx = context_of(c.context);
     let a = LocalKeyring::from_key_bytes("a1", MASTER_A).unwrap();
     let b = LocalKeyring::from_key_bytes("b1", MASTER_B).unwrap();
     let edks: Vec<EncryptedDataKey> = c
@@ -161,7 +143,7 @@ fn negatives(first: &[u8]) -> Vec<(&'static str, Vec<u8>, EnvelopeError)> {
 
 #[test]
 fn v2_vectors_decrypt_reencrypt_and_decode_independently() {
-    let p = path();
+    let p = docs_file("ciphertext-v2-vectors.json");
     let all = cases();
     if std::env::var_os("LARDER_WRITE_VECTORS").is_some() {
         let vectors: Vec<Value> = all
@@ -172,7 +154,7 @@ fn v2_vectors_decrypt_reencrypt_and_decode_independently() {
                 json!({
                     "name": c.name,
                     "context": ctx,
-                    "context_canonical_hex": hex(&ctx_of(c.context).canonical_bytes().unwrap()),
+                    "context_canonical_hex": hex(&context_of(c.context).canonical_bytes().unwrap()),
                     "plaintext_utf8": c.plaintext,
                     "data_key_hex": hex(&c.data_key),
                     "nonce_hex": hex(&c.nonce),
@@ -210,7 +192,7 @@ fn v2_vectors_decrypt_reencrypt_and_decode_independently() {
     for (v, c) in vectors.iter().zip(&all) {
         assert_eq!(v["name"].as_str().unwrap(), c.name);
         let ct = unhex(v["ciphertext_hex"].as_str().unwrap());
-        let ctx = ctx_of(c.context);
+        let ctx = context_of(c.context);
         assert_eq!(encrypt_case(c), ct, "{}: re-encryption differs from the checked-in vector", c.name);
         for (env, holds) in [
             (&only_a, c.edks.iter().any(|e| matches!(e, Edk::LocalA(_)))),
@@ -228,7 +210,7 @@ fn v2_vectors_decrypt_reencrypt_and_decode_independently() {
         assert_eq!(independent_decrypt(&ct, &ctx), c.plaintext.as_bytes(), "{}", c.name);
     }
     let first = unhex(vectors[0]["ciphertext_hex"].as_str().unwrap());
-    let ctx = ctx_of(all[0].context);
+    let ctx = context_of(all[0].context);
     let negative = doc["negative"].as_array().unwrap();
     let expected = negatives(&first);
     assert_eq!(negative.len(), expected.len());
@@ -238,12 +220,6 @@ fn v2_vectors_decrypt_reencrypt_and_decode_independently() {
         assert_eq!(v["error"].as_str().unwrap(), format!("{err:?}"), "{name}");
         assert_eq!(rt.block_on(only_a.decrypt(&bytes, &ctx)).unwrap_err(), err, "{name}");
     }
-}
-
-fn hmac(key: &[u8], label: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap();
-    m.update(label);
-    m.finalize().into_bytes().into()
 }
 
 /// Decodes a v2 ciphertext with whichever local key it lists, using only the format documents.

@@ -4,19 +4,12 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+use crate::common::LoanQuote;
 use larder_key::schema::{self, VariantShape};
 use larder_key::{encode, tag, KeySpace, StableKey};
 
 fn e<T: StableKey + ?Sized>(v: &T) -> Vec<u8> {
     encode(v).unwrap()
-}
-
-#[derive(StableKey)]
-struct LoanQuote {
-    user_id: u64,
-    amount_won: u64,
-    rate_bp: u32,
-    term_months: u32,
 }
 
 #[test]

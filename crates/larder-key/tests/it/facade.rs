@@ -9,15 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::LoanQuote;
 use larder_key::{KeySpace, StableKey};
-
-#[derive(StableKey)]
-struct LoanQuote {
-    user_id: u64,
-    amount_won: u64,
-    rate_bp: u32,
-    term_months: u32,
-}
 
 #[derive(StableKey)]
 enum Tier {

@@ -2,6 +2,7 @@
 //! this directory is a module. Kept apart: `tests/compile_fail.rs` (trybuild builds its own
 //! crates) and `tests/cross_process.rs` (re-executes its own binary as child processes).
 
+mod common;
 mod derive;
 mod encoding;
 mod facade;

@@ -14,20 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use crate::common::LoanQuote;
 use larder_key::schema::{self, VariantShape};
 use larder_key::{encode, KeySecret, KeySpace, StableKey, DIGEST_KEY_CONTEXT};
 use serde_json::{json, Value};
 
 /// The sample secret of the vectors (hex). Not a real secret of anything.
 const SAMPLE_SECRET_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
-#[derive(StableKey)]
-struct LoanQuote {
-    user_id: u64,
-    amount_won: u64,
-    rate_bp: u32,
-    term_months: u32,
-}
 
 #[derive(StableKey)]
 #[stable_key(name = "LoanQuote", version = 2)]

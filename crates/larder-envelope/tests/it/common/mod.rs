@@ -24,3 +24,33 @@ pub fn counting_test_key(delay: Option<Duration>) -> Arc<CountingKeyring<LocalKe
 pub fn ctx() -> EncryptionContext {
     EncryptionContext::new().with("table", "inquiries").with("column", "phone")
 }
+
+/// A file under the repository's `docs/` (the checked-in vector files).
+pub fn docs_file(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(name)
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Hex (as the vector files write it) to bytes.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// An encryption context from (key, value) pairs.
+pub fn context_of(pairs: &[(&str, &str)]) -> EncryptionContext {
+    pairs.iter().map(|(k, v)| (*k, *v)).collect()
+}
+
+/// HMAC-SHA-256 of `label` under `key`, computed with the `hmac` crate directly (the vector
+/// tests' independent reading of the format).
+#[cfg(feature = "test-vectors")]
+pub fn hmac(key: &[u8], label: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap();
+    m.update(label);
+    m.finalize().into_bytes().into()
+}
