@@ -1,5 +1,5 @@
 """larder.blind_index: every vector of docs/blind-index-vectors.json (the file the Rust test
-crates/larder-envelope/tests/blind_index.rs checks) computed by the binding and, independently,
+crates/larder-envelope/tests/it/blind_index.rs checks) computed by the binding and, independently,
 by hmac/hashlib following docs/blind-index.md; the same index as `larder index` for a keyring's
 index key; false positives removed with larder.normalize; typed exceptions for bad input."""
 

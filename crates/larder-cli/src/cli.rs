@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 /// `larder --version`: the version and whether this build has AWS KMS keyrings (the `kms`
 /// feature), so a script or test can tell before it needs them.
@@ -168,7 +169,7 @@ pub enum Command {
 
     /// Internal: one worker process of `larder demo`.
     #[command(name = "__worker", hide = true)]
-    Worker(crate::demo::workers::WorkerArgs),
+    Worker(WorkerArgs),
 }
 
 /// The output format of every subcommand that prints data: `-o json` / `--output json`.
@@ -503,4 +504,41 @@ pub enum RewrapModeArg {
     Encrypt,
     /// Ciphertexts not under the current master key(s) / format → re-encrypted.
     Rotate,
+}
+
+/// How a `larder demo` worker builds its cache keys.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyMode {
+    /// The seed's bug: a u64 from `std`'s per-process seeded hasher (`RandomState`).
+    StdHasher,
+    /// larder's stable key of the input itself.
+    Larder,
+}
+
+/// Arguments of the hidden `larder __worker` mode (set by `larder demo`).
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub store: String,
+    #[arg(long, value_enum)]
+    pub mode: KeyMode,
+    #[arg(long)]
+    pub namespace: String,
+    #[arg(long)]
+    pub index: u32,
+    #[arg(long)]
+    pub workers: u32,
+    #[arg(long)]
+    pub requests: u32,
+    #[arg(long)]
+    pub inputs: u32,
+    #[arg(long)]
+    pub zipf: f64,
+    #[arg(long)]
+    pub seed: u64,
+    #[arg(long)]
+    pub threads: u32,
+    #[arg(long)]
+    pub compute_ms: u64,
 }

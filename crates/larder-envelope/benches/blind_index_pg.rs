@@ -11,7 +11,7 @@
 //! them, drop false positives), candidates per lookup, and the time of full decrypt scans
 //! (stream every row, decrypt it, compare), measured in the same run.
 
-#[path = "../tests/pg_phones/mod.rs"]
+#[path = "../tests/it/pg_phones.rs"]
 mod pg_phones;
 
 use std::time::{Duration, Instant};

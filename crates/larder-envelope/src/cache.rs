@@ -103,6 +103,8 @@ pub(crate) struct ActiveKey {
     refresh_messages: u64,
     refresh_bytes: u64,
     refresh_claimed: AtomicBool,
+    /// Set by the first caller that finds the key exhausted, so the limit is reported once.
+    retired: AtomicBool,
     /// The [`larder_fork::generation`] the key was made in: in a forked child it differs, and
     /// the key (with its usage counters, which the parent keeps using) is never used to
     /// encrypt there. Decrypting with it stays fine (the decrypt cache keeps it).
@@ -118,24 +120,8 @@ pub(crate) enum Reservation {
 }
 
 impl ActiveKey {
-    /// A v1 key (only the fixed-nonce test-vector path builds one directly; the cache builds
-    /// keys with [`ActiveKey::from_prefix`]).
-    #[cfg(feature = "test-vectors")]
-    pub(crate) fn new(
-        material: Arc<KeyMaterial>,
-        edk_fields: &[u8],
-        ctx_bytes: &[u8],
-        limits: &DataKeyLimits,
-        refresh_fraction: f64,
-        now: Duration,
-    ) -> Self {
-        let mut prefix = vec![format::VERSION_1, format::ALG_AES256GCM_HMACSHA256_COMMIT];
-        prefix.extend_from_slice(edk_fields);
-        Self::from_prefix(material, &prefix, ctx_bytes, limits, refresh_fraction, now)
-    }
-
-    /// [`ActiveKey::new`] for any format version: `prefix` is the header without the
-    /// commitment ([`format::key_prefix`]).
+    /// A key of any format version: `prefix` is the header without the commitment
+    /// ([`format::key_prefix`]); header and AAD are laid out by [`format::header_and_aad`].
     pub(crate) fn from_prefix(
         material: Arc<KeyMaterial>,
         prefix: &[u8],
@@ -144,12 +130,7 @@ impl ActiveKey {
         refresh_fraction: f64,
         now: Duration,
     ) -> Self {
-        let mut header = Vec::with_capacity(prefix.len() + COMMITMENT_LEN);
-        header.extend_from_slice(prefix);
-        header.extend_from_slice(material.commitment());
-        let header_len = header.len();
-        let mut aad = header;
-        aad.extend_from_slice(ctx_bytes);
+        let (aad, header_len) = format::header_and_aad(prefix, material.commitment(), ctx_bytes);
         let refresh_messages = ((limits.max_messages as f64) * refresh_fraction).ceil() as u64;
         ActiveKey {
             material,
@@ -166,6 +147,7 @@ impl ActiveKey {
             refresh_messages: refresh_messages.clamp(1, limits.max_messages),
             refresh_bytes: ((limits.max_bytes as f64) * refresh_fraction) as u64,
             refresh_claimed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             generation: larder_fork::generation(),
         }
     }
@@ -177,13 +159,16 @@ impl ActiveKey {
     /// Reserves one message of `len` bytes. Exact under any concurrency: the message counter
     /// only grants the first `max_messages` increments, the byte budget is a CAS loop.
     pub(crate) fn reserve(&self, len: u64, now: Duration) -> Reservation {
-        if now >= self.expires || self.generation != larder_fork::generation() {
-            return Reservation::Exhausted;
+        if self.generation != larder_fork::generation() {
+            return self.retire("fork");
+        }
+        if now >= self.expires {
+            return self.retire("age");
         }
         let mut cur = self.bytes.load(Ordering::Relaxed);
         let bytes_after = loop {
             let Some(next) = cur.checked_add(len).filter(|n| *n <= self.max_bytes) else {
-                return Reservation::Exhausted;
+                return self.retire("bytes");
             };
             match self.bytes.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => break next,
@@ -193,7 +178,7 @@ impl ActiveKey {
         // Granted bytes of a refused message are simply never used: limits are upper bounds.
         let prev = self.messages.fetch_add(1, Ordering::Relaxed);
         if prev >= self.max_messages {
-            return Reservation::Exhausted;
+            return self.retire("messages");
         }
         let near_end =
             prev + 1 >= self.refresh_messages || bytes_after >= self.refresh_bytes || now >= self.refresh_at;
@@ -201,6 +186,17 @@ impl ActiveKey {
             && !self.refresh_claimed.load(Ordering::Relaxed)
             && !self.refresh_claimed.swap(true, Ordering::AcqRel);
         Reservation::Granted { refresh }
+    }
+
+    /// [`Reservation::Exhausted`], reporting the limit the first time this key reaches one
+    /// (metric `larder_envelope_data_key_retired_total`, an info event; no key material).
+    #[cold]
+    fn retire(&self, limit: &'static str) -> Reservation {
+        if !self.retired.swap(true, Ordering::Relaxed) {
+            metrics::counter!("larder_envelope_data_key_retired_total", "limit" => limit).increment(1);
+            tracing::info!(target: "larder_envelope", limit, "data key retired: limit reached");
+        }
+        Reservation::Exhausted
     }
 
     /// True while the key can still serve some message.
@@ -412,25 +408,21 @@ impl EncryptCache {
         let counters = self.counters.clone();
         let decrypt_cache = self.decrypt_cache.clone();
         let fut: BoxFuture<'static, KeyResult> = Box::pin(async move {
-            counters.record_generate(keyring.kind());
             // A panicking keyring must not poison the shared flight for every later caller:
-            // the panic becomes an error for this flight's waiters, and the next caller retries.
-            // One call per keyring: the primary generates, each extra keyring wraps (v2).
-            let generated = crate::multi::generate(&keyring, &wrapping, &context).await;
-            let result = match generated {
-                Ok(g) => activate(
-                    g,
-                    wrapping.version,
-                    &ctx_bytes,
-                    &limits,
-                    refresh_fraction,
-                    decrypt_cache.as_deref(),
-                ),
-                Err(e) => {
-                    counters.record_keyring_error();
-                    Err(e)
-                }
-            };
+            // the panic becomes an error for this flight's waiters (crate::guard), and the next
+            // caller retries. One call per keyring: the primary generates, each extra keyring
+            // wraps (v2).
+            let result =
+                crate::multi::generate(&keyring, &wrapping, &context, &counters).await.and_then(|g| {
+                    activate(
+                        g,
+                        wrapping.version,
+                        &ctx_bytes,
+                        &limits,
+                        refresh_fraction,
+                        decrypt_cache.as_deref(),
+                    )
+                });
             if let Some(part) = weak.upgrade() {
                 part.finish(id, kind, &result);
             }
@@ -507,10 +499,7 @@ impl EncryptCache {
 
     /// No-cache mode helper: one fresh data key for one message.
     pub(crate) async fn one_shot(&self, context: &EncryptionContext) -> KeyResult {
-        self.counters.record_generate(self.keyring.kind());
-        let g = crate::multi::generate(&self.keyring, &self.wrapping, context)
-            .await
-            .inspect_err(|_| self.counters.record_keyring_error())?;
+        let g = crate::multi::generate(&self.keyring, &self.wrapping, context, &self.counters).await?;
         let limits = DataKeyLimits { max_messages: 1, ..self.limits };
         activate(g, self.wrapping.version, context.canonical()?, &limits, 1.0, None)
     }

@@ -7,9 +7,14 @@
 //!
 //! | metric | labels |
 //! |---|---|
-//! | `larder_envelope_keyring_requests_total` | `operation` = `generate_data_key` / `decrypt`, `keyring` = `local` / `aws-kms` |
+//! | `larder_envelope_keyring_requests_total` | `operation` = `generate_data_key` / `decrypt` / `encrypt_data_key` (multi-keyring wraps), `keyring` = `local` / `aws-kms` |
 //! | `larder_envelope_keyring_errors_total` | |
+//! | `larder_envelope_keyring_seconds` (histogram) | `operation` = `generate_data_key` / `encrypt_data_key` / `decrypt_data_key`, `keyring`, `outcome` = `ok` / `panic` / the error's name |
 //! | `larder_envelope_data_key_cache_total` | `side` = `encrypt` / `decrypt`, `result` = `hit` / `miss` |
+//! | `larder_envelope_data_key_retired_total` | `limit` = `messages` / `bytes` / `age` / `fork`: a cached data key reached a limit |
+//!
+//! Keyring calls also open a `tracing` span (`keyring_call`, docs/ciphertext-format.md), and a data key
+//! reaching a limit logs one info event; neither carries key material or plaintext.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,6 +47,24 @@ impl EnvelopeStats {
     }
 }
 
+/// A keyring operation, as named in spans and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Generate,
+    Wrap,
+    Decrypt,
+}
+
+impl Op {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Generate => "generate_data_key",
+            Op::Wrap => "encrypt_data_key",
+            Op::Decrypt => "decrypt_data_key",
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     generate: AtomicU64,
@@ -54,17 +77,23 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn record_generate(&self, kind: KeyringKind) {
-        self.generate.fetch_add(1, Ordering::Relaxed);
+    /// One keyring call starting (`guard.rs` calls this; nothing else does).
+    pub(crate) fn record_call(&self, op: Op, kind: KeyringKind) {
+        let operation = match op {
+            Op::Generate => {
+                self.generate.fetch_add(1, Ordering::Relaxed);
+                "generate_data_key"
+            }
+            Op::Decrypt => {
+                self.decrypt.fetch_add(1, Ordering::Relaxed);
+                "decrypt"
+            }
+            // Wraps for multi-keyring ciphertexts are part of their data key's generation in
+            // the stats; the metric names them.
+            Op::Wrap => "encrypt_data_key",
+        };
         metrics::counter!("larder_envelope_keyring_requests_total",
-            "operation" => "generate_data_key", "keyring" => kind.name())
-        .increment(1);
-    }
-
-    pub(crate) fn record_decrypt(&self, kind: KeyringKind) {
-        self.decrypt.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("larder_envelope_keyring_requests_total",
-            "operation" => "decrypt", "keyring" => kind.name())
+            "operation" => operation, "keyring" => kind.name())
         .increment(1);
     }
 
@@ -73,7 +102,12 @@ impl Counters {
         metrics::counter!("larder_envelope_keyring_errors_total").increment(1);
     }
 
+    // Misses also log a debug event (a miss is followed by a keyring call or waits for one);
+    // hits only count: a warm encrypt is ≈ 300 ns, and an event per hit would be most of it.
     pub(crate) fn encrypt_cache(&self, hit: bool) {
+        if !hit {
+            tracing::debug!(target: "larder_envelope", side = "encrypt", "data-key cache miss");
+        }
         let (c, r) = if hit { (&self.enc_hit, "hit") } else { (&self.enc_miss, "miss") };
         c.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("larder_envelope_data_key_cache_total", "side" => "encrypt", "result" => r)
@@ -81,6 +115,9 @@ impl Counters {
     }
 
     pub(crate) fn decrypt_cache(&self, hit: bool) {
+        if !hit {
+            tracing::debug!(target: "larder_envelope", side = "decrypt", "data-key cache miss");
+        }
         let (c, r) = if hit { (&self.dec_hit, "hit") } else { (&self.dec_miss, "miss") };
         c.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("larder_envelope_data_key_cache_total", "side" => "decrypt", "result" => r)

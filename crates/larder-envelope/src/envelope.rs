@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::cache::{ActiveKey, DataKeyLimits, DecryptCache, EncryptCache, Reservation};
 use crate::cost::{Counters, EnvelopeStats};
-use crate::crypto::{random_nonce, KeyMaterial, NONCE_LEN, TAG_LEN};
+use crate::crypto::{random_nonce, KeyMaterial};
 use crate::format::{self, HeaderInfo};
 use crate::keyring::{BoxFuture, EncryptedDataKey, Keyring};
 use crate::multi::Wrapping;
@@ -287,21 +287,7 @@ impl Envelope {
         if !material.commitment_matches(p.commitment) {
             return Err(EnvelopeError::KeyCommitmentMismatch);
         }
-        // AAD = header || context; on the stack when it fits (the usual case), else on the heap.
-        let aad_len = p.header.len() + ctx_bytes.len();
-        let mut stack = [0u8; 512];
-        let mut heap = Vec::new();
-        let aad: &mut [u8] = match stack.get_mut(..aad_len) {
-            Some(s) => s,
-            None => {
-                heap.resize(aad_len, 0);
-                &mut heap
-            }
-        };
-        let (h, c) = aad.split_at_mut(p.header.len());
-        h.copy_from_slice(p.header);
-        c.copy_from_slice(ctx_bytes);
-        material.open(p.nonce, aad, p.body)
+        format::with_aad(p.header, ctx_bytes, |aad| material.open(p.nonce, aad, p.body))
     }
 
     async fn data_key_for(
@@ -372,24 +358,27 @@ impl Envelope {
 
     /// Size in bytes of the ciphertext of an `n`-byte plaintext with the given EDK.
     pub fn ciphertext_len(edk: &EncryptedDataKey, n: usize) -> usize {
-        2 + 1
-            + 1
-            + edk.key_id.len()
-            + 2
-            + edk.ciphertext.len()
-            + crate::crypto::COMMITMENT_LEN
-            + NONCE_LEN
-            + n
-            + TAG_LEN
+        format::ciphertext_len_v1(edk, n)
     }
 }
 
 fn seal(key: &ActiveKey, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let header = key.header();
-    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(header);
-    key.material.seal_into(random_nonce()?, &key.aad, plaintext, &mut out)?;
-    Ok(out)
+    format::seal(&key.material, key.header(), &key.aad, random_nonce()?, plaintext)
+}
+
+/// The fixed-nonce test-vector paths: `prefix` from [`format::key_prefix`].
+#[cfg(feature = "test-vectors")]
+fn seal_with_fixed_nonce(
+    data_key: &crate::DataKey,
+    prefix: &[u8],
+    nonce: [u8; 12],
+    plaintext: &[u8],
+    context: &EncryptionContext,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let material = KeyMaterial::derive(data_key)?;
+    let (aad, header_len) = format::header_and_aad(prefix, material.commitment(), context.canonical()?);
+    let header = aad.get(..header_len).unwrap_or(&[]);
+    format::seal(&material, header, &aad, nonce, plaintext)
 }
 
 /// Test-vector path: encrypts with a given data key, EDK and nonce. Deterministic, so it must
@@ -402,19 +391,22 @@ pub fn dangerous_encrypt_with_fixed_key_and_nonce(
     plaintext: &[u8],
     context: &EncryptionContext,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let material = Arc::new(KeyMaterial::derive(&generated.plaintext)?);
-    let fields = format::edk_fields(&generated.edk)?;
-    let key = ActiveKey::new(
-        material,
-        &fields,
-        context.canonical()?,
-        &DataKeyLimits::default(),
-        1.0,
-        crate::clock::now(),
-    );
-    let header = key.header();
-    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(header);
-    key.material.seal_into(nonce, &key.aad, plaintext, &mut out)?;
-    Ok(out)
+    let prefix = format::key_prefix(format::VERSION_1, std::slice::from_ref(&generated.edk))?;
+    seal_with_fixed_nonce(&generated.plaintext, &prefix, nonce, plaintext, context)
+}
+
+/// Test-vector path for format v2: encrypts with a given data key, EDK list and nonce.
+/// Deterministic, so it must never be used for real data (a repeated nonce under one data key
+/// breaks AES-GCM).
+#[cfg(feature = "test-vectors")]
+#[doc(hidden)]
+pub fn dangerous_encrypt_v2_with_fixed_key_and_nonce(
+    data_key: &crate::DataKey,
+    edks: &[EncryptedDataKey],
+    nonce: [u8; 12],
+    plaintext: &[u8],
+    context: &EncryptionContext,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let prefix = format::key_prefix(format::VERSION_2, edks)?;
+    seal_with_fixed_nonce(data_key, &prefix, nonce, plaintext, context)
 }

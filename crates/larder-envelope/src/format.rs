@@ -18,6 +18,11 @@
 //! The header is every byte before the nonce. AAD = header || canonical context bytes.
 //! See `docs/ciphertext-format.md` for the rationale.
 //!
+//! This module is the one owner of that layout: the data-key cache gets its headers and AADs
+//! from [`key_prefix`] and `header_and_aad`, the envelope seals and opens through `seal` and
+//! `with_aad`, sizes come from [`FIXED_OVERHEAD`] and the EDK limits [`MAX_KEY_ID_LEN`] and
+//! [`MAX_EDK_LEN`] (which the AWS KMS keyring checks its answers against).
+//!
 //! Format v2 (text prefix `lv2.`) differs only in the EDK fields: byte 2 is an EDK count
 //! `C` (1..=255), followed by `C` entries laid out like v1's EDK fields (kind, key id length,
 //! key id, EDK length, EDK). One EDK costs one byte more than v1.
@@ -25,7 +30,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::crypto::{COMMITMENT_LEN, NONCE_LEN, TAG_LEN};
+use crate::crypto::{KeyMaterial, COMMITMENT_LEN, NONCE_LEN, TAG_LEN};
 use crate::{EncryptedDataKey, EnvelopeError, KeyringKind};
 
 /// Format version written by this build.
@@ -42,6 +47,66 @@ pub const TEXT_PREFIX_V2: &str = "lv2.";
 pub const MAX_EDKS: usize = 255;
 /// Bytes of fixed overhead outside the EDK fields: version, algorithm, commitment, nonce, tag.
 pub const FIXED_OVERHEAD: usize = 1 + 1 + COMMITMENT_LEN + NONCE_LEN + TAG_LEN;
+/// The longest master key id an EDK entry holds (its length is one byte).
+pub const MAX_KEY_ID_LEN: usize = 255;
+/// The longest encrypted data key an EDK entry holds (its length is two bytes).
+pub const MAX_EDK_LEN: usize = 65_535;
+
+/// Bytes of one EDK entry: kind, key id length, key id, EDK length, EDK.
+pub(crate) fn edk_entry_len(edk: &EncryptedDataKey) -> usize {
+    1 + 1 + edk.key_id.len() + 2 + edk.ciphertext.len()
+}
+
+/// Bytes of the v1 ciphertext of an `n`-byte plaintext whose data key is wrapped as `edk`.
+pub(crate) fn ciphertext_len_v1(edk: &EncryptedDataKey, n: usize) -> usize {
+    FIXED_OVERHEAD + edk_entry_len(edk) + n
+}
+
+/// A data key's header (`prefix` from [`key_prefix`], then its commitment) followed by the
+/// canonical context: the AAD of every message sealed with it. Returns the buffer and the
+/// header's length (the header is the AAD's first bytes).
+pub(crate) fn header_and_aad(prefix: &[u8], commitment: &[u8], ctx_bytes: &[u8]) -> (Vec<u8>, usize) {
+    let header_len = prefix.len() + commitment.len();
+    let mut aad = Vec::with_capacity(header_len + ctx_bytes.len());
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(commitment);
+    aad.extend_from_slice(ctx_bytes);
+    (aad, header_len)
+}
+
+/// One ciphertext: `header`, then `nonce`, then the AES-GCM body and tag of `plaintext` under
+/// `aad` (which [`header_and_aad`] made from the same header).
+pub(crate) fn seal(
+    material: &KeyMaterial,
+    header: &[u8],
+    aad: &[u8],
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(header);
+    material.seal_into(nonce, aad, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// Runs `open` with the AAD of a parsed ciphertext (its header, then the canonical context),
+/// built on the stack when it fits (the usual case), else on the heap.
+pub(crate) fn with_aad<R>(header: &[u8], ctx_bytes: &[u8], open: impl FnOnce(&[u8]) -> R) -> R {
+    let aad_len = header.len() + ctx_bytes.len();
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let aad: &mut [u8] = match stack.get_mut(..aad_len) {
+        Some(s) => s,
+        None => {
+            heap.resize(aad_len, 0);
+            &mut heap
+        }
+    };
+    let (h, c) = aad.split_at_mut(header.len());
+    h.copy_from_slice(header);
+    c.copy_from_slice(ctx_bytes);
+    open(aad)
+}
 
 /// A bounds-checked reader over untrusted bytes: every read returns
 /// [`EnvelopeError::Malformed`] with the offset instead of panicking.
@@ -223,14 +288,14 @@ pub(crate) fn key_prefix(version: u8, edks: &[EncryptedDataKey]) -> Result<Vec<u
 /// Serializes the EDK fields (kind, key id length, key id, EDK length, EDK).
 pub(crate) fn edk_fields(edk: &EncryptedDataKey) -> Result<Vec<u8>, EnvelopeError> {
     let id = edk.key_id.as_bytes();
-    let id_len = u8::try_from(id.len())
-        .ok()
-        .filter(|l| *l > 0)
-        .ok_or(EnvelopeError::Keyring(format!("key id must be 1..=255 bytes, got {}", id.len())))?;
+    let id_len = u8::try_from(id.len()).ok().filter(|l| *l > 0).ok_or(EnvelopeError::Keyring(format!(
+        "key id must be 1..={MAX_KEY_ID_LEN} bytes, got {}",
+        id.len()
+    )))?;
     let edk_len = u16::try_from(edk.ciphertext.len()).ok().filter(|l| *l > 0).ok_or(
-        EnvelopeError::Keyring(format!("EDK must be 1..=65535 bytes, got {}", edk.ciphertext.len())),
+        EnvelopeError::Keyring(format!("EDK must be 1..={MAX_EDK_LEN} bytes, got {}", edk.ciphertext.len())),
     )?;
-    let mut out = Vec::with_capacity(4 + id.len() + edk.ciphertext.len());
+    let mut out = Vec::with_capacity(edk_entry_len(edk));
     out.push(edk.kind.to_byte());
     out.push(id_len);
     out.extend_from_slice(id);

@@ -1,15 +1,15 @@
 //! Keyrings: where data keys come from and how their encrypted copies are opened again.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 
 use zeroize::Zeroizing;
 
 use crate::{EncryptionContext, EnvelopeError};
 
-/// A boxed, sendable future (keeps [`Keyring`] usable as `dyn Keyring`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future (keeps [`Keyring`] usable as `dyn Keyring`): `futures-util`'s own
+/// alias, `Pin<Box<dyn Future<Output = T> + Send + 'a>>`, so a keyring written against either
+/// name is the same type.
+pub use futures_util::future::BoxFuture;
 
 /// Which kind of keyring produced an encrypted data key. Written into every ciphertext as one
 /// byte; the values never change meaning.

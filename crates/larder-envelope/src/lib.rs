@@ -116,6 +116,7 @@ mod crypto;
 mod envelope;
 mod error;
 pub mod format;
+mod guard;
 mod keyring;
 mod local;
 mod multi;
@@ -127,9 +128,11 @@ mod sync;
 pub use larder_mask as mask;
 
 #[cfg(feature = "aws-kms")]
-mod aws;
+pub mod aws;
+// The keyring and its configuration at the root; the generic helpers (`aws::retry`,
+// `aws::is_retryable`) stay in their module, where their names say what they retry.
 #[cfg(feature = "aws-kms")]
-pub use aws::*;
+pub use aws::{aws_sdk_kms, AwsKmsKeyring, AwsKmsKeyringBuilder, RetryPolicy};
 
 pub use blocking::BlockingEnvelope;
 pub use cache::{
@@ -138,6 +141,9 @@ pub use cache::{
 pub use context::EncryptionContext;
 pub use cost::{CostEstimate, EnvelopeStats, KmsPrices};
 pub use counting::CountingKeyring;
+#[cfg(feature = "test-vectors")]
+#[doc(hidden)]
+pub use envelope::dangerous_encrypt_v2_with_fixed_key_and_nonce;
 /// Deterministic encryption for test vectors only (feature `test-vectors`).
 #[cfg(feature = "test-vectors")]
 pub use envelope::dangerous_encrypt_with_fixed_key_and_nonce;
@@ -148,6 +154,3 @@ pub use error::{EnvelopeError, KeyringFileError};
 pub use format::{EdkInfo, HeaderInfo};
 pub use keyring::{BoxFuture, DataKey, EncryptedDataKey, GeneratedKey, Keyring, KeyringKind};
 pub use local::{LocalKeyInfo, LocalKeyring, MAX_WRAPS_PER_MASTER_KEY};
-#[cfg(feature = "test-vectors")]
-#[doc(hidden)]
-pub use multi::dangerous_encrypt_v2_with_fixed_key_and_nonce;

@@ -7,8 +7,9 @@
 //! envelope built) on the forking thread with nothing encrypted before the fork; AWS KMS
 //! against moto with a warmed envelope (the SDK client's pooled connections must not be
 //! shared with the parent either).
-
-mod kms_common;
+//!
+//! Its own test binary: it forks, and a fork in a process whose other test threads hold locks
+//! (allocator, stdout, a runtime) can deadlock the child.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -178,7 +179,8 @@ fn forked_children_never_share_data_keys_or_nonces_kms() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let key = rt.block_on(moto.create_key());
     drop(rt);
-    let keyring = kms_common::keyring(&moto, &key);
+    // The keyring with its default retry policy and timeouts (moto answers on loopback).
+    let keyring = larder_envelope::AwsKmsKeyring::new(moto.kms_client(), &key);
     assert_eq!(keyring.kind(), larder_envelope::KeyringKind::AwsKms);
     let env = Envelope::builder(keyring).build().blocking().unwrap();
     // Warm: a data key is cached and the SDK client holds a pooled connection to moto.

@@ -1,16 +1,19 @@
 //! Several real worker processes sharing one keyring file (the gunicorn-style deployment of
 //! seed 000): each process encrypts with its own cached data key (exactly one keyring call per
 //! process, whatever its thread count), and every process decrypts every other's ciphertexts.
-
-mod common;
+//!
+//! Its own test binary: it re-executes itself (`current_exe`) as the worker processes.
 
 use std::process::Command;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::ctx;
-use larder_envelope::{Envelope, LocalKeyring};
+use larder_envelope::{EncryptionContext, Envelope, LocalKeyring};
+
+fn ctx() -> EncryptionContext {
+    EncryptionContext::new().with("table", "inquiries").with("column", "phone")
+}
 
 const CHILD_ENV: &str = "LARDER_ENVELOPE_TEST_CHILD";
 

@@ -3,101 +3,7 @@
 //! The format is specified byte by byte in `docs/key-format.md`; the tag values below are part
 //! of that contract and never change meaning. A new kind of value gets a new tag.
 
-/// Type tags written before every value. Part of the stable format: never renumber.
-pub mod tag {
-    /// `bool`: one byte, 0 or 1.
-    pub const BOOL: u8 = 0x01;
-    /// `u8`.
-    pub const U8: u8 = 0x02;
-    /// `u16`, little-endian.
-    pub const U16: u8 = 0x03;
-    /// `u32`, little-endian.
-    pub const U32: u8 = 0x04;
-    /// `u64` and `usize`, little-endian.
-    pub const U64: u8 = 0x05;
-    /// `u128`, little-endian.
-    pub const U128: u8 = 0x06;
-    /// `i8`.
-    pub const I8: u8 = 0x07;
-    /// `i16`, little-endian two's complement.
-    pub const I16: u8 = 0x08;
-    /// `i32`, little-endian two's complement.
-    pub const I32: u8 = 0x09;
-    /// `i64` and `isize`, little-endian two's complement.
-    pub const I64: u8 = 0x0A;
-    /// `i128`, little-endian two's complement.
-    pub const I128: u8 = 0x0B;
-    /// `f32`: IEEE 754 bits, little-endian; `-0.0` written as `0.0`; NaN refused.
-    pub const F32: u8 = 0x0C;
-    /// `f64`: IEEE 754 bits, little-endian; `-0.0` written as `0.0`; NaN refused.
-    pub const F64: u8 = 0x0D;
-    /// `char`: its scalar value as `u32` little-endian.
-    pub const CHAR: u8 = 0x0E;
-    /// `str`/`String`: `u32` LE byte length, then UTF-8 bytes.
-    pub const STR: u8 = 0x10;
-    /// Byte strings (`[u8]`, `Vec<u8>`, `[u8; N]`): `u32` LE length, then the bytes.
-    pub const BYTES: u8 = 0x11;
-    /// A JSON number kept as its text (only with serde_json's `arbitrary_precision` feature,
-    /// for numbers that are not integers fitting 64 bits nor exactly an `f64`): `u32` LE
-    /// length, then the text as serde_json prints it.
-    pub const NUMBER_TEXT: u8 = 0x12;
-    /// `Option::None`.
-    pub const NONE: u8 = 0x20;
-    /// `Option::Some`, followed by the value.
-    pub const SOME: u8 = 0x21;
-    /// `Result::Ok`, followed by the value.
-    pub const OK: u8 = 0x22;
-    /// `Result::Err`, followed by the value.
-    pub const ERR: u8 = 0x23;
-    /// `()` and JSON `null`.
-    pub const UNIT: u8 = 0x24;
-    /// Tuples: one byte arity, then the elements.
-    pub const TUPLE: u8 = 0x30;
-    /// Sequences (`Vec<T>`, slices, arrays, `VecDeque`): `u32` LE count, then the elements.
-    pub const SEQ: u8 = 0x31;
-    /// Sets: `u32` LE count, then the elements' encodings sorted bytewise.
-    pub const SET: u8 = 0x32;
-    /// Maps: `u32` LE count, then (key, value) pairs sorted bytewise by the key's encoding.
-    pub const MAP: u8 = 0x33;
-    /// A struct with named fields (derive): 16-byte schema id (over name, version, field
-    /// names), then the values in declaration order. See [`crate::schema`].
-    pub const STRUCT: u8 = 0x40;
-    /// A tuple struct (derive): 16-byte schema id (over name, version, count), then the values.
-    pub const TUPLE_STRUCT: u8 = 0x41;
-    /// A unit struct (derive): 16-byte schema id (over name, version).
-    pub const UNIT_STRUCT: u8 = 0x42;
-    /// An enum variant (derive): 16-byte schema id (over type name, version, variant name,
-    /// shape, field names), then the values.
-    pub const ENUM: u8 = 0x43;
-    /// `std::time::Duration`: `u64` LE seconds, `u32` LE nanoseconds.
-    pub const DURATION: u8 = 0x50;
-    /// `Ipv4Addr`: 4 bytes in network order.
-    pub const IPV4: u8 = 0x51;
-    /// `Ipv6Addr`: 16 bytes in network order.
-    pub const IPV6: u8 = 0x52;
-    /// `uuid::Uuid`: 16 bytes.
-    pub const UUID: u8 = 0x60;
-    /// An instant in time (chrono `DateTime<Tz>`, time `OffsetDateTime`): `i64` LE seconds
-    /// since the Unix epoch (UTC), `u32` LE nanoseconds.
-    pub const INSTANT: u8 = 0x61;
-    /// A calendar date (chrono `NaiveDate`, time `Date`): year `i32` LE, month `u8`, day `u8`.
-    pub const DATE: u8 = 0x62;
-    /// `rust_decimal::Decimal`, normalized: `i128` LE mantissa, `u32` LE scale.
-    pub const DECIMAL: u8 = 0x63;
-    /// A naive date-time (chrono `NaiveDateTime`, time `PrimitiveDateTime`): like
-    /// [`INSTANT`] but with no time zone attached.
-    pub const NAIVE_DATETIME: u8 = 0x64;
-}
-
-/// Shape byte after the variant name in an enum variant's schema bytes ([`crate::schema`]).
-pub mod shape {
-    /// A unit variant: nothing follows.
-    pub const UNIT: u8 = 0;
-    /// A tuple variant: `u32` LE count follows.
-    pub const TUPLE: u8 = 1;
-    /// A variant with named fields: `u32` LE count, then the field names.
-    pub const NAMED: u8 = 2;
-}
+pub use larder_key_format::{shape, tag};
 
 /// Why an encoding could not be produced. Sticky: once set, further writes are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +148,7 @@ impl Encoder {
     /// Writes a derived type's header (kind tag and schema id, see [`crate::schema`]); the
     /// field values follow. Used by `#[derive(StableKey)]`.
     #[inline]
-    pub fn header(&mut self, header: &crate::schema::Header) {
+    pub fn header(&mut self, header: &larder_key_format::schema::Header) {
         self.raw(header);
     }
 

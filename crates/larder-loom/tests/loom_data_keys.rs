@@ -191,7 +191,7 @@ fn usage_reservation_is_exact_and_refresh_claimed_once() {
 // the new key from `futures::future::Shared`, whose internal synchronization is std atomics
 // that loom cannot see, so loom reports every such interleaving as a causality violation
 // (a false positive: the happens-before edge exists, loom just does not know it). That claim
-// is tested with real threads instead (larder-envelope/tests/concurrency.rs, 100 threads,
+// is tested with real threads instead (larder-envelope/tests/it/concurrency.rs, 100 threads,
 // exactly one GenerateDataKey, counted).
 
 /// A cold decrypt cache, two concurrent decrypts of one ciphertext: exactly one keyring

@@ -225,14 +225,17 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
 
 use quote::ToTokens;
 
+/// The namespace rule is `larder_key_format::namespace::check` (the one `KeySpace::new` runs);
+/// the messages are the macro's own.
 fn check_namespace(ns: &str) -> Result<(), String> {
-    if ns.is_empty() || ns.len() > 64 {
-        return Err("namespace must be 1 to 64 bytes".into());
+    use larder_key_format::namespace::{check, Problem};
+    match check(ns) {
+        Ok(()) => Ok(()),
+        Err(Problem::Empty | Problem::TooLong) => Err("namespace must be 1 to 64 bytes".into()),
+        Err(Problem::Character) => {
+            Err("namespace may only contain lowercase ASCII letters, digits, '_', '.' and '-'".into())
+        }
     }
-    if !ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
-        return Err("namespace may only contain lowercase ASCII letters, digits, '_', '.' and '-'".into());
-    }
-    Ok(())
 }
 
 /// `Result<T, E>` → `Some((T, E))`.

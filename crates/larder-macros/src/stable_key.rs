@@ -1,5 +1,7 @@
 //! `#[derive(StableKey)]`.
 
+use larder_key_format::schema::{self, VariantShape};
+use larder_key_format::tag;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
@@ -96,73 +98,35 @@ fn field_attrs(attrs: &[syn::Attribute]) -> syn::Result<FieldAttrs> {
     Ok(out)
 }
 
-// Schema bytes and ids, computed here at compile time. This mirrors `larder_key::schema`
-// (which cannot be a dependency of this crate: it depends on this one); larder-key's tests
-// check that the two agree for every kind of type.
-const SCHEMA_ID_CONTEXT: &str = "larder 2026-11 stable_key schema id v1";
-const TAG_STRUCT: u8 = 0x40;
-const TAG_TUPLE_STRUCT: u8 = 0x41;
-const TAG_UNIT_STRUCT: u8 = 0x42;
-const TAG_ENUM: u8 = 0x43;
-const SHAPE_UNIT: u8 = 0;
-const SHAPE_TUPLE: u8 = 1;
-const SHAPE_NAMED: u8 = 2;
+// Schema ids, computed here at compile time by the same code `larder_key::schema` runs at run
+// time (`larder-key-format`, which both crates depend on).
 
-fn push_name(out: &mut Vec<u8>, s: &str) -> syn::Result<()> {
-    let n = u32::try_from(s.len())
-        .map_err(|_| syn::Error::new(proc_macro2::Span::call_site(), "name longer than 4 GiB"))?;
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-fn push_count(out: &mut Vec<u8>, n: usize) -> syn::Result<()> {
-    let n = u32::try_from(n)
-        .map_err(|_| syn::Error::new(proc_macro2::Span::call_site(), "more than 2^32-1 fields"))?;
-    out.extend_from_slice(&n.to_le_bytes());
-    Ok(())
-}
-
-/// The 17-byte header (kind tag, 16-byte schema id) as a byte-array literal.
-fn header_tokens(schema: &[u8]) -> TokenStream {
-    let id = blake3::derive_key(SCHEMA_ID_CONTEXT, schema);
-    let mut bytes = vec![schema[0]];
-    bytes.extend_from_slice(&id[..16]);
-    quote!([#(#bytes),*])
-}
-
-/// Schema bytes for a struct or variant: `kind ‖ name ‖ version`, `‖ variant ‖ shape` for a
-/// variant, then the count (and names) of the encoded fields.
-fn schema_bytes(
+/// The 17-byte header (kind tag, 16-byte schema id) of a struct or enum variant, as a
+/// byte-array literal: `kind`, the type's `name` and `version`, the `variant` name for an enum,
+/// then the shape and the encoded (not skipped) fields.
+fn header_tokens(
     kind: u8,
     name: &str,
     version: u32,
     variant: Option<&str>,
     fields: &Fields,
     plans: &[FieldPlan],
-) -> syn::Result<Vec<u8>> {
-    let mut s = vec![kind];
-    push_name(&mut s, name)?;
-    s.extend_from_slice(&version.to_le_bytes());
-    if let Some(v) = variant {
-        push_name(&mut s, v)?;
-        s.push(match fields {
-            Fields::Unit => SHAPE_UNIT,
-            Fields::Unnamed(_) => SHAPE_TUPLE,
-            Fields::Named(_) => SHAPE_NAMED,
-        });
-    }
-    match fields {
-        Fields::Unit => {}
-        Fields::Unnamed(_) => push_count(&mut s, plans.len())?,
-        Fields::Named(_) => {
-            push_count(&mut s, plans.len())?;
-            for p in plans {
-                push_name(&mut s, p.name.as_deref().unwrap_or_default())?;
-            }
+) -> TokenStream {
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_deref().unwrap_or_default()).collect();
+    let header = match variant {
+        Some(v) => {
+            let shape = match fields {
+                Fields::Unit => VariantShape::Unit,
+                Fields::Unnamed(_) => VariantShape::Tuple(plans.len()),
+                Fields::Named(_) => VariantShape::Named(&names),
+            };
+            schema::variant_header(name, version, v, shape)
         }
-    }
-    Ok(s)
+        None if kind == tag::TUPLE_STRUCT => schema::tuple_struct_header(name, version, plans.len()),
+        None if kind == tag::UNIT_STRUCT => schema::unit_struct_header(name, version),
+        None => schema::struct_header(name, version, &names),
+    };
+    quote!([#(#header),*])
 }
 
 struct FieldPlan {
@@ -256,11 +220,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             })?;
             let writes = write_fields(&k, &plans);
             let kind = match &s.fields {
-                Fields::Named(_) => TAG_STRUCT,
-                Fields::Unnamed(_) => TAG_TUPLE_STRUCT,
-                Fields::Unit => TAG_UNIT_STRUCT,
+                Fields::Named(_) => tag::STRUCT,
+                Fields::Unnamed(_) => tag::TUPLE_STRUCT,
+                Fields::Unit => tag::UNIT_STRUCT,
             };
-            let header = header_tokens(&schema_bytes(kind, &name, version, None, &s.fields, &plans)?);
+            let header = header_tokens(kind, &name, version, None, &s.fields, &plans);
             quote! {
                 __enc.header(&#header);
                 #writes
@@ -300,8 +264,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                     quote!(#b)
                 })?;
                 let writes = write_fields(&k, &plans);
-                let header =
-                    header_tokens(&schema_bytes(TAG_ENUM, &name, version, Some(&vname), &v.fields, &plans)?);
+                let header = header_tokens(tag::ENUM, &name, version, Some(&vname), &v.fields, &plans);
                 let arm = match &v.fields {
                     Fields::Named(named) => {
                         let ids = named.named.iter().map(|f| f.ident.as_ref());

@@ -8,6 +8,9 @@
 //!
 //! Outage tests use [`RedisServer::kill9`] (SIGKILL, like a crash) and
 //! [`RedisServer::restart`], which brings a fresh, empty server back on the same port or socket.
+// Length: one module for every way a test starts Redis (single server, TLS, ACL,
+// cluster) so they share the start-up and wait logic; it passes 700 lines only with its unit
+// tests (from `mod tests`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -8,6 +8,7 @@
 //! | [`cache`] (feature `cache`) | `larder-cache` | the memo cache: local tier; SQLite (feature `sqlite`), Redis and Redis Cluster (feature `redis`) tiers; [`memoize`] |
 //! | [`envelope`] (feature `envelope` / `local-keyring`) | `larder-envelope` | envelope encryption, the local keyring, the data-key cache; the AWS KMS keyring with feature `aws-kms` |
 //! | [`mask`] (feature `mask`) | `larder-mask` | masking of phone numbers, e-mail addresses and names for display |
+//! | [`manual`] | – | the documents under `docs/`: formats byte by byte, the cache's design, reliability, benchmarks |
 //!
 //! Every feature is on by default. A service that needs less lists what it uses, for example
 //! `larder = { version = "0.1", default-features = false, features = ["sqlite"] }` for keys
@@ -58,6 +59,13 @@
 //!   output is seeded per process or unspecified across Rust releases.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod manual;
+
+// The README's Rust snippets, compiled and run as doctests (`cargo test -p larder --doc`).
+#[cfg(all(doctest, feature = "cache", feature = "envelope", feature = "mask"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 /// Stable, injective cache keys (`larder-key`).
 pub mod key {

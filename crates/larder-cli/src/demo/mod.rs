@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::{DemoArgs, DemoPart};
+use crate::cli::{DemoArgs, DemoPart, KeyMode};
 use crate::util::{self, Usage};
 use table::{duration_ms, thousands};
-use workers::{KeyMode, RunResult};
+use workers::RunResult;
 
 /// Everything the demo measured (`--json` prints this).
 #[derive(Serialize)]
@@ -225,6 +225,6 @@ fn demo_secret(store: Option<&str>) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?;
+    larder_fork::fill_os(&mut raw).map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?;
     Ok(Some(raw.iter().map(|b| format!("{b:02x}")).collect()))
 }

@@ -15,47 +15,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::gen;
-
-/// How the worker builds its cache keys.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyMode {
-    /// The seed's bug: a u64 from `std`'s per-process seeded hasher (`RandomState`).
-    StdHasher,
-    /// larder's stable key of the input itself.
-    Larder,
-}
-
-/// Arguments of the hidden `larder __worker` mode (set by `larder demo`).
-#[derive(Args, Clone, Debug)]
-pub struct WorkerArgs {
-    #[arg(long)]
-    pub store: String,
-    #[arg(long, value_enum)]
-    pub mode: KeyMode,
-    #[arg(long)]
-    pub namespace: String,
-    #[arg(long)]
-    pub index: u32,
-    #[arg(long)]
-    pub workers: u32,
-    #[arg(long)]
-    pub requests: u32,
-    #[arg(long)]
-    pub inputs: u32,
-    #[arg(long)]
-    pub zipf: f64,
-    #[arg(long)]
-    pub seed: u64,
-    #[arg(long)]
-    pub threads: u32,
-    #[arg(long)]
-    pub compute_ms: u64,
-}
+use crate::cli::{DemoArgs, KeyMode, WorkerArgs};
 
 /// One line of a worker's report.
 #[derive(Serialize, Deserialize, Debug)]
@@ -141,7 +104,7 @@ pub struct RunResult {
 
 /// Runs the requests through `workers` processes with key mode `mode`.
 pub fn run(
-    args: &crate::cli::DemoArgs,
+    args: &DemoArgs,
     store: &str,
     namespace: &str,
     mode: KeyMode,
@@ -211,7 +174,7 @@ pub fn run(
 }
 
 fn collect(
-    args: &crate::cli::DemoArgs,
+    args: &DemoArgs,
     mode: KeyMode,
     rx: &mpsc::Receiver<(u32, Option<Event>)>,
     children: &mut [(Child, ChildStdin)],
