@@ -273,7 +273,7 @@ impl RedisUrl {
         let dur = |name: &str| -> Result<Option<Duration>, TierError> {
             self.param(name)
                 .map(|v| {
-                    crate::config::parse_duration(v)
+                    crate::duration::parse_duration(v)
                         .map_err(|e| config_err(format!("redis URL `{name}`: {e}")))
                 })
                 .transpose()

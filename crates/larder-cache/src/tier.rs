@@ -12,6 +12,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Tunables shared by the core and handed to tiers when they are opened.
+#[derive(Debug, Clone)]
+pub struct TierOptions {
+    /// Longest any one tier call may take.
+    pub op_timeout: Duration,
+    /// How often a tier without notifications polls while waiting for a value.
+    pub poll_interval: Duration,
+    /// A runtime handle for background work (connections, subscriptions, blocking calls).
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// A boxed, sendable future (keeps [`SharedTier`] usable as `dyn SharedTier`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
