@@ -22,7 +22,7 @@ use crate::local::{self as local_clock, LocalEntry, LocalKey, LocalTier};
 use crate::open::open_url;
 use crate::options::{Options, SharedSpec};
 use crate::runtime::block_on;
-use crate::stats::{bump, CacheStats, Counters};
+use crate::stats::{CacheStats, Counters, Event};
 use crate::tier::{SharedTier, TierError};
 
 /// The local tier's cap on an entry's life when the shared tier cannot broadcast
@@ -103,7 +103,7 @@ pub(crate) fn subscribe(me: &Weak<Inner>, tier: &dyn SharedTier) -> bool {
         if let Some(inner) = weak.upgrade() {
             if let Some(local) = &inner.local {
                 if local.remove_by_text(key_text) {
-                    bump(&inner.counters.invalidations_received);
+                    inner.record(Event::InvalidationReceived);
                 }
             }
         }
@@ -294,7 +294,7 @@ impl Inner {
         fut: impl Future<Output = Result<T, TierError>>,
     ) -> Result<T, TierError> {
         if self.breaker.permit() == Permit::Denied {
-            bump(&self.counters.breaker_skips);
+            self.record(Event::BreakerSkip);
             return Err(TierError::Unavailable("circuit breaker open".into()));
         }
         let r = match tokio::time::timeout(self.opts.op_timeout, fut).await {
@@ -310,15 +310,14 @@ impl Inner {
             Ok(_) => {
                 if self.breaker.success() {
                     tracing::info!("cache tier answering again; circuit breaker closed");
-                    self.counters.m.breaker_open.set(0.0);
+                    self.record(Event::BreakerClosed);
                 }
             }
             Err(e) => {
-                bump(&self.counters.store_errors);
-                self.counters.m.store_errors.increment(1);
+                self.record(Event::StoreError);
                 if self.breaker.failure() {
                     tracing::warn!(error = %e, "cache tier failing; circuit breaker open");
-                    self.counters.m.breaker_open.set(1.0);
+                    self.record(Event::BreakerOpened);
                 }
             }
         }
@@ -348,8 +347,7 @@ impl Inner {
     }
 
     pub(crate) fn corrupt(&self, text: &str, why: &str) {
-        bump(&self.counters.corrupt_entries);
-        self.counters.m.corrupt.increment(1);
+        self.record(Event::Corrupt);
         tracing::warn!(key = text, reason = why, "refused a cache entry; treating it as a miss");
     }
 
@@ -418,8 +416,7 @@ impl Inner {
             }
         };
         if payload.len() > self.opts.max_value_bytes {
-            bump(&self.counters.oversize_values);
-            self.counters.m.oversize.increment(1);
+            self.record(Event::Oversize);
             return None;
         }
         Some((payload, meta))
@@ -434,7 +431,7 @@ impl Inner {
         };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
         if self.tier_call(tier.set(text, &framed, keep)).await.is_ok() {
-            bump(&self.counters.shared_writes);
+            self.record(Event::SharedWrite);
         }
     }
 
@@ -467,9 +464,9 @@ impl Inner {
         }
     }
 
-    pub(crate) fn count_computation(&self, took: Duration) {
-        bump(&self.counters.computations);
-        self.counters.m.computations.increment(1);
-        self.counters.m.compute_seconds.record(took.as_secs_f64());
+    /// Counts an event (stats and metrics together).
+    #[inline]
+    pub(crate) fn record(&self, e: Event) {
+        self.counters.record(e);
     }
 }

@@ -14,9 +14,10 @@ use tracing::Instrument;
 use crate::cache::{size_of_payload, unix_ms, Cache, CacheValue, Inner};
 use crate::fetch::Fetched;
 use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
+use crate::frame::FrameMeta;
 use crate::local::{self as local_clock, LocalKey};
 use crate::runtime::{block_on, note_blocking_on_runtime};
-use crate::stats::bump;
+use crate::stats::Event;
 
 /// The result of [`Cache::lookup`]: a fresh local hit, or what is needed to finish the call.
 pub enum Lookup<V> {
@@ -78,18 +79,15 @@ impl Cache {
         });
         match r {
             Ok(Ok(v)) => {
-                self.inner.counters.local_hits.incr();
-                self.inner.counters.m.local_hit.increment(1);
+                self.inner.record(Event::LocalHit);
                 Lookup::Hit(v)
             }
             Ok(Err((key, fallback))) => {
                 if local.is_some() {
-                    bump(&self.inner.counters.local_misses);
-                    self.inner.counters.m.local_miss.increment(1);
+                    self.inner.record(Event::LocalMiss);
                 }
                 if fallback.is_some() {
-                    bump(&self.inner.counters.early_refreshes);
-                    self.inner.counters.m.early_refresh.increment(1);
+                    self.inner.record(Event::EarlyRefresh);
                 }
                 Lookup::Miss(Pending {
                     cache: self.clone(),
@@ -371,14 +369,8 @@ impl Pending {
         let r = f()
             .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
             .await;
-        let took = start.elapsed();
-        let inner = self.cache.inner.clone();
-        inner.count_computation(took);
-        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
-            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
-            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            inner.store(&key, Some(&text), v, self.ttl_for(v), delta, self.cache.local_cap).await;
-            inner.publish(&text).await;
+        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+            w.run(&self.cache.inner).await;
         }
         r
     }
@@ -403,25 +395,24 @@ impl Pending {
     {
         let start = Instant::now();
         let r = f();
-        let took = start.elapsed();
-        let inner = self.cache.inner.clone();
-        inner.count_computation(took);
-        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
-            let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
-            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            let cap = self.cache.local_cap;
-            if inner.shared().is_none() {
-                if let Some((payload, meta)) = inner.prepare(v, self.ttl_for(v), delta) {
-                    inner.insert_local(key, Some(&text), v, &meta, size_of_payload(&payload), cap);
-                }
-            } else {
-                block_on(async {
-                    inner.store(&key, Some(&text), v, self.ttl_for(v), delta, cap).await;
-                    inner.publish(&text).await;
-                });
-            }
+        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+            block_on(w.run(&self.cache.inner));
         }
         r
+    }
+
+    /// The synchronous part of a refresh (both paths): count the computation, store an `Ok`
+    /// in the local tier, and return what is left for the shared tier (`None`: nothing).
+    fn settle_refresh<V: CacheValue, E>(&mut self, r: &Result<V, E>, took: Duration) -> Option<WriteBack> {
+        let inner = &self.cache.inner;
+        inner.record(Event::Computed(took));
+        let (Ok(v), Some(key)) = (r, self.key.take()) else { return None };
+        let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+        let prepared = inner.prepare(v, self.ttl_for(v), delta_of(took));
+        if let Some((payload, meta)) = &prepared {
+            inner.insert_local(key, Some(&text), v, meta, size_of_payload(payload), self.cache.local_cap);
+        }
+        inner.shared().is_some().then_some(WriteBack { text, store: prepared, lease: None, publish: true })
     }
 
     fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
@@ -476,7 +467,7 @@ impl Pending {
         let Some(key) = self.key.take() else {
             let start = Instant::now();
             let r = f().await;
-            inner.count_computation(start.elapsed());
+            inner.record(Event::Computed(start.elapsed()));
             return r;
         };
         let fallback = self.take_fallback::<V>();
@@ -485,7 +476,7 @@ impl Pending {
             match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
-                    bump(&inner.counters.coalesced);
+                    inner.record(Event::Coalesced);
                     if let Some(v) = &fallback {
                         // This caller claimed an early refresh but someone is already computing.
                         return Ok(v.clone());
@@ -498,9 +489,8 @@ impl Pending {
                 }
             }
         };
-        let cap = self.cache.local_cap;
         let fetched = match &guard {
-            Some(_) => inner.fetch::<V>(&self.space, &key, cap).await,
+            Some(_) => inner.fetch::<V>(&self.space, &key, self.cache.local_cap).await,
             None => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
@@ -514,56 +504,11 @@ impl Pending {
         let r = f()
             .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
             .await;
-        let took = start.elapsed();
-        inner.count_computation(took);
-        self.finish(guard, &key, text, lease, stale, r, took, share).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish<V, E>(
-        &self,
-        guard: Option<LeaderGuard<'_>>,
-        key: &LocalKey,
-        text: Option<String>,
-        lease: Option<[u8; 16]>,
-        stale: Option<V>,
-        r: Result<V, E>,
-        took: Duration,
-        share: Share<E>,
-    ) -> Result<V, E>
-    where
-        V: CacheValue,
-        E: Send + Sync + 'static,
-    {
-        let inner = &self.cache.inner;
-        match r {
-            Ok(v) => {
-                let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-                let prepared = inner.prepare(&v, self.ttl_for(&v), delta);
-                if let Some((payload, meta)) = &prepared {
-                    let size = size_of_payload(payload);
-                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
-                }
-                // Waiters in this process are released before the shared write.
-                complete(guard, Outcome::Value(Arc::new(v.clone())));
-                if let (Some((payload, meta)), Some(text)) = (prepared, text.as_deref()) {
-                    inner.store_shared(text, &payload, meta).await;
-                }
-                inner.release(text.as_deref(), lease).await;
-                Ok(v)
-            }
-            Err(e) => {
-                inner.release(text.as_deref(), lease).await;
-                if let Some(v) = stale {
-                    bump(&inner.counters.fail_safe_served);
-                    inner.counters.m.fail_safe.increment(1);
-                    complete(guard, Outcome::Value(Arc::new(v.clone())));
-                    return Ok(v);
-                }
-                complete(guard, Outcome::Error(Arc::new(share(&e))));
-                Err(e)
-            }
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        if let Some(w) = settled.write_back.take() {
+            w.run(&inner).await;
         }
+        settled.done()
     }
 
     /// Finishes a missed call with a fallible blocking function (only `Ok` is stored). The
@@ -588,7 +533,7 @@ impl Pending {
         let Some(key) = self.key.take() else {
             let start = Instant::now();
             let r = f();
-            inner.count_computation(start.elapsed());
+            inner.record(Event::Computed(start.elapsed()));
             return r;
         };
         let fallback = self.take_fallback::<V>();
@@ -597,7 +542,7 @@ impl Pending {
             match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
-                    bump(&inner.counters.coalesced);
+                    inner.record(Event::Coalesced);
                     if let Some(v) = &fallback {
                         return Ok(v.clone());
                     }
@@ -610,9 +555,11 @@ impl Pending {
                 }
             }
         };
-        let cap = self.cache.local_cap;
+        // Without a shared tier nothing below touches a runtime.
         let fetched = match &guard {
-            Some(_) if inner.shared().is_some() => block_on(inner.fetch::<V>(&self.space, &key, cap)),
+            Some(_) if inner.shared().is_some() => {
+                block_on(inner.fetch::<V>(&self.space, &key, self.cache.local_cap))
+            }
             _ => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
@@ -624,57 +571,119 @@ impl Pending {
         };
         let start = Instant::now();
         let r = f();
-        let took = start.elapsed();
-        inner.count_computation(took);
-        if inner.shared().is_none() {
-            // No tier calls: finish without touching any runtime.
-            let ttl = match &r {
-                Ok(v) => self.ttl_for(v),
-                Err(_) => self.ttl,
-            };
-            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap, share);
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        if let Some(w) = settled.write_back.take() {
+            block_on(w.run(&inner));
         }
-        block_on(self.finish(guard, &key, text, lease, stale, r, took, share))
+        settled.done()
+    }
+
+    /// The one settle step of a computation, shared by the async and blocking paths, and
+    /// synchronous: count it, put an `Ok` in the local tier and release this process's
+    /// waiters, or on an `Err` serve the stale value (fail-safe) or hand waiters the error.
+    /// What is left for the shared tier (write the value, release the lease) is returned for
+    /// the caller to await or block on; after a failure the waiters are released only once
+    /// that is done ([`Settled::done`]), so one that computes next finds the lease free.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<'g, V, E>(
+        &self,
+        guard: Option<LeaderGuard<'g>>,
+        key: &LocalKey,
+        text: Option<String>,
+        lease: Option<[u8; 16]>,
+        stale: Option<V>,
+        r: Result<V, E>,
+        took: Duration,
+        share: Share<E>,
+    ) -> Settled<'g, V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        inner.record(Event::Computed(took));
+        match r {
+            Ok(v) => {
+                let prepared = inner.prepare(&v, self.ttl_for(&v), delta_of(took));
+                if let Some((payload, meta)) = &prepared {
+                    let size = size_of_payload(payload);
+                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
+                }
+                // Waiters in this process are released before the shared write.
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                let write_back = text
+                    .map(|text| WriteBack { text, store: prepared, lease, publish: false })
+                    .filter(WriteBack::has_work);
+                Settled { result: Ok(v), write_back, then: None }
+            }
+            Err(e) => {
+                let write_back = text
+                    .map(|text| WriteBack { text, store: None, lease, publish: false })
+                    .filter(WriteBack::has_work);
+                let (result, outcome) = match stale {
+                    Some(v) => {
+                        inner.record(Event::FailSafeServed);
+                        let o = Outcome::Value(Arc::new(v.clone()));
+                        (Ok(v), o)
+                    }
+                    None => {
+                        let o = Outcome::Error(Arc::new(share(&e)));
+                        (Err(e), o)
+                    }
+                };
+                Settled { result, write_back, then: guard.map(|g| (g, outcome)) }
+            }
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_local<V, E>(
-    inner: &Inner,
-    guard: Option<LeaderGuard<'_>>,
-    key: &LocalKey,
-    stale: Option<V>,
-    r: Result<V, E>,
-    took: Duration,
-    ttl: Duration,
-    cap: Option<Duration>,
-    share: Share<E>,
-) -> Result<V, E>
-where
-    V: CacheValue,
-    E: Send + Sync + 'static,
-{
-    match r {
-        Ok(v) => {
-            let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            if let Some((payload, meta)) = inner.prepare(&v, ttl, delta) {
-                inner.insert_local(key.clone(), None, &v, &meta, size_of_payload(&payload), cap);
-            }
-            complete(guard, Outcome::Value(Arc::new(v.clone())));
-            Ok(v)
+/// A settled computation: its result, the shared-tier work left, and (after a failure) the
+/// waiters to release once that work is done.
+struct Settled<'g, V, E> {
+    result: Result<V, E>,
+    write_back: Option<WriteBack>,
+    then: Option<(LeaderGuard<'g>, Outcome)>,
+}
+
+impl<V, E> Settled<'_, V, E> {
+    /// Releases the waiters still held and returns the result.
+    fn done(self) -> Result<V, E> {
+        if let Some((g, outcome)) = self.then {
+            g.complete(outcome);
         }
-        Err(e) => match stale {
-            Some(v) => {
-                bump(&inner.counters.fail_safe_served);
-                complete(guard, Outcome::Value(Arc::new(v.clone())));
-                Ok(v)
-            }
-            None => {
-                complete(guard, Outcome::Error(Arc::new(share(&e))));
-                Err(e)
-            }
-        },
+        self.result
     }
+}
+
+/// What a settled computation leaves for the shared tier, in order: write the value, release
+/// the lease, publish the invalidation (a refresh). The async path awaits [`WriteBack::run`],
+/// the blocking path blocks on it.
+struct WriteBack {
+    text: String,
+    store: Option<(Vec<u8>, FrameMeta)>,
+    lease: Option<[u8; 16]>,
+    publish: bool,
+}
+
+impl WriteBack {
+    fn has_work(&self) -> bool {
+        self.store.is_some() || self.lease.is_some() || self.publish
+    }
+
+    async fn run(self, inner: &Inner) {
+        if let Some((payload, meta)) = &self.store {
+            inner.store_shared(&self.text, payload, *meta).await;
+        }
+        inner.release(Some(&self.text), self.lease).await;
+        if self.publish {
+            inner.publish(&self.text).await;
+        }
+    }
+}
+
+/// A computation's duration as the frame's δ (ms), for XFetch.
+fn delta_of(took: Duration) -> u32 {
+    u32::try_from(took.as_millis()).unwrap_or(u32::MAX)
 }
 
 fn complete(guard: Option<LeaderGuard<'_>>, outcome: Outcome) {

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use crate::cache::{ms, rand_unit, unix_ms, CacheValue, Inner};
 use crate::frame;
 use crate::local::LocalKey;
-use crate::stats::bump;
+use crate::stats::Event;
 use crate::tier::Lease;
 
 /// A lease token. Tokens must differ between every two workers, forked siblings included,
@@ -61,17 +61,14 @@ impl Inner {
                 let expires = meta.expires_ms();
                 if now < expires {
                     if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
-                        bump(&self.counters.shared_hits);
-                        self.counters.m.shared_hit.increment(1);
+                        self.record(Event::SharedHit);
                         self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
                         return Fetched::Value(v);
                     }
-                    bump(&self.counters.early_refreshes);
-                    self.counters.m.early_refresh.increment(1);
+                    self.record(Event::EarlyRefresh);
                     fresh_but_due = Some(v);
                 } else {
-                    bump(&self.counters.shared_misses);
-                    self.counters.m.shared_miss.increment(1);
+                    self.record(Event::SharedMiss);
                     if let Some(w) = self.opts.fail_safe {
                         if now < expires.saturating_add(ms(w)) {
                             stale = Some(v);
@@ -80,8 +77,7 @@ impl Inner {
                 }
             }
             None => {
-                bump(&self.counters.shared_misses);
-                self.counters.m.shared_miss.increment(1);
+                self.record(Event::SharedMiss);
             }
         }
         let token = random_token();
@@ -106,8 +102,7 @@ impl Inner {
                                     if unix_ms() < fr.meta.expires_ms() {
                                         let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
                                         self.release(Some(&text), Some(token)).await;
-                                        bump(&self.counters.shared_hits);
-                                        self.counters.m.shared_hit.increment(1);
+                                        self.record(Event::SharedHit);
                                         self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
                                         return Fetched::Value(v);
                                     }
@@ -131,8 +126,7 @@ impl Inner {
                         break;
                     }
                     if !waited_once {
-                        bump(&self.counters.lease_waits);
-                        self.counters.m.lease_waits.increment(1);
+                        self.record(Event::LeaseWait);
                         waited_once = true;
                     }
                     let wait = deadline - now;
@@ -151,8 +145,7 @@ impl Inner {
                     };
                     if let Some((v, meta, size)) = got {
                         if unix_ms() < meta.expires_ms() {
-                            bump(&self.counters.shared_hits);
-                            self.counters.m.shared_hit.increment(1);
+                            self.record(Event::SharedHit);
                             self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
                             return Fetched::Value(v);
                         }
@@ -171,8 +164,7 @@ impl Inner {
                 }
             }
         }
-        bump(&self.counters.lease_timeouts);
-        self.counters.m.lease_timeouts.increment(1);
+        self.record(Event::LeaseTimeout);
         Fetched::Compute { key_text: Some(text), lease: None, stale }
     }
 }
