@@ -2,7 +2,6 @@
 //! throwaway CA given in the URL): values shared between two caches and spread over the
 //! nodes, invalidations reaching the other cache's local tier through the backplane, and
 //! wrong credentials or an untrusted certificate refused when the cache is built.
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
-#![allow(dead_code)] // Each test binary uses part of the harness.
-//! The multi-process scenario harness, shared by the SQLite tests in this crate
-//! (`tests/sqlite_processes.rs`) and the Redis tests (`tests/redis_*.rs`): put `mod common;`
-//! in the test file and call `common::worker_main_if_requested()` first in each test that
-//! spawns workers.
+//! What the integration tests share: the multi-process scenario harness used by
+//! `sqlite_processes.rs` and `redis_processes.rs` (call `common::worker_main_if_requested()`
+//! first in each test that spawns workers), [`test_path`] for re-running one test of this
+//! binary in a child process, and the Redis conformance suite ([`redis`]).
 //!
 //! A test binary re-invokes itself as worker processes: the test function calls
 //! [`worker_main_if_requested`] first; in a worker (the environment variable [`WORKER_ENV`]
@@ -16,7 +15,7 @@
 //!     common::worker_main_if_requested();
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let spec = format!("local:1000,sqlite:{}", dir.path().join("c.db").display());
-//!     let report = common::Scenario::seed(&spec, dir.path()).run("seed_scenario");
+//!     let report = common::Scenario::seed(&spec, dir.path()).run(&common::test_path(module_path!(), "seed_scenario"));
 //!     assert_eq!(report.computations, 50);
 //! }
 //! ```
@@ -29,6 +28,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_cache::{Cache, KeySpace};
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// The name the test harness gives test `name` of module `module` (pass `module_path!()`):
+/// `sqlite_processes::seed_scenario`, the crate's own name left out. A child process runs
+/// exactly that test with `--exact`.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
+}
 
 /// Set in a worker process's environment; holds the worker's parameters.
 pub const WORKER_ENV: &str = "LARDER_CACHE_TEST_WORKER";

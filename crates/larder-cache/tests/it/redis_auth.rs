@@ -1,8 +1,7 @@
 //! Production Redis URLs against real servers: a password (`requirepass`), ACL users, a key
 //! prefix, a connection pool and timeouts in the URL; wrong credentials or a missing
 //! permission fail the build with a typed error, a server that is only down does not.
-//! (TLS: `tests/redis_tls_url.rs`.)
-#![cfg(feature = "redis")]
+//! (TLS: `tests/it/redis_tls_url.rs`.)
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! server refused when the cache is built (never a silent plaintext fallback, never a cache
 //! that computes forever). The server is a real `redis-server --tls-port` with a certificate
 //! from a throwaway CA the test makes (`larder_testkit::redis::RedisServer::start_tls_with`).
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -1,15 +1,27 @@
 //! The Redis tiers against real servers: one conformance suite run on a single server over
 //! TCP, over a unix socket, and on a 3-node Redis Cluster; plus cluster key placement.
-#![cfg(feature = "redis")]
-
-mod redis_common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::redis::{conformance, raw_single, tier, wait_subscribed};
 use larder_cache::redis::{connect, RedisOptions};
 use larder_cache::{Lease, SharedTier};
 use larder_testkit::redis::{RedisCluster, RedisServer};
-use redis_common::{conformance, raw_cluster, raw_single, tier};
+
+/// Raw commands for a cluster: sent to whichever node owns the key.
+pub fn raw_cluster(cluster: &RedisCluster) -> impl Fn(&[&str]) -> String + '_ {
+    move |args| {
+        let mut last = String::new();
+        for node in cluster.nodes() {
+            let reply = node.command(args);
+            if !reply.starts_with("ERR:MOVED") {
+                return reply;
+            }
+            last = reply;
+        }
+        panic!("no node accepted {args:?}: {last}")
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_single_server_tcp() {
@@ -114,7 +126,7 @@ async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
     assert!(
         t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())))
     );
-    redis_common::wait_subscribed(&t).await;
+    wait_subscribed(&t).await;
     // Which node holds the listener's connection (a client subscribed to 2 channels)?
     let listener_node = cluster
         .nodes()
@@ -148,7 +160,7 @@ async fn a_panicking_invalidation_handler_does_not_stop_the_backplane() {
     }));
     let s2 = std::sync::Arc::clone(&seen);
     t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())));
-    redis_common::wait_subscribed(&t).await;
+    wait_subscribed(&t).await;
     t.publish_invalidation("boom").await.unwrap();
     t.publish_invalidation("after").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -2,7 +2,6 @@
 //! ours — garbage, truncated, forged (valid frame, wrong MAC), moved from another key, of an
 //! unknown version — are counted misses and never returned; a Redis crash mid-use is answered
 //! by computing, and the same cache uses Redis again after the restart.
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! The Redis tier when its server dies or stalls: every call returns a `TierError` within the
 //! timeout (never a hang), and once the server is back the same tier object works again —
 //! commands and the pub/sub backplane — without being rebuilt.
-#![cfg(feature = "redis")]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
