@@ -224,7 +224,7 @@ impl Cache {
                 l.remove(&key);
             }
             if let Some(tier) = this.inner.shared() {
-                let _ = this.inner.tier_call(tier.delete(&text)).await;
+                let _ = this.inner.tier_call(tier.as_ref(), tier.delete(&text)).await;
             }
             this.inner.publish(&text).await;
         }
@@ -289,17 +289,20 @@ impl Inner {
         self.process().flights.clone()
     }
 
+    /// One call to the shared tier, through the circuit breaker, bounded once: by the tier's
+    /// own timeout when it has one ([`SharedTier::call_timeout`]), else by `op_timeout`.
     pub(crate) async fn tier_call<T>(
         &self,
+        tier: &dyn SharedTier,
         fut: impl Future<Output = Result<T, TierError>>,
     ) -> Result<T, TierError> {
         if self.breaker.permit() == Permit::Denied {
             self.record(Event::BreakerSkip);
             return Err(TierError::Unavailable("circuit breaker open".into()));
         }
-        let r = match tokio::time::timeout(self.opts.op_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(TierError::Timeout),
+        let r = match tier.call_timeout() {
+            Some(_) => fut.await,
+            None => tokio::time::timeout(self.opts.op_timeout, fut).await.unwrap_or(Err(TierError::Timeout)),
         };
         self.tier_result(&r);
         r
@@ -326,7 +329,7 @@ impl Inner {
     /// Reads, verifies and decodes an entry (fresh or not) from the shared tier.
     pub(crate) async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<(V, FrameMeta, u32)> {
         let tier = self.shared()?;
-        let bytes = self.tier_call(tier.get(text)).await.ok()??;
+        let bytes = self.tier_call(tier.as_ref(), tier.get(text)).await.ok()??;
         self.decode(text, &bytes)
     }
 
@@ -430,7 +433,7 @@ impl Inner {
             return;
         };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
-        if self.tier_call(tier.set(text, &framed, keep)).await.is_ok() {
+        if self.tier_call(tier.as_ref(), tier.set(text, &framed, keep)).await.is_ok() {
             self.record(Event::SharedWrite);
         }
     }
@@ -454,13 +457,13 @@ impl Inner {
 
     pub(crate) async fn publish(&self, text: &str) {
         if let Some(tier) = self.shared() {
-            let _ = self.tier_call(tier.publish_invalidation(text)).await;
+            let _ = self.tier_call(tier.as_ref(), tier.publish_invalidation(text)).await;
         }
     }
 
     pub(crate) async fn release(&self, text: Option<&str>, lease: Option<[u8; 16]>) {
         if let (Some(tier), Some(text), Some(token)) = (self.shared(), text, lease) {
-            let _ = self.tier_call(tier.release_lease(text, &token)).await;
+            let _ = self.tier_call(tier.as_ref(), tier.release_lease(text, &token)).await;
         }
     }
 

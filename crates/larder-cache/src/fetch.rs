@@ -88,7 +88,7 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + self.opts.lease_wait;
         let mut waited_once = false;
         loop {
-            match self.tier_call(tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
+            match self.tier_call(tier.as_ref(), tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
                 Ok(Lease::Acquired) => {
                     // Look again after winning the lease: another worker may have stored the
                     // value and released its lease between our miss above and our lease (its
@@ -96,7 +96,7 @@ impl Inner {
                     // for the fleet. (Read quietly: an entry refused above was already
                     // counted as corrupt.)
                     if fresh_but_due.is_none() {
-                        if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
+                        if let Ok(Some(bytes)) = self.tier_call(tier.as_ref(), tier.get(&text)).await {
                             if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
                                 if let Ok(v) = crate::codec::decode::<V>(fr.flags, fr.payload) {
                                     if unix_ms() < fr.meta.expires_ms() {

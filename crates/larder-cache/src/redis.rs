@@ -913,6 +913,10 @@ impl Listener {
 }
 
 impl SharedTier for RedisTier {
+    fn call_timeout(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
+
     fn name(&self) -> &'static str {
         match self.backend {
             Backend::Single { .. } => "redis",

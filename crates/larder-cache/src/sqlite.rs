@@ -454,6 +454,10 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 impl SharedTier for SqliteTier {
+    fn call_timeout(&self) -> Option<Duration> {
+        Some(self.shared.opts.timeout)
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
     }

@@ -121,6 +121,15 @@ pub trait SharedTier: Send + Sync + 'static {
     /// A short name for metrics and logs (`sqlite`, `redis`, `redis-cluster`).
     fn name(&self) -> &'static str;
 
+    /// The bound this tier itself puts on each call (`get`, `set`, `delete`, leases,
+    /// `publish_invalidation`), answering [`TierError::Timeout`] past it. `None` (the
+    /// default): the cache bounds every call with its `op_timeout`. A tier that answers `Some`
+    /// is not timed out a second time — one timer per call (the SQLite and Redis tiers, whose
+    /// timeout is the cache's `op_timeout` when opened from a URL).
+    fn call_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// The frame stored under `key`, if any (expired entries may be returned; the frame
     /// carries its own expiry and the core checks it).
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, TierError>>;

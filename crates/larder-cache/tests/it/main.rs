@@ -36,3 +36,4 @@ mod result_ttl;
 mod secret_invalidate;
 mod sqlite_processes;
 mod store_secret;
+mod sync_async;
