@@ -17,7 +17,7 @@
 //! parameter are in [`crate::redis::connect`]. A Redis URL's `timeout` also sets the cache's
 //! `op_timeout`. When the cache is built, a Redis tier is checked with a `PING` (and a read
 //! under its prefix): wrong credentials, a missing ACL permission or an untrusted
-//! certificate fail the build with [`TierError::Auth`] / [`TierError::Tls`]; a server that is
+//! certificate fail the build with [`TierError::Auth`](crate::TierError::Auth) / [`TierError::Tls`](crate::TierError::Tls); a server that is
 //! only unreachable does not (the cache fails open until it is back).
 //!
 //! Shared tiers are opened by [`open_shared`]: the `match` on the scheme there is the one

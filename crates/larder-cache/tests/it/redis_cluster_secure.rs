@@ -54,6 +54,7 @@ fn backplane_reaches(a: &Cache, b: &Cache) {
 
 #[test]
 fn cluster_with_password_and_over_tls() {
+    let _alone = crate::common::alone();
     // Password, plaintext.
     let plain = RedisCluster::start_with(3, ClusterOptions { password: Some(PW.into()), tls: false });
     let hosts = plain.url().strip_prefix("redis+cluster://").unwrap().to_owned();

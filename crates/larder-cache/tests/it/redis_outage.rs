@@ -108,16 +108,19 @@ async fn outage_and_recovery(mut server: RedisServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_server_killed_stalled_and_restarted() {
+    let _timed = crate::common::timed();
     outage_and_recovery(RedisServer::start()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_server_killed_stalled_and_restarted() {
+    let _timed = crate::common::timed();
     outage_and_recovery(RedisServer::start_unix()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_built_while_the_server_is_down_works_once_it_is_up() {
+    let _timed = crate::common::timed();
     let mut server = RedisServer::start();
     server.kill9();
     let t = tier(&server.url());

@@ -50,6 +50,7 @@ fn check_seed_report(what: &str, report: &common::Report) {
 #[test]
 fn seed_scenario_on_redis_computes_each_input_once() {
     worker_entry();
+    let _alone = common::alone();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,{}", with_secret(&server.url()));
@@ -61,6 +62,7 @@ fn seed_scenario_on_redis_computes_each_input_once() {
 #[test]
 fn seed_scenario_on_redis_cluster_computes_each_input_once() {
     worker_entry();
+    let _alone = common::alone();
     let cluster = RedisCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,{}", with_secret(&cluster.url()));
@@ -180,6 +182,7 @@ fn computation_times(count_file: &Path) -> Vec<u64> {
 #[test]
 fn redis_killed_mid_load_every_call_right_and_cache_used_again_after_restart() {
     worker_entry();
+    let _alone = common::alone();
     let test_name = &test_path(
         module_path!(),
         "redis_killed_mid_load_every_call_right_and_cache_used_again_after_restart",
@@ -279,6 +282,7 @@ fn backplane_between_processes(test_name: &str, url: &str, del: &dyn Fn(&str) ->
 #[test]
 fn invalidation_in_one_process_clears_another_process_local_tier() {
     worker_entry();
+    let _alone = common::alone();
     let server = RedisServer::start();
     backplane_between_processes(
         &test_path(module_path!(), "invalidation_in_one_process_clears_another_process_local_tier"),
@@ -290,6 +294,7 @@ fn invalidation_in_one_process_clears_another_process_local_tier() {
 #[test]
 fn invalidation_across_processes_on_the_cluster() {
     worker_entry();
+    let _alone = common::alone();
     let cluster = RedisCluster::start(3);
     // DEL on whichever node owns the slot (the others answer MOVED).
     let del = |name: &str| {
@@ -310,6 +315,7 @@ fn invalidation_across_processes_on_the_cluster() {
 #[test]
 fn killed_lease_holder_on_redis_is_taken_over_within_lease_ttl() {
     worker_entry();
+    let _alone = common::alone();
     let name = &test_path(module_path!(), "killed_lease_holder_on_redis_is_taken_over_within_lease_ttl");
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

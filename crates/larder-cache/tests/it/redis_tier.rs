@@ -25,6 +25,7 @@ pub fn raw_cluster(cluster: &RedisCluster) -> impl Fn(&[&str]) -> String + '_ {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_single_server_tcp() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start();
     let raw = raw_single(&server);
     conformance(&server.url(), &raw).await;
@@ -33,6 +34,7 @@ async fn conformance_single_server_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_single_server_unix_socket() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start_unix();
     assert!(server.url().starts_with("redis+unix://"));
     let raw = raw_single(&server);
@@ -41,6 +43,7 @@ async fn conformance_single_server_unix_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_cluster() {
+    let _timed = crate::common::timed();
     let cluster = RedisCluster::start(3);
     let raw = raw_cluster(&cluster);
     conformance(&cluster.url(), &raw).await;
@@ -49,6 +52,7 @@ async fn conformance_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_spreads_keys_over_every_node_and_keeps_leases_with_values() {
+    let _timed = crate::common::timed();
     let cluster = RedisCluster::start(3);
     let t = tier(&cluster.url());
     let raw = raw_cluster(&cluster);
@@ -75,6 +79,7 @@ async fn cluster_spreads_keys_over_every_node_and_keeps_leases_with_values() {
 
 #[test]
 fn bad_urls_and_options_are_config_errors() {
+    let _timed = crate::common::timed();
     for url in ["", "http://localhost", "memcached://x", "redis+cluster://", "redis://[::1"] {
         match connect(url, RedisOptions::default()) {
             Err(larder_cache::TierError::Config(_)) => {}
@@ -93,6 +98,7 @@ fn bad_urls_and_options_are_config_errors() {
 
 #[test]
 fn created_outside_a_runtime_and_used_from_one() {
+    let _timed = crate::common::timed();
     // Building the tier needs no runtime (it starts its own for background work).
     let server = RedisServer::start();
     let t = tier(&server.url());
@@ -106,6 +112,7 @@ fn created_outside_a_runtime_and_used_from_one() {
 
 #[tokio::test]
 async fn unreachable_server_is_an_error_within_the_timeout() {
+    let _timed = crate::common::timed();
     // A port nobody listens on: refused at once, or timed out — never a hang, never Ok.
     let port = larder_testkit::free_port();
     let t = connect(&format!("redis://127.0.0.1:{port}"), RedisOptions::default()).unwrap();
@@ -119,6 +126,7 @@ async fn unreachable_server_is_an_error_within_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
+    let _timed = crate::common::timed();
     let mut cluster = RedisCluster::start(3);
     let t = tier(&cluster.url());
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
@@ -150,6 +158,7 @@ async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_invalidation_handler_does_not_stop_the_backplane() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start();
     let t = tier(&server.url());
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();

@@ -18,6 +18,7 @@ fn with_secret(url: &str) -> String {
 
 #[test]
 fn rediss_with_ca_in_url_and_password_shares_values_and_untrusted_is_refused() {
+    let _alone = crate::common::alone();
     let server = RedisServer::start_tls_with(RedisOptions {
         password: Some("tls-pw".into()),
         ..RedisOptions::default()
@@ -65,6 +66,7 @@ fn rediss_with_ca_in_url_and_password_shares_values_and_untrusted_is_refused() {
 
 #[test]
 fn mutual_tls_with_client_certificate_in_url() {
+    let _alone = crate::common::alone();
     let server = RedisServer::start_tls_with(RedisOptions {
         extra_args: vec!["--tls-auth-clients".into(), "yes".into()],
         ..RedisOptions::default()

@@ -10,6 +10,7 @@ use crate::common::{self, spawn_worker, test_path, unix_ms, wait_for_lines, Scen
 #[test]
 fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,sqlite:{}", dir.path().join("cache.db").display());
     let report = Scenario::seed(&spec, dir.path())
@@ -28,6 +29,7 @@ fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
 #[test]
 fn seed_scenario_local_only_computes_per_process() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let report = Scenario::seed("local:1000", dir.path())
         .run(&test_path(module_path!(), "seed_scenario_local_only_computes_per_process"));
@@ -41,6 +43,7 @@ fn seed_scenario_local_only_computes_per_process() {
 #[test]
 fn seed_scenario_sqlite_with_threads_in_each_process() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,sqlite:{}", dir.path().join("cache.db").display());
     let mut scenario = Scenario::seed(&spec, dir.path());
@@ -55,6 +58,7 @@ fn seed_scenario_sqlite_with_threads_in_each_process() {
 #[test]
 fn killed_lease_holder_is_taken_over_within_lease_ttl() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:100,sqlite:{}", dir.path().join("cache.db").display());
     let count_file = dir.path().join("count.log");

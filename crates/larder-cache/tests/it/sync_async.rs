@@ -139,6 +139,7 @@ fn scenario(api: &dyn Api) -> (CacheStats, Vec<String>) {
 
 #[test]
 fn blocking_and_async_apis_count_the_same() {
+    let _timed = crate::common::timed();
     let (sync_stats, sync_metrics) = scenario(&Blocking);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (async_stats, async_metrics) = scenario(&Async(rt));

@@ -25,12 +25,30 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_cache::{Cache, KeySpace};
 
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// Held exclusively by the tests that load the machine (fleets of worker processes) or need it
+/// quiet (TLS handshakes to a cluster within a 250 ms call bound), and shared by the other
+/// tests whose calls have short timeouts: so four busy workers on a two-core machine cannot
+/// push a 250 ms call past its bound, as when each file was its own binary and ran alone.
+/// Tests with no timing in them take neither and run freely.
+static HEAVY: RwLock<()> = RwLock::new(());
+
+/// For a test that loads the machine or needs it quiet: waits until no timed test runs.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    HEAVY.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// For a test with short timeouts: waits until no [`alone`] test runs.
+pub fn timed() -> RwLockReadGuard<'static, ()> {
+    HEAVY.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The name the test harness gives test `name` of module `module` (pass `module_path!()`):
 /// `sqlite_processes::seed_scenario`, the crate's own name left out. A child process runs
