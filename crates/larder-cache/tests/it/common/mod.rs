@@ -25,7 +25,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_cache::{Cache, KeySpace};
@@ -33,21 +33,69 @@ use larder_cache::{Cache, KeySpace};
 #[cfg(feature = "redis")]
 pub mod redis;
 
-/// Held exclusively by the tests that load the machine (fleets of worker processes) or need it
-/// quiet (TLS handshakes to a cluster within a 250 ms call bound), and shared by the other
-/// tests whose calls have short timeouts: so four busy workers on a two-core machine cannot
-/// push a 250 ms call past its bound, as when each file was its own binary and ran alone.
-/// Tests with no timing in them take neither and run freely.
-static HEAVY: RwLock<()> = RwLock::new(());
-
-/// For a test that loads the machine or needs it quiet: waits until no timed test runs.
-pub fn alone() -> RwLockWriteGuard<'static, ()> {
-    HEAVY.write().unwrap_or_else(PoisonError::into_inner)
+/// Who is running, for [`alone`] and [`timed`]: the tests that load the machine (fleets of
+/// worker processes) or need it quiet (TLS handshakes to a cluster within a 250 ms call bound)
+/// run alone; the other tests whose calls have short timeouts run together, never beside
+/// those. So four busy workers on a two-core machine cannot push a 250 ms call past its bound,
+/// as when each file was its own binary and ran alone. Tests with no timing in them take no
+/// slot and run freely.
+///
+/// A slot is a count under a mutex, not a held lock guard, so an async test may keep its slot
+/// across `.await`s.
+struct Slots {
+    state: Mutex<SlotState>,
+    changed: Condvar,
 }
 
-/// For a test with short timeouts: waits until no [`alone`] test runs.
-pub fn timed() -> RwLockReadGuard<'static, ()> {
-    HEAVY.read().unwrap_or_else(PoisonError::into_inner)
+struct SlotState {
+    timed: usize,
+    alone: bool,
+    alone_waiting: usize,
+}
+
+static SLOTS: Slots = Slots {
+    state: Mutex::new(SlotState { timed: 0, alone: false, alone_waiting: 0 }),
+    changed: Condvar::new(),
+};
+
+/// A test's place in [`SLOTS`], given back when dropped.
+#[must_use = "the slot is given back when this is dropped"]
+pub struct Slot {
+    alone: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.alone {
+            s.alone = false;
+        } else {
+            s.timed -= 1;
+        }
+        SLOTS.changed.notify_all();
+    }
+}
+
+/// For a test that loads the machine or needs it quiet: waits until no other slot is taken.
+pub fn alone() -> Slot {
+    let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.alone_waiting += 1;
+    while s.alone || s.timed > 0 {
+        s = SLOTS.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+    }
+    s.alone_waiting -= 1;
+    s.alone = true;
+    Slot { alone: true }
+}
+
+/// For a test with short timeouts: waits until no [`alone`] test runs or waits.
+pub fn timed() -> Slot {
+    let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    while s.alone || s.alone_waiting > 0 {
+        s = SLOTS.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+    }
+    s.timed += 1;
+    Slot { alone: false }
 }
 
 /// The name the test harness gives test `name` of module `module` (pass `module_path!()`):
