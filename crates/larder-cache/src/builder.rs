@@ -165,6 +165,16 @@ impl CacheBuilder {
         self
     }
 
+    /// How many namespaces get a `namespace` label of their own in this cache's metrics
+    /// (default [`DEFAULT_METRIC_NAMESPACES`](crate::DEFAULT_METRIC_NAMESPACES), 50): the
+    /// first `n` seen, in order of first use; every later one is counted under
+    /// [`OTHER_NAMESPACES`](crate::OTHER_NAMESPACES). Bounds the series a scrape returns when
+    /// namespaces are made at run time. `0`: every namespace is `(other)`.
+    pub fn metric_namespaces(mut self, n: usize) -> Self {
+        self.opts.metric_namespaces = n;
+        self
+    }
+
     /// Opens the tiers and builds the cache.
     pub fn build(self) -> Result<Cache, CacheError> {
         // The MAC secret: never a silent public default for a shared tier (store_secret.rs).

@@ -134,7 +134,7 @@ impl Cache {
             me: me.clone(),
             breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
             mac: MacKey::from_secret(secret),
-            counters: Counters::new(shared_name),
+            counters: Counters::new(shared_name, opts.metric_namespaces),
             opts: opts.clone(),
         });
         let mut local_cap = opts.local_max_ttl;
@@ -469,7 +469,7 @@ impl Inner {
 
     /// Counts an event (stats and metrics together).
     #[inline]
-    pub(crate) fn record(&self, e: Event) {
+    pub(crate) fn record(&self, e: Event<'_>) {
         self.counters.record(e);
     }
 }

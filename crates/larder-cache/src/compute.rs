@@ -17,7 +17,7 @@ use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
 use crate::frame::FrameMeta;
 use crate::local::{self as local_clock, LocalKey};
 use crate::runtime::{block_on, note_blocking_on_runtime};
-use crate::stats::Event;
+use crate::stats::{Answer, Event};
 
 /// The result of [`Cache::lookup`]: a fresh local hit, or what is needed to finish the call.
 pub enum Lookup<V> {
@@ -38,6 +38,8 @@ pub struct Pending {
     fallback: Option<Box<dyn Any + Send + Sync>>,
     /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
     ttl_of: Option<TtlOf>,
+    /// When the call began (its local lookup), for `larder_cache_call_seconds`.
+    started: Instant,
 }
 
 /// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
@@ -79,15 +81,15 @@ impl Cache {
         });
         match r {
             Ok(Ok(v)) => {
-                self.inner.record(Event::LocalHit);
+                self.inner.record(Event::LocalHit(space.namespace()));
                 Lookup::Hit(v)
             }
             Ok(Err((key, fallback))) => {
                 if local.is_some() {
-                    self.inner.record(Event::LocalMiss);
+                    self.inner.record(Event::LocalMiss(space.namespace()));
                 }
                 if fallback.is_some() {
-                    self.inner.record(Event::EarlyRefresh);
+                    self.inner.record(Event::EarlyRefresh(space.namespace()));
                 }
                 Lookup::Miss(Pending {
                     cache: self.clone(),
@@ -96,6 +98,7 @@ impl Cache {
                     ttl,
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
                     ttl_of: None,
+                    started: Instant::now(),
                 })
             }
             Err(e) => {
@@ -107,6 +110,7 @@ impl Cache {
                     ttl,
                     fallback: None,
                     ttl_of: None,
+                    started: Instant::now(),
                 })
             }
         }
@@ -253,7 +257,15 @@ impl Cache {
                 None
             }
         };
-        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
+        Pending {
+            cache: self.clone(),
+            space: space.clone(),
+            key,
+            ttl,
+            fallback: None,
+            ttl_of: None,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -405,7 +417,10 @@ impl Pending {
     /// in the local tier, and return what is left for the shared tier (`None`: nothing).
     fn settle_refresh<V: CacheValue, E>(&mut self, r: &Result<V, E>, took: Duration) -> Option<WriteBack> {
         let inner = &self.cache.inner;
-        inner.record(Event::Computed(took));
+        inner.record(Event::Computed(self.space.namespace(), took));
+        if r.is_err() {
+            inner.record(Event::ComputeError(self.space.namespace()));
+        }
         let (Ok(v), Some(key)) = (r, self.key.take()) else { return None };
         let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
         let prepared = inner.prepare(v, self.ttl_for(v), delta_of(took));
@@ -463,26 +478,39 @@ impl Pending {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let span = self.call_span();
+        let (r, answer) = self.run(f, share).instrument(span.clone()).await;
+        self.answered(&span, answer);
+        r
+    }
+
+    async fn run<V, E, F, Fut>(&mut self, f: F, share: Share<E>) -> (Result<V, E>, Answer)
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let inner = self.cache.inner.clone();
         let Some(key) = self.key.take() else {
             let start = Instant::now();
             let r = f().await;
-            inner.record(Event::Computed(start.elapsed()));
-            return r;
+            return self.unkeyed(r, start.elapsed());
         };
         let fallback = self.take_fallback::<V>();
         let flights = inner.flights();
+        let ns = self.space.namespace();
         let guard = loop {
             match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
-                    inner.record(Event::Coalesced);
+                    inner.record(Event::Coalesced(ns));
                     if let Some(v) = &fallback {
                         // This caller claimed an early refresh but someone is already computing.
-                        return Ok(v.clone());
+                        return (Ok(v.clone()), Answer::Coalesced);
                     }
                     match self.waited::<V, E>(flight.wait().await, share) {
-                        Next::Return(r) => return r,
+                        Next::Return(r) => return coalesced(r),
                         Next::Retry => continue,
                         Next::Alone => break None,
                     }
@@ -496,14 +524,12 @@ impl Pending {
         let (text, lease, stale) = match fetched {
             Fetched::Value(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
-                return Ok(v);
+                return (Ok(v), Answer::Shared);
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
         let start = Instant::now();
-        let r = f()
-            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
-            .await;
+        let r = f().instrument(tracing::debug_span!("larder_cache.compute", namespace = ns)).await;
         let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
         if let Some(w) = settled.write_back.take() {
             w.run(&inner).await;
@@ -529,26 +555,38 @@ impl Pending {
         E: Send + Sync + 'static,
         F: FnOnce() -> Result<V, E>,
     {
+        let span = self.call_span();
+        let (r, answer) = span.in_scope(|| self.run_blocking(f, share, &span));
+        self.answered(&span, answer);
+        r
+    }
+
+    fn run_blocking<V, E, F>(&mut self, f: F, share: Share<E>, span: &tracing::Span) -> (Result<V, E>, Answer)
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
         let inner = self.cache.inner.clone();
         let Some(key) = self.key.take() else {
             let start = Instant::now();
             let r = f();
-            inner.record(Event::Computed(start.elapsed()));
-            return r;
+            return self.unkeyed(r, start.elapsed());
         };
         let fallback = self.take_fallback::<V>();
         let flights = inner.flights();
+        let ns = self.space.namespace();
         let guard = loop {
             match flights.join(&key) {
                 Joined::Leader(g) => break Some(g),
                 Joined::Waiter(flight) => {
-                    inner.record(Event::Coalesced);
+                    inner.record(Event::Coalesced(ns));
                     if let Some(v) = &fallback {
-                        return Ok(v.clone());
+                        return (Ok(v.clone()), Answer::Coalesced);
                     }
                     note_blocking_on_runtime();
                     match self.waited::<V, E>(flight.wait_blocking(), share) {
-                        Next::Return(r) => return r,
+                        Next::Return(r) => return coalesced(r),
                         Next::Retry => continue,
                         Next::Alone => break None,
                     }
@@ -558,14 +596,14 @@ impl Pending {
         // Without a shared tier nothing below touches a runtime.
         let fetched = match &guard {
             Some(_) if inner.shared().is_some() => {
-                block_on(inner.fetch::<V>(&self.space, &key, self.cache.local_cap))
+                block_on(inner.fetch::<V>(&self.space, &key, self.cache.local_cap).instrument(span.clone()))
             }
             _ => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
             Fetched::Value(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
-                return Ok(v);
+                return (Ok(v), Answer::Shared);
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
@@ -573,9 +611,42 @@ impl Pending {
         let r = f();
         let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
         if let Some(w) = settled.write_back.take() {
-            block_on(w.run(&inner));
+            block_on(w.run(&inner).instrument(span.clone()));
         }
         settled.done()
+    }
+
+    /// A call whose arguments cannot be a key: computed, counted, never stored.
+    fn unkeyed<V, E>(&self, r: Result<V, E>, took: Duration) -> (Result<V, E>, Answer) {
+        let ns = self.space.namespace();
+        self.cache.inner.record(Event::Computed(ns, took));
+        if r.is_err() {
+            self.cache.inner.record(Event::ComputeError(ns));
+            return (r, Answer::Error);
+        }
+        (r, Answer::Computed)
+    }
+
+    /// The `info` span of a call that missed the local tier. Its fields say how it was
+    /// answered; none carries the key, the arguments, the value or a secret.
+    fn call_span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "larder_cache.call",
+            namespace = self.space.namespace(),
+            tier = self.cache.shared_tier_name().unwrap_or("none"),
+            hit = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        )
+    }
+
+    /// Counts how a call was answered and after how long, and says so in its span.
+    fn answered(&self, span: &tracing::Span, answer: Answer) {
+        let took = self.started.elapsed();
+        self.cache.inner.record(Event::Answered(self.space.namespace(), answer, took));
+        span.record("hit", answer.is_hit());
+        span.record("outcome", answer.as_str());
+        span.record("latency_ms", took.as_secs_f64() * 1000.0);
     }
 
     /// The one settle step of a computation, shared by the async and blocking paths, and
@@ -601,7 +672,8 @@ impl Pending {
         E: Send + Sync + 'static,
     {
         let inner = &self.cache.inner;
-        inner.record(Event::Computed(took));
+        let ns = self.space.namespace();
+        inner.record(Event::Computed(ns, took));
         match r {
             Ok(v) => {
                 let prepared = inner.prepare(&v, self.ttl_for(&v), delta_of(took));
@@ -614,24 +686,25 @@ impl Pending {
                 let write_back = text
                     .map(|text| WriteBack { text, store: prepared, lease, publish: false })
                     .filter(WriteBack::has_work);
-                Settled { result: Ok(v), write_back, then: None }
+                Settled { result: Ok(v), answer: Answer::Computed, write_back, then: None }
             }
             Err(e) => {
                 let write_back = text
                     .map(|text| WriteBack { text, store: None, lease, publish: false })
                     .filter(WriteBack::has_work);
-                let (result, outcome) = match stale {
+                inner.record(Event::ComputeError(ns));
+                let (result, answer, outcome) = match stale {
                     Some(v) => {
-                        inner.record(Event::FailSafeServed);
+                        inner.record(Event::FailSafeServed(ns));
                         let o = Outcome::Value(Arc::new(v.clone()));
-                        (Ok(v), o)
+                        (Ok(v), Answer::Stale, o)
                     }
                     None => {
                         let o = Outcome::Error(Arc::new(share(&e)));
-                        (Err(e), o)
+                        (Err(e), Answer::Error, o)
                     }
                 };
-                Settled { result, write_back, then: guard.map(|g| (g, outcome)) }
+                Settled { result, answer, write_back, then: guard.map(|g| (g, outcome)) }
             }
         }
     }
@@ -641,17 +714,18 @@ impl Pending {
 /// waiters to release once that work is done.
 struct Settled<'g, V, E> {
     result: Result<V, E>,
+    answer: Answer,
     write_back: Option<WriteBack>,
     then: Option<(LeaderGuard<'g>, Outcome)>,
 }
 
 impl<V, E> Settled<'_, V, E> {
-    /// Releases the waiters still held and returns the result.
-    fn done(self) -> Result<V, E> {
+    /// Releases the waiters still held and returns the result and how it was reached.
+    fn done(self) -> (Result<V, E>, Answer) {
         if let Some((g, outcome)) = self.then {
             g.complete(outcome);
         }
-        self.result
+        (self.result, self.answer)
     }
 }
 
@@ -679,6 +753,12 @@ impl WriteBack {
             inner.publish(&self.text).await;
         }
     }
+}
+
+/// A waiter's answer: the leader's value, or the leader's error as `share` made it.
+fn coalesced<V, E>(r: Result<V, E>) -> (Result<V, E>, Answer) {
+    let answer = if r.is_ok() { Answer::Coalesced } else { Answer::Error };
+    (r, answer)
 }
 
 /// A computation's duration as the frame's δ (ms), for XFetch.

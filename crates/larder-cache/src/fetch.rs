@@ -61,14 +61,14 @@ impl Inner {
                 let expires = meta.expires_ms();
                 if now < expires {
                     if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
-                        self.record(Event::SharedHit);
+                        self.record(Event::SharedHit(space.namespace()));
                         self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
                         return Fetched::Value(v);
                     }
-                    self.record(Event::EarlyRefresh);
+                    self.record(Event::EarlyRefresh(space.namespace()));
                     fresh_but_due = Some(v);
                 } else {
-                    self.record(Event::SharedMiss);
+                    self.record(Event::SharedMiss(space.namespace()));
                     if let Some(w) = self.opts.fail_safe {
                         if now < expires.saturating_add(ms(w)) {
                             stale = Some(v);
@@ -77,7 +77,7 @@ impl Inner {
                 }
             }
             None => {
-                self.record(Event::SharedMiss);
+                self.record(Event::SharedMiss(space.namespace()));
             }
         }
         let token = random_token();
@@ -102,7 +102,7 @@ impl Inner {
                                     if unix_ms() < fr.meta.expires_ms() {
                                         let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
                                         self.release(Some(&text), Some(token)).await;
-                                        self.record(Event::SharedHit);
+                                        self.record(Event::SharedHit(space.namespace()));
                                         self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
                                         return Fetched::Value(v);
                                     }
@@ -126,13 +126,16 @@ impl Inner {
                         break;
                     }
                     if !waited_once {
-                        self.record(Event::LeaseWait);
+                        self.record(Event::LeaseWait(space.namespace()));
                         waited_once = true;
                     }
                     let wait = deadline - now;
                     let waited =
                         tokio::time::timeout(wait + self.opts.op_timeout, tier.wait_for_value(&text, wait))
-                            .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
+                            .instrument(tracing::debug_span!(
+                                "larder_cache.lease_wait",
+                                namespace = space.namespace()
+                            ))
                             .await;
                     let got = match waited {
                         Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
@@ -145,7 +148,7 @@ impl Inner {
                     };
                     if let Some((v, meta, size)) = got {
                         if unix_ms() < meta.expires_ms() {
-                            self.record(Event::SharedHit);
+                            self.record(Event::SharedHit(space.namespace()));
                             self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
                             return Fetched::Value(v);
                         }
@@ -164,7 +167,7 @@ impl Inner {
                 }
             }
         }
-        self.record(Event::LeaseTimeout);
+        self.record(Event::LeaseTimeout(space.namespace()));
         Fetched::Compute { key_text: Some(text), lease: None, stale }
     }
 }

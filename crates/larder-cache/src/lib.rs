@@ -109,7 +109,7 @@ pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
 pub use runtime::{blocking_calls_on_runtime, spawn_blocking};
-pub use stats::CacheStats;
+pub use stats::{CacheStats, DEFAULT_METRIC_NAMESPACES, OTHER_NAMESPACES};
 pub use tier::{
     BoxFuture, InvalidationHandler, Inventory, Lease, NamespaceInventory, SharedTier, TierError, TierOptions,
 };

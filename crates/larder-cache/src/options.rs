@@ -20,6 +20,7 @@ pub(crate) struct Options {
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) metric_namespaces: usize,
     pub(crate) codec: crate::codec::ValueCodec,
 }
 
@@ -37,6 +38,7 @@ impl Default for Options {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
+            metric_namespaces: crate::stats::DEFAULT_METRIC_NAMESPACES,
             codec: crate::codec::ValueCodec::Postcard,
         }
     }

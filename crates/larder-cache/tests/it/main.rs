@@ -34,6 +34,7 @@ mod redis_tier;
 mod redis_tls_url;
 mod result_ttl;
 mod secret_invalidate;
+mod spans;
 mod sqlite_processes;
 mod store_secret;
 mod sync_async;

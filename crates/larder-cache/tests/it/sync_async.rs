@@ -148,6 +148,7 @@ fn blocking_and_async_apis_count_the_same() {
     assert_eq!(sync_stats.computations, 4, "{sync_stats:?}"); // keys 1 and 4, and the two failures
     assert_eq!(sync_stats.local_hits, 2, "{sync_stats:?}");
     assert_eq!(sync_stats.shared_hits, 1, "{sync_stats:?}");
+    assert_eq!(sync_stats.compute_errors, 2, "{sync_stats:?}");
     assert_eq!(sync_stats.fail_safe_served, 1, "{sync_stats:?}");
     assert_eq!(sync_stats.lease_waits, 1, "{sync_stats:?}");
     assert_eq!(sync_stats.lease_timeouts, 1, "{sync_stats:?}");
