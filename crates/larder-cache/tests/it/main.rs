@@ -11,6 +11,7 @@
 
 mod common;
 
+mod axum_example;
 #[cfg(all(feature = "cbor", feature = "sqlite"))]
 mod cbor_codec;
 mod core;
