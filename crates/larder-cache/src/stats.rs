@@ -1,11 +1,31 @@
-//! In-process counters (`Cache::stats`) and the `metrics` crate handles.
+//! In-process counters (`Cache::stats`) and the `metrics` crate handles, fed together by
+//! [`Counters::record`].
 //!
 //! Local hits are the hot path: they are counted in per-thread-striped atomics so two threads
 //! hitting one key do not fight over one cache line, and summed when `stats()` is read.
+//!
+//! Metrics of a call carry its namespace as a label, with bounded cardinality: the first
+//! `metric_namespaces` namespaces a cache sees (default [`DEFAULT_METRIC_NAMESPACES`]) get a
+//! label of their own, every later one shares [`OTHER_NAMESPACES`]. Their handles are
+//! registered on first use of the namespace, with the recorder installed then; each thread
+//! remembers the last namespace it counted, so a hit does not look the handles up.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
+use parking_lot::RwLock;
+
+/// Namespaces that get a metrics label of their own, per cache, unless
+/// [`CacheBuilder::metric_namespaces`](crate::CacheBuilder::metric_namespaces) says otherwise.
+pub const DEFAULT_METRIC_NAMESPACES: usize = 50;
+
+/// The `namespace` label of every namespace past the bound (not a valid namespace, so it
+/// never names a real one).
+pub const OTHER_NAMESPACES: &str = "(other)";
 
 const STRIPES: usize = 16;
 
@@ -54,6 +74,8 @@ pub struct CacheStats {
     pub shared_misses: u64,
     /// Times the cached function ran.
     pub computations: u64,
+    /// Computations that returned an error.
+    pub compute_errors: u64,
     /// Callers that waited for another caller in this process (single-flight).
     pub coalesced: u64,
     /// Times this process waited for another process's lease.
@@ -78,73 +100,246 @@ pub struct CacheStats {
     pub invalidations_received: u64,
 }
 
+/// Something the core counts (see [`Counters::record`]); the `&str` is the call's namespace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Event<'a> {
+    /// A fresh value from the local tier.
+    LocalHit(&'a str),
+    /// A lookup that missed the local tier.
+    LocalMiss(&'a str),
+    /// A fresh value from the shared tier.
+    SharedHit(&'a str),
+    /// A shared-tier read that found nothing usable.
+    SharedMiss(&'a str),
+    /// An early recomputation claimed by XFetch.
+    EarlyRefresh(&'a str),
+    /// A caller that waited for another caller in this process.
+    Coalesced(&'a str),
+    /// A wait for another process's lease began.
+    LeaseWait(&'a str),
+    /// A lease wait ended without a value.
+    LeaseTimeout(&'a str),
+    /// The function ran, for this long.
+    Computed(&'a str, Duration),
+    /// The function returned an error.
+    ComputeError(&'a str),
+    /// A stale value served because the function failed.
+    FailSafeServed(&'a str),
+    /// A call that missed the local tier was answered, this way, after this long.
+    Answered(&'a str, Answer, Duration),
+    /// A value stored in the shared tier.
+    SharedWrite,
+    /// A shared-tier call failed or timed out.
+    StoreError,
+    /// A shared-tier call skipped by the open circuit breaker.
+    BreakerSkip,
+    /// The circuit breaker opened.
+    BreakerOpened,
+    /// The circuit breaker closed.
+    BreakerClosed,
+    /// A stored entry refused (did not parse or verify).
+    Corrupt,
+    /// A value not stored because it was too large.
+    Oversize,
+    /// A local entry dropped by another process's invalidation.
+    InvalidationReceived,
+}
+
+/// How a call that missed the local tier was answered (the `outcome` label and span field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A fresh value from the shared tier (or from a lease holder's write).
+    Shared,
+    /// This caller ran the function.
+    Computed,
+    /// Another caller in this process ran it; this one waited.
+    Coalesced,
+    /// The function failed and a stale value was served (fail-safe).
+    Stale,
+    /// The function's error was returned.
+    Error,
+}
+
+impl Answer {
+    const ALL: [Answer; 5] =
+        [Answer::Shared, Answer::Computed, Answer::Coalesced, Answer::Stale, Answer::Error];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Answer::Shared => "shared",
+            Answer::Computed => "computed",
+            Answer::Coalesced => "coalesced",
+            Answer::Stale => "stale",
+            Answer::Error => "error",
+        }
+    }
+
+    /// Answered without running the function in this call.
+    pub(crate) fn is_hit(self) -> bool {
+        matches!(self, Answer::Shared | Answer::Coalesced | Answer::Stale)
+    }
+}
+
 pub(crate) struct Counters {
-    pub(crate) local_hits: Striped,
-    pub(crate) local_misses: AtomicU64,
-    pub(crate) shared_hits: AtomicU64,
-    pub(crate) shared_misses: AtomicU64,
-    pub(crate) computations: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) lease_waits: AtomicU64,
-    pub(crate) lease_timeouts: AtomicU64,
-    pub(crate) store_errors: AtomicU64,
-    pub(crate) breaker_skips: AtomicU64,
-    pub(crate) corrupt_entries: AtomicU64,
-    pub(crate) oversize_values: AtomicU64,
-    pub(crate) early_refreshes: AtomicU64,
-    pub(crate) fail_safe_served: AtomicU64,
-    pub(crate) shared_writes: AtomicU64,
-    pub(crate) invalidations_received: AtomicU64,
-    pub(crate) m: Metrics,
+    local_hits: Striped,
+    local_misses: AtomicU64,
+    shared_hits: AtomicU64,
+    shared_misses: AtomicU64,
+    computations: AtomicU64,
+    compute_errors: AtomicU64,
+    coalesced: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_timeouts: AtomicU64,
+    store_errors: AtomicU64,
+    breaker_skips: AtomicU64,
+    corrupt_entries: AtomicU64,
+    oversize_values: AtomicU64,
+    early_refreshes: AtomicU64,
+    fail_safe_served: AtomicU64,
+    shared_writes: AtomicU64,
+    invalidations_received: AtomicU64,
+    m: TierMetrics,
+    namespaces: Namespaces,
 }
 
-/// `metrics` handles, registered when the cache is built (install the recorder first).
-pub(crate) struct Metrics {
-    pub(crate) local_hit: Counter,
-    pub(crate) local_miss: Counter,
-    pub(crate) shared_hit: Counter,
-    pub(crate) shared_miss: Counter,
-    pub(crate) computations: Counter,
-    pub(crate) compute_seconds: Histogram,
-    pub(crate) lease_waits: Counter,
-    pub(crate) lease_timeouts: Counter,
-    pub(crate) store_errors: Counter,
-    pub(crate) corrupt: Counter,
-    pub(crate) oversize: Counter,
-    pub(crate) early_refresh: Counter,
-    pub(crate) fail_safe: Counter,
-    pub(crate) breaker_open: Gauge,
+/// The cache's `metrics` handles that are not about one call (registered when it is built).
+struct TierMetrics {
+    store_errors: Counter,
+    corrupt: Counter,
+    oversize: Counter,
+    breaker_open: Gauge,
 }
 
-impl Metrics {
+impl TierMetrics {
     fn new(shared: &'static str) -> Self {
-        Metrics {
-            local_hit: metrics::counter!("larder_cache_hits_total", "tier" => "local"),
-            local_miss: metrics::counter!("larder_cache_misses_total", "tier" => "local"),
-            shared_hit: metrics::counter!("larder_cache_hits_total", "tier" => shared),
-            shared_miss: metrics::counter!("larder_cache_misses_total", "tier" => shared),
-            computations: metrics::counter!("larder_cache_computations_total"),
-            compute_seconds: metrics::histogram!("larder_cache_compute_seconds"),
-            lease_waits: metrics::counter!("larder_cache_lease_waits_total", "tier" => shared),
-            lease_timeouts: metrics::counter!("larder_cache_lease_timeouts_total", "tier" => shared),
+        TierMetrics {
             store_errors: metrics::counter!("larder_cache_store_errors_total", "tier" => shared),
             corrupt: metrics::counter!("larder_cache_corrupt_entries_total", "tier" => shared),
             oversize: metrics::counter!("larder_cache_oversize_values_total"),
-            early_refresh: metrics::counter!("larder_cache_early_refreshes_total"),
-            fail_safe: metrics::counter!("larder_cache_fail_safe_served_total"),
             breaker_open: metrics::gauge!("larder_cache_breaker_open", "tier" => shared),
         }
     }
 }
 
+/// The `metrics` handles of one namespace label.
+struct NsMetrics {
+    local_hit: Counter,
+    local_miss: Counter,
+    shared_hit: Counter,
+    shared_miss: Counter,
+    early_refresh: Counter,
+    coalesced: Counter,
+    lease_waits: Counter,
+    lease_timeouts: Counter,
+    computations: Counter,
+    compute_errors: Counter,
+    compute_seconds: Histogram,
+    fail_safe: Counter,
+    /// `larder_cache_call_seconds` by [`Answer`], in [`Answer::ALL`]'s order.
+    call_seconds: [Histogram; 5],
+}
+
+impl NsMetrics {
+    fn new(shared: &'static str, ns: &str) -> Self {
+        let ns = ns.to_owned();
+        let call = |a: Answer| metrics::histogram!("larder_cache_call_seconds", "namespace" => ns.clone(), "outcome" => a.as_str());
+        NsMetrics {
+            local_hit: metrics::counter!("larder_cache_hits_total", "tier" => "local", "namespace" => ns.clone()),
+            local_miss: metrics::counter!("larder_cache_misses_total", "tier" => "local", "namespace" => ns.clone()),
+            shared_hit: metrics::counter!("larder_cache_hits_total", "tier" => shared, "namespace" => ns.clone()),
+            shared_miss: metrics::counter!("larder_cache_misses_total", "tier" => shared, "namespace" => ns.clone()),
+            early_refresh: metrics::counter!("larder_cache_early_refreshes_total", "namespace" => ns.clone()),
+            coalesced: metrics::counter!("larder_cache_coalesced_total", "namespace" => ns.clone()),
+            lease_waits: metrics::counter!("larder_cache_lease_waits_total", "tier" => shared, "namespace" => ns.clone()),
+            lease_timeouts: metrics::counter!("larder_cache_lease_timeouts_total", "tier" => shared, "namespace" => ns.clone()),
+            computations: metrics::counter!("larder_cache_computations_total", "namespace" => ns.clone()),
+            compute_errors: metrics::counter!("larder_cache_compute_errors_total", "namespace" => ns.clone()),
+            compute_seconds: metrics::histogram!("larder_cache_compute_seconds", "namespace" => ns.clone()),
+            fail_safe: metrics::counter!("larder_cache_fail_safe_served_total", "namespace" => ns.clone()),
+            call_seconds: Answer::ALL.map(call),
+        }
+    }
+}
+
+/// The namespace labels of one cache: the first `limit` namespaces seen, then the shared
+/// [`OTHER_NAMESPACES`] handles.
+struct Namespaces {
+    /// Tells caches apart in the per-thread memo (never reused).
+    id: u64,
+    shared: &'static str,
+    limit: usize,
+    labelled: RwLock<HashMap<Box<str>, Arc<NsMetrics>>>,
+    other: std::sync::OnceLock<Arc<NsMetrics>>,
+}
+
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The last namespace this thread counted: (cache id, namespace, its handles).
+type Memo = Option<(u64, Box<str>, Arc<NsMetrics>)>;
+
+thread_local! {
+    static LAST_NAMESPACE: RefCell<Memo> = const { RefCell::new(None) };
+}
+
+impl Namespaces {
+    fn new(shared: &'static str, limit: usize) -> Self {
+        Namespaces {
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            shared,
+            limit,
+            labelled: RwLock::new(HashMap::new()),
+            other: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Runs `f` with the handles of namespace `ns`.
+    #[inline]
+    fn with<R>(&self, ns: &str, f: impl FnOnce(&NsMetrics) -> R) -> R {
+        let memo = LAST_NAMESPACE.try_with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((id, name, m)) if *id == self.id && **name == *ns => Arc::clone(m),
+                _ => {
+                    let m = self.find(ns);
+                    *last = Some((self.id, ns.into(), Arc::clone(&m)));
+                    m
+                }
+            }
+        });
+        match memo {
+            Ok(m) => f(&m),
+            // Thread-local storage is gone (a thread shutting down): look it up.
+            Err(_) => f(&self.find(ns)),
+        }
+    }
+
+    #[cold]
+    fn find(&self, ns: &str) -> Arc<NsMetrics> {
+        if let Some(m) = self.labelled.read().get(ns) {
+            return Arc::clone(m);
+        }
+        let mut labelled = self.labelled.write();
+        if let Some(m) = labelled.get(ns) {
+            return Arc::clone(m);
+        }
+        if labelled.len() < self.limit {
+            let m = Arc::new(NsMetrics::new(self.shared, ns));
+            labelled.insert(ns.into(), Arc::clone(&m));
+            return m;
+        }
+        Arc::clone(self.other.get_or_init(|| Arc::new(NsMetrics::new(self.shared, OTHER_NAMESPACES))))
+    }
+}
+
 impl Counters {
-    pub(crate) fn new(shared: &'static str) -> Self {
+    pub(crate) fn new(shared: &'static str, metric_namespaces: usize) -> Self {
         Counters {
             local_hits: Striped::default(),
             local_misses: AtomicU64::new(0),
             shared_hits: AtomicU64::new(0),
             shared_misses: AtomicU64::new(0),
             computations: AtomicU64::new(0),
+            compute_errors: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             lease_waits: AtomicU64::new(0),
             lease_timeouts: AtomicU64::new(0),
@@ -156,7 +351,85 @@ impl Counters {
             fail_safe_served: AtomicU64::new(0),
             shared_writes: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
-            m: Metrics::new(shared),
+            m: TierMetrics::new(shared),
+            namespaces: Namespaces::new(shared, metric_namespaces),
+        }
+    }
+
+    /// Counts one event: the `Stats` counter and the `metrics` handle together, so the two
+    /// cannot drift apart. The only way the core counts anything.
+    #[inline]
+    pub(crate) fn record(&self, e: Event<'_>) {
+        let ns = |ns: &str, f: &dyn Fn(&NsMetrics)| self.namespaces.with(ns, f);
+        match e {
+            Event::LocalHit(n) => {
+                self.local_hits.incr();
+                ns(n, &|m| m.local_hit.increment(1));
+            }
+            Event::LocalMiss(n) => {
+                bump(&self.local_misses);
+                ns(n, &|m| m.local_miss.increment(1));
+            }
+            Event::SharedHit(n) => {
+                bump(&self.shared_hits);
+                ns(n, &|m| m.shared_hit.increment(1));
+            }
+            Event::SharedMiss(n) => {
+                bump(&self.shared_misses);
+                ns(n, &|m| m.shared_miss.increment(1));
+            }
+            Event::EarlyRefresh(n) => {
+                bump(&self.early_refreshes);
+                ns(n, &|m| m.early_refresh.increment(1));
+            }
+            Event::Coalesced(n) => {
+                bump(&self.coalesced);
+                ns(n, &|m| m.coalesced.increment(1));
+            }
+            Event::LeaseWait(n) => {
+                bump(&self.lease_waits);
+                ns(n, &|m| m.lease_waits.increment(1));
+            }
+            Event::LeaseTimeout(n) => {
+                bump(&self.lease_timeouts);
+                ns(n, &|m| m.lease_timeouts.increment(1));
+            }
+            Event::Computed(n, took) => {
+                bump(&self.computations);
+                ns(n, &|m| {
+                    m.computations.increment(1);
+                    m.compute_seconds.record(took.as_secs_f64());
+                });
+            }
+            Event::ComputeError(n) => {
+                bump(&self.compute_errors);
+                ns(n, &|m| m.compute_errors.increment(1));
+            }
+            Event::FailSafeServed(n) => {
+                bump(&self.fail_safe_served);
+                ns(n, &|m| m.fail_safe.increment(1));
+            }
+            Event::Answered(n, answer, took) => {
+                let i = Answer::ALL.iter().position(|a| *a == answer).unwrap_or(0);
+                ns(n, &|m| m.call_seconds[i].record(took.as_secs_f64()));
+            }
+            Event::SharedWrite => bump(&self.shared_writes),
+            Event::StoreError => {
+                bump(&self.store_errors);
+                self.m.store_errors.increment(1);
+            }
+            Event::BreakerSkip => bump(&self.breaker_skips),
+            Event::BreakerOpened => self.m.breaker_open.set(1.0),
+            Event::BreakerClosed => self.m.breaker_open.set(0.0),
+            Event::Corrupt => {
+                bump(&self.corrupt_entries);
+                self.m.corrupt.increment(1);
+            }
+            Event::Oversize => {
+                bump(&self.oversize_values);
+                self.m.oversize.increment(1);
+            }
+            Event::InvalidationReceived => bump(&self.invalidations_received),
         }
     }
 
@@ -168,6 +441,7 @@ impl Counters {
             shared_hits: l(&self.shared_hits),
             shared_misses: l(&self.shared_misses),
             computations: l(&self.computations),
+            compute_errors: l(&self.compute_errors),
             coalesced: l(&self.coalesced),
             lease_waits: l(&self.lease_waits),
             lease_timeouts: l(&self.lease_timeouts),
@@ -183,6 +457,6 @@ impl Counters {
     }
 }
 
-pub(crate) fn bump(a: &AtomicU64) {
+fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
