@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::cache::{size_of_payload, unix_ms, Cache, CacheValue, Inner};
 use crate::fetch::Fetched;
 use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
+
 use crate::frame::FrameMeta;
 use crate::local::{self as local_clock, LocalKey};
 use crate::runtime::{block_on, note_blocking_on_runtime};
@@ -29,15 +30,19 @@ pub enum Lookup<V> {
 
 /// A call that missed the local tier: the key, already encoded, and the cache.
 pub struct Pending {
-    cache: Cache,
-    space: KeySpace,
+    pub(crate) cache: Cache,
+    pub(crate) space: KeySpace,
     /// `None` when the arguments could not be encoded (NaN, too large): compute, store nothing.
-    key: Option<LocalKey>,
-    ttl: Duration,
+    pub(crate) key: Option<LocalKey>,
+    pub(crate) ttl: Duration,
     /// A still-fresh local value whose early refresh this caller claimed.
-    fallback: Option<Box<dyn Any + Send + Sync>>,
+    pub(crate) fallback: Option<Box<dyn Any + Send + Sync>>,
     /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
-    ttl_of: Option<TtlOf>,
+    pub(crate) ttl_of: Option<TtlOf>,
+    /// This call's soft timeout ([`Pending::soft_timeout`]); `None`: the cache's.
+    pub(crate) soft: Option<Duration>,
+    /// This call's hard timeout ([`Pending::hard_timeout`]); `None`: the cache's.
+    pub(crate) hard: Option<Duration>,
 }
 
 /// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
@@ -96,6 +101,8 @@ impl Cache {
                     ttl,
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
                     ttl_of: None,
+                    soft: None,
+                    hard: None,
                 })
             }
             Err(e) => {
@@ -107,6 +114,8 @@ impl Cache {
                     ttl,
                     fallback: None,
                     ttl_of: None,
+                    soft: None,
+                    hard: None,
                 })
             }
         }
@@ -253,7 +262,16 @@ impl Cache {
                 None
             }
         };
-        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
+        Pending {
+            cache: self.clone(),
+            space: space.clone(),
+            key,
+            ttl,
+            fallback: None,
+            ttl_of: None,
+            soft: None,
+            hard: None,
+        }
     }
 }
 
@@ -294,7 +312,7 @@ impl fmt::Display for LeaderFailed {
 impl std::error::Error for LeaderFailed {}
 
 /// What a waiter does next.
-enum Next<V, E> {
+pub(crate) enum Next<V, E> {
     /// The leader's outcome.
     Return(Result<V, E>),
     /// The leader gave up: join again (perhaps as the new leader).
@@ -337,7 +355,7 @@ impl Pending {
     }
 
     /// The TTL for `v`.
-    fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
+    pub(crate) fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
         self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
     }
 
@@ -415,11 +433,15 @@ impl Pending {
         inner.shared().is_some().then_some(WriteBack { text, store: prepared, lease: None, publish: true })
     }
 
-    fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
+    pub(crate) fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
         self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
     }
 
-    fn waited<V: CacheValue, E: Send + Sync + 'static>(&self, w: Waited, share: Share<E>) -> Next<V, E> {
+    pub(crate) fn waited<V: CacheValue, E: Send + Sync + 'static>(
+        &self,
+        w: Waited,
+        share: Share<E>,
+    ) -> Next<V, E> {
         match w {
             Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
                 Some(v) => Next::Return(Ok(v.clone())),
@@ -494,7 +516,8 @@ impl Pending {
             None => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
-            Fetched::Value(v) => {
+            // (Revalidate and Stale come only from a detached fetch.)
+            Fetched::Value(v) | Fetched::Revalidate { value: v, .. } | Fetched::Stale(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 return Ok(v);
             }
@@ -563,7 +586,8 @@ impl Pending {
             _ => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
-            Fetched::Value(v) => {
+            // (Revalidate and Stale come only from a detached fetch.)
+            Fetched::Value(v) | Fetched::Revalidate { value: v, .. } | Fetched::Stale(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 return Ok(v);
             }
@@ -585,9 +609,9 @@ impl Pending {
     /// the caller to await or block on; after a failure the waiters are released only once
     /// that is done ([`Settled::done`]), so one that computes next finds the lease free.
     #[allow(clippy::too_many_arguments)]
-    fn settle<'g, V, E>(
+    pub(crate) fn settle<V, E>(
         &self,
-        guard: Option<LeaderGuard<'g>>,
+        guard: Option<LeaderGuard>,
         key: &LocalKey,
         text: Option<String>,
         lease: Option<[u8; 16]>,
@@ -595,7 +619,7 @@ impl Pending {
         r: Result<V, E>,
         took: Duration,
         share: Share<E>,
-    ) -> Settled<'g, V, E>
+    ) -> Settled<V, E>
     where
         V: CacheValue,
         E: Send + Sync + 'static,
@@ -639,15 +663,15 @@ impl Pending {
 
 /// A settled computation: its result, the shared-tier work left, and (after a failure) the
 /// waiters to release once that work is done.
-struct Settled<'g, V, E> {
+pub(crate) struct Settled<V, E> {
     result: Result<V, E>,
-    write_back: Option<WriteBack>,
-    then: Option<(LeaderGuard<'g>, Outcome)>,
+    pub(crate) write_back: Option<WriteBack>,
+    then: Option<(LeaderGuard, Outcome)>,
 }
 
-impl<V, E> Settled<'_, V, E> {
+impl<V, E> Settled<V, E> {
     /// Releases the waiters still held and returns the result.
-    fn done(self) -> Result<V, E> {
+    pub(crate) fn done(self) -> Result<V, E> {
         if let Some((g, outcome)) = self.then {
             g.complete(outcome);
         }
@@ -658,19 +682,19 @@ impl<V, E> Settled<'_, V, E> {
 /// What a settled computation leaves for the shared tier, in order: write the value, release
 /// the lease, publish the invalidation (a refresh). The async path awaits [`WriteBack::run`],
 /// the blocking path blocks on it.
-struct WriteBack {
-    text: String,
-    store: Option<(Vec<u8>, FrameMeta)>,
-    lease: Option<[u8; 16]>,
-    publish: bool,
+pub(crate) struct WriteBack {
+    pub(crate) text: String,
+    pub(crate) store: Option<(Vec<u8>, FrameMeta)>,
+    pub(crate) lease: Option<[u8; 16]>,
+    pub(crate) publish: bool,
 }
 
 impl WriteBack {
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         self.store.is_some() || self.lease.is_some() || self.publish
     }
 
-    async fn run(self, inner: &Inner) {
+    pub(crate) async fn run(self, inner: &Inner) {
         if let Some((payload, meta)) = &self.store {
             inner.store_shared(&self.text, payload, *meta).await;
         }
@@ -682,11 +706,11 @@ impl WriteBack {
 }
 
 /// A computation's duration as the frame's δ (ms), for XFetch.
-fn delta_of(took: Duration) -> u32 {
+pub(crate) fn delta_of(took: Duration) -> u32 {
     u32::try_from(took.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn complete(guard: Option<LeaderGuard<'_>>, outcome: Outcome) {
+pub(crate) fn complete(guard: Option<LeaderGuard>, outcome: Outcome) {
     if let Some(g) = guard {
         g.complete(outcome);
     }

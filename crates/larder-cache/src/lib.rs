@@ -90,6 +90,7 @@ pub mod frame;
 mod local;
 mod open;
 mod options;
+mod refresh;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod runtime;
@@ -103,6 +104,7 @@ pub use builder::CacheBuilder;
 pub use cache::{Cache, CacheValue, NO_BACKPLANE_LOCAL_TTL};
 pub use codec::ValueCodec;
 pub use compute::{LeaderFailed, Lookup, Pending, Share};
+pub use refresh::{FactoryTimeout, OnTimeout};
 pub use default::default_cache;
 pub use error::CacheError;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
