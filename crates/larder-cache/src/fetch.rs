@@ -96,8 +96,10 @@ impl Inner {
                     }
                     self.record(Event::EarlyRefresh);
                     if let Mode::Detached { .. } = mode {
-                        // Served now; the refresh runs in the background, under the lease.
+                        // Served now (and kept locally while it is fresh); the refresh runs in
+                        // the background, under the lease.
                         self.record(Event::SharedHit);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
                         return Fetched::Revalidate { value: v, written_ms: meta.written_ms };
                     }
                     fresh_but_due = Some(v);
@@ -128,7 +130,9 @@ impl Inner {
         // Detached, with a fail-safe value and a soft timeout shorter than `lease_wait`: wait
         // for another worker's computation only until the soft timeout, then serve the value.
         let soft_cut = match mode {
-            Mode::Detached { soft: Some(soft) } if stale.is_some() && soft < self.opts.lease_wait => Some(soft),
+            Mode::Detached { soft: Some(soft) } if stale.is_some() && soft < self.opts.lease_wait => {
+                Some(soft)
+            }
             _ => None,
         };
         let deadline = tokio::time::Instant::now() + soft_cut.unwrap_or(self.opts.lease_wait);

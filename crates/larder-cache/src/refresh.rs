@@ -270,9 +270,11 @@ impl Pending {
                 }
             }
         };
-        // A background refresh of this key running in this process (a local-only cache whose
-        // entry expired meanwhile): its value is the one to wait for.
-        if let Some(refresh) = inner.refreshes().running(&key) {
+        // Without a shared tier, a background refresh of this key running in this process
+        // (the local entry expired meanwhile) is the computation to wait for. (With one, the
+        // shared tier serves the stale value or the lease makes this caller wait.)
+        let running = if inner.shared().is_none() { inner.refreshes().running(&key) } else { None };
+        if let Some(refresh) = running {
             if let Waited::Done(Outcome::Value(a)) = refresh.wait().await {
                 if let Some(v) = a.downcast_ref::<V>() {
                     inner.record(Event::Coalesced);
@@ -284,7 +286,9 @@ impl Pending {
         let soft = limit(self.soft, inner.opts.soft_timeout);
         let hard = limit(self.hard, inner.opts.hard_timeout);
         let fetched = match &guard {
-            Some(_) => inner.fetch_in::<V>(&self.space, &key, self.cache.local_cap, Mode::Detached { soft }).await,
+            Some(_) => {
+                inner.fetch_in::<V>(&self.space, &key, self.cache.local_cap, Mode::Detached { soft }).await
+            }
             None => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
@@ -306,7 +310,10 @@ impl Pending {
                 let start = Instant::now();
                 let r = factory
                     .run_here()
-                    .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+                    .instrument(tracing::debug_span!(
+                        "larder_cache.compute",
+                        namespace = self.space.namespace()
+                    ))
                     .await;
                 let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
                 if let Some(w) = settled.write_back.take() {
@@ -319,12 +326,12 @@ impl Pending {
         let mut handle = factory.spawn(rt);
         let mut outcome = None;
         // The soft timeout matters only with a value to serve meanwhile, and before the hard one.
-        if let (Some(s), Some(_)) = (soft, &stale) {
+        if let (Some(s), Some(served)) = (soft, &stale) {
             if hard.is_none_or(|h| s < h) {
                 match tokio::time::timeout(s, &mut handle).await {
                     Ok(j) => outcome = Some(joined(j)),
                     Err(_) => {
-                        let v = stale.clone().unwrap_or_else(|| unreachable!("checked above"));
+                        let v = served.clone();
                         inner.record(Event::StaleServedByTimeout);
                         complete(guard, Outcome::Value(Arc::new(v.clone())));
                         self.finish_in_background(rt, key, text, lease, start, handle);
@@ -368,7 +375,8 @@ impl Pending {
             }
             Err(Panicked(p)) => {
                 // As on the inline path: the flight is abandoned (the guard drops) and the
-                // lease released; the panic goes on to the caller.
+                // lease released; the panic goes on to the caller. (A task is cancelled only
+                // by its runtime shutting down, and the cache's runtime never is.)
                 inner.release(text.as_deref(), lease).await;
                 drop(guard);
                 match p {
@@ -442,7 +450,9 @@ impl Pending {
                     let newer = now < meta.expires_ms()
                         && match seen_ms {
                             Some(seen) => meta.written_ms > seen,
-                            None => !xfetch_due(now, meta.expires_ms(), meta.delta_ms, inner.opts.xfetch_beta),
+                            None => {
+                                !xfetch_due(now, meta.expires_ms(), meta.delta_ms, inner.opts.xfetch_beta)
+                            }
                         };
                     if newer {
                         inner.release(Some(&text), Some(token)).await;
@@ -534,12 +544,18 @@ impl Pending {
                 inner.record(Event::Computed(took));
                 inner.release(text.as_deref(), lease).await;
                 inner.record(Event::RefreshFinished);
-                tracing::warn!(namespace = self.space.namespace(), "background refresh failed; the current value is kept");
+                tracing::warn!(
+                    namespace = self.space.namespace(),
+                    "background refresh failed; the current value is kept"
+                );
             }
             Err(_) => {
                 inner.release(text.as_deref(), lease).await;
                 inner.record(Event::RefreshFinished);
-                tracing::error!(namespace = self.space.namespace(), "background refresh panicked; the current value is kept");
+                tracing::error!(
+                    namespace = self.space.namespace(),
+                    "background refresh panicked; the current value is kept"
+                );
             }
         }
     }
