@@ -795,3 +795,54 @@ async fn memoize_async_hard_timeout_from_attribute_arguments() {
     assert!(matches!(r, Err(Failure::TimedOut(_))), "not cached: timed out again");
     assert_eq!(ASYNC_MEMO_CALLS.load(Ordering::SeqCst) - before, 3);
 }
+
+// ---------------------------------------------------------------------------------------
+// The new events reach `metrics` as well as `Cache::stats`.
+
+#[test]
+fn refresh_and_timeout_events_reach_the_recorder() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are registered when the cache is built: build it under the recorder.
+    let cache = metrics::with_local_recorder(&recorder, || {
+        Cache::builder().local(100).xfetch_beta(1e9).hard_timeout(Duration::from_millis(100)).build()
+    })
+    .unwrap();
+    let space = KeySpace::new("refresh_metrics", 1).unwrap();
+    let call = |key: u8, gate: Option<Arc<Gate>>| -> Result<u32, Failure> {
+        match cache.lookup::<_, u32>(&space, &key, LONG) {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(p) => p.try_compute_blocking_detached(move || {
+                if let Some(g) = gate {
+                    g.wait();
+                }
+                std::thread::sleep(Duration::from_millis(2)); // δ > 0, so XFetch samples
+                Ok(u32::from(key))
+            }),
+        }
+    };
+    assert_eq!(call(1, None), Ok(1));
+    assert_eq!(call(1, None), Ok(1), "the current value, refreshed in the background");
+    wait_until("the refresh to finish", || cache.stats().refreshes_finished == 1);
+    let gate = Gate::new();
+    assert!(matches!(call(2, Some(gate.clone())), Err(Failure::TimedOut(_))));
+    gate.open();
+    let snap = snapshotter.snapshot().into_vec();
+    let counter = |name: &str| {
+        snap.iter()
+            .find(|(ck, ..)| ck.key().name() == name)
+            .map(|(.., v)| v)
+            .unwrap_or_else(|| panic!("{name} not registered"))
+    };
+    assert_eq!(counter("larder_cache_refreshes_started_total"), &DebugValue::Counter(1));
+    assert_eq!(counter("larder_cache_refreshes_finished_total"), &DebugValue::Counter(1));
+    assert_eq!(counter("larder_cache_hard_timeouts_total"), &DebugValue::Counter(1));
+    assert_eq!(counter("larder_cache_stale_served_by_timeout_total"), &DebugValue::Counter(0));
+    assert_eq!(counter("larder_cache_computations_total"), &DebugValue::Counter(2));
+    let st = cache.stats();
+    assert_eq!(
+        (st.refreshes_started, st.refreshes_finished, st.hard_timeouts, st.computations),
+        (1, 1, 1, 2)
+    );
+}
