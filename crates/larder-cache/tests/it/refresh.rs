@@ -359,16 +359,16 @@ fn refresh_worker(spec: &str, files: &Files, expires_at: u64, index: u32) -> i32
         return 4;
     }
     let start = Instant::now();
-    while {
+    let st = loop {
         let st = cache.stats();
-        st.refreshes_started != st.refreshes_finished
-    } {
+        if st.refreshes_started == st.refreshes_finished {
+            break st;
+        }
         if start.elapsed() > Duration::from_secs(60) {
             return 5;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-    let st = cache.stats();
+    };
     append(&files.stats, &format!("{} {} {}", st.refreshes_started, st.computations, st.stale_served));
     eprintln!("refresh worker {index}: {st:?}, {bad} values other than the old one");
     if bad == 0 {
