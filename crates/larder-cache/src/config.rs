@@ -146,7 +146,9 @@ pub fn parse(spec: &str) -> Result<CacheBuilder, CacheError> {
 /// (the tier never sees them) and returned with their durations.
 const TIMING_PARAMS: &[&str] = &["soft_timeout", "hard_timeout", "stale_while_revalidate"];
 
-fn take_timing_params(url: &str) -> Result<(String, Vec<(&'static str, std::time::Duration)>), CacheError> {
+type Timing = Vec<(&'static str, std::time::Duration)>;
+
+fn take_timing_params(url: &str) -> Result<(String, Timing), CacheError> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), Vec::new()));
     };
