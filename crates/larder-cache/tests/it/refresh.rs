@@ -73,18 +73,26 @@ impl From<FactoryTimeout> for Failure {
     }
 }
 
+/// A cache on a SQLite file (tier calls bounded generously: on a loaded machine a write must
+/// not become a counted failure here; these tests are about counts).
 fn sqlite_builder(db: &Path) -> larder_cache::CacheBuilder {
     Cache::builder()
         .secret(&secret())
         .local(100)
         .shared_url(&format!("sqlite:{}", db.display()))
         .ttl_jitter(0.0)
+        .op_timeout(TIER_TIMEOUT)
 }
 
 /// A second cache on the same file, without a local tier: reads what the shared tier holds
 /// without touching the counters of the cache under test.
 fn observer(db: &Path) -> Cache {
-    Cache::builder().secret(&secret()).shared_url(&format!("sqlite:{}", db.display())).build().unwrap()
+    Cache::builder()
+        .secret(&secret())
+        .shared_url(&format!("sqlite:{}", db.display()))
+        .op_timeout(TIER_TIMEOUT)
+        .build()
+        .unwrap()
 }
 
 /// Stores `value` with a short TTL and waits (through `observer`) until it has expired.
@@ -204,6 +212,9 @@ const THREADS: u32 = 4;
 /// Calls each thread makes after the entry's expiry.
 const CALLS_AFTER_EXPIRY: u32 = 25;
 
+/// The tier call bound of the multi-process tests (see `refresh_worker`).
+const TIER_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn refresh_space() -> KeySpace {
     KeySpace::new("refresh_procs", 1).unwrap()
 }
@@ -280,11 +291,16 @@ fn refresh_worker(spec: &str, files: &Files, expires_at: u64, index: u32) -> i32
         .xfetch_beta(0.0)
         .stale_while_revalidate(LONG)
         .lease_ttl(Duration::from_secs(60))
+        // Under a loaded CI machine a 250 ms tier call can time out, and the refresh's write
+        // would fail open (not stored); this test is about counts, not tier latency.
+        .op_timeout(TIER_TIMEOUT)
         .build()
         .unwrap();
     let space = refresh_space();
+    // Worker 0's runtime lives as long as the worker: a Redis tier's connection tasks may run
+    // on it, and this worker's background refresh still writes after its calls are done.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let bad = if index == 0 {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let tasks: Vec<_> = (0..THREADS)
                 .map(|_| {
@@ -442,6 +458,7 @@ fn background_refresh_once_across_processes_on_sqlite() {
         .shared_url(&format!("sqlite:{}", db.display()))
         .ttl_jitter(0.0)
         .stale_while_revalidate(LONG)
+        .op_timeout(TIER_TIMEOUT)
         .build()
         .unwrap();
     let observed = run_refresh_workers(
@@ -467,8 +484,13 @@ fn background_refresh_once_across_processes_on_redis() {
     let base = server.url();
     let url = format!("{base}{}secret={}", if base.contains('?') { '&' } else { '?' }, "5a".repeat(32));
     let spec = format!("local:1000,{url}");
-    let prime =
-        Cache::builder().shared_url(&url).ttl_jitter(0.0).stale_while_revalidate(LONG).build().unwrap();
+    let prime = Cache::builder()
+        .shared_url(&url)
+        .ttl_jitter(0.0)
+        .stale_while_revalidate(LONG)
+        .op_timeout(TIER_TIMEOUT)
+        .build()
+        .unwrap();
     let observed = run_refresh_workers(
         &test_path(module_path!(), "background_refresh_once_across_processes_on_redis"),
         &spec,
