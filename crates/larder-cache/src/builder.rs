@@ -135,6 +135,33 @@ impl CacheBuilder {
         self
     }
 
+    /// Stale-while-revalidate: for up to `window` past its expiry, a value is returned at once
+    /// by the detached API (`Pending::compute_detached`, `#[memoize(detach)]`, …) while one
+    /// worker refreshes it in the background under the lease (default off). Entries are kept
+    /// in the shared tier that much longer. XFetch's early refresh before expiry is detached
+    /// too, with or without this window.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.opts.stale_window = Some(window).filter(|w| !w.is_zero());
+        self
+    }
+
+    /// Soft timeout of the detached API's function (default none): past it, a caller that has
+    /// a fail-safe value ([`fail_safe`](Self::fail_safe)) gets it while the function goes on in
+    /// the background and stores its value when it ends. Without such a value the caller
+    /// keeps waiting (up to the hard timeout). Per call: `Pending::soft_timeout`.
+    pub fn soft_timeout(mut self, after: Duration) -> Self {
+        self.opts.soft_timeout = Some(after).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Hard timeout of the detached API's fallible function (default none): past it, the
+    /// caller gets [`FactoryTimeout`](crate::FactoryTimeout) (as its own error type), nothing
+    /// is stored and the lease is released. Per call: `Pending::hard_timeout`.
+    pub fn hard_timeout(mut self, after: Duration) -> Self {
+        self.opts.hard_timeout = Some(after).filter(|d| !d.is_zero());
+        self
+    }
+
     /// Caps how long the local tier keeps a value (default: no cap beyond the entry's TTL when
     /// the shared tier has an invalidation backplane, 30 s when it has none, such as SQLite, so
     /// an invalidation in another process is seen within that time).

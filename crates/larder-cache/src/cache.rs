@@ -37,6 +37,8 @@ pub(crate) struct ProcessState {
     generation: u64,
     shared: Option<Arc<dyn SharedTier>>,
     flights: Arc<Flights>,
+    /// Background refreshes running in this process, by key (at most one per key).
+    refreshes: Arc<Flights>,
 }
 
 pub(crate) struct Inner {
@@ -129,6 +131,7 @@ impl Cache {
                 generation: larder_fork::generation(),
                 shared: shared.clone(),
                 flights: Arc::new(Flights::default()),
+                refreshes: Arc::new(Flights::default()),
             })),
             spec,
             me: me.clone(),
@@ -273,7 +276,12 @@ impl Inner {
         if let Some(tier) = &shared {
             subscribe(&self.me, tier.as_ref());
         }
-        let fresh = Arc::new(ProcessState { generation, shared, flights: Arc::new(Flights::default()) });
+        let fresh = Arc::new(ProcessState {
+            generation,
+            shared,
+            flights: Arc::new(Flights::default()),
+            refreshes: Arc::new(Flights::default()),
+        });
         // The parent's tier and flights: never touched or dropped in this process.
         std::mem::forget(std::mem::replace(&mut *slot, fresh.clone()));
         fresh
@@ -287,6 +295,11 @@ impl Inner {
     /// This process's in-process flights.
     pub(crate) fn flights(&self) -> Arc<Flights> {
         self.process().flights.clone()
+    }
+
+    /// This process's background refreshes in progress.
+    pub(crate) fn refreshes(&self) -> Arc<Flights> {
+        self.process().refreshes.clone()
     }
 
     /// One call to the shared tier, through the circuit breaker, bounded once: by the tier's
@@ -432,7 +445,7 @@ impl Inner {
         else {
             return;
         };
-        let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
+        let keep = Duration::from_millis(meta.ttl_ms) + self.opts.keep_past_expiry();
         if self.tier_call(tier.as_ref(), tier.set(text, &framed, keep)).await.is_ok() {
             self.record(Event::SharedWrite);
         }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::cache::{size_of_payload, unix_ms, Cache, CacheValue, Inner};
 use crate::fetch::Fetched;
 use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
+
 use crate::frame::FrameMeta;
 use crate::local::{self as local_clock, LocalKey};
 use crate::runtime::{block_on, note_blocking_on_runtime};
@@ -29,17 +30,21 @@ pub enum Lookup<V> {
 
 /// A call that missed the local tier: the key, already encoded, and the cache.
 pub struct Pending {
-    cache: Cache,
-    space: KeySpace,
+    pub(crate) cache: Cache,
+    pub(crate) space: KeySpace,
     /// `None` when the arguments could not be encoded (NaN, too large): compute, store nothing.
-    key: Option<LocalKey>,
-    ttl: Duration,
+    pub(crate) key: Option<LocalKey>,
+    pub(crate) ttl: Duration,
     /// A still-fresh local value whose early refresh this caller claimed.
-    fallback: Option<Box<dyn Any + Send + Sync>>,
+    pub(crate) fallback: Option<Box<dyn Any + Send + Sync>>,
     /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
-    ttl_of: Option<TtlOf>,
+    pub(crate) ttl_of: Option<TtlOf>,
     /// When the call began (its local lookup), for `larder_cache_call_seconds`.
-    started: Instant,
+    pub(crate) started: Instant,
+    /// This call's soft timeout ([`Pending::soft_timeout`]); `None`: the cache's.
+    pub(crate) soft: Option<Duration>,
+    /// This call's hard timeout ([`Pending::hard_timeout`]); `None`: the cache's.
+    pub(crate) hard: Option<Duration>,
 }
 
 /// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
@@ -99,6 +104,8 @@ impl Cache {
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
                     ttl_of: None,
                     started: Instant::now(),
+                    soft: None,
+                    hard: None,
                 })
             }
             Err(e) => {
@@ -111,6 +118,8 @@ impl Cache {
                     fallback: None,
                     ttl_of: None,
                     started: Instant::now(),
+                    soft: None,
+                    hard: None,
                 })
             }
         }
@@ -265,6 +274,8 @@ impl Cache {
             fallback: None,
             ttl_of: None,
             started: Instant::now(),
+            soft: None,
+            hard: None,
         }
     }
 }
@@ -306,7 +317,7 @@ impl fmt::Display for LeaderFailed {
 impl std::error::Error for LeaderFailed {}
 
 /// What a waiter does next.
-enum Next<V, E> {
+pub(crate) enum Next<V, E> {
     /// The leader's outcome.
     Return(Result<V, E>),
     /// The leader gave up: join again (perhaps as the new leader).
@@ -349,7 +360,7 @@ impl Pending {
     }
 
     /// The TTL for `v`.
-    fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
+    pub(crate) fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
         self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
     }
 
@@ -430,11 +441,15 @@ impl Pending {
         inner.shared().is_some().then_some(WriteBack { text, store: prepared, lease: None, publish: true })
     }
 
-    fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
+    pub(crate) fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
         self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
     }
 
-    fn waited<V: CacheValue, E: Send + Sync + 'static>(&self, w: Waited, share: Share<E>) -> Next<V, E> {
+    pub(crate) fn waited<V: CacheValue, E: Send + Sync + 'static>(
+        &self,
+        w: Waited,
+        share: Share<E>,
+    ) -> Next<V, E> {
         match w {
             Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
                 Some(v) => Next::Return(Ok(v.clone())),
@@ -522,7 +537,8 @@ impl Pending {
             None => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
-            Fetched::Value(v) => {
+            // (Revalidate and Stale come only from a detached fetch.)
+            Fetched::Value(v) | Fetched::Revalidate { value: v, .. } | Fetched::Stale(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 return (Ok(v), Answer::Shared);
             }
@@ -601,7 +617,8 @@ impl Pending {
             _ => Fetched::Compute { key_text: None, lease: None, stale: None },
         };
         let (text, lease, stale) = match fetched {
-            Fetched::Value(v) => {
+            // (Revalidate and Stale come only from a detached fetch.)
+            Fetched::Value(v) | Fetched::Revalidate { value: v, .. } | Fetched::Stale(v) => {
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 return (Ok(v), Answer::Shared);
             }
@@ -656,9 +673,9 @@ impl Pending {
     /// the caller to await or block on; after a failure the waiters are released only once
     /// that is done ([`Settled::done`]), so one that computes next finds the lease free.
     #[allow(clippy::too_many_arguments)]
-    fn settle<'g, V, E>(
+    pub(crate) fn settle<V, E>(
         &self,
-        guard: Option<LeaderGuard<'g>>,
+        guard: Option<LeaderGuard>,
         key: &LocalKey,
         text: Option<String>,
         lease: Option<[u8; 16]>,
@@ -666,7 +683,7 @@ impl Pending {
         r: Result<V, E>,
         took: Duration,
         share: Share<E>,
-    ) -> Settled<'g, V, E>
+    ) -> Settled<V, E>
     where
         V: CacheValue,
         E: Send + Sync + 'static,
@@ -712,16 +729,16 @@ impl Pending {
 
 /// A settled computation: its result, the shared-tier work left, and (after a failure) the
 /// waiters to release once that work is done.
-struct Settled<'g, V, E> {
+pub(crate) struct Settled<V, E> {
     result: Result<V, E>,
     answer: Answer,
-    write_back: Option<WriteBack>,
-    then: Option<(LeaderGuard<'g>, Outcome)>,
+    pub(crate) write_back: Option<WriteBack>,
+    then: Option<(LeaderGuard, Outcome)>,
 }
 
-impl<V, E> Settled<'_, V, E> {
+impl<V, E> Settled<V, E> {
     /// Releases the waiters still held and returns the result and how it was reached.
-    fn done(self) -> (Result<V, E>, Answer) {
+    pub(crate) fn done(self) -> (Result<V, E>, Answer) {
         if let Some((g, outcome)) = self.then {
             g.complete(outcome);
         }
@@ -732,19 +749,19 @@ impl<V, E> Settled<'_, V, E> {
 /// What a settled computation leaves for the shared tier, in order: write the value, release
 /// the lease, publish the invalidation (a refresh). The async path awaits [`WriteBack::run`],
 /// the blocking path blocks on it.
-struct WriteBack {
-    text: String,
-    store: Option<(Vec<u8>, FrameMeta)>,
-    lease: Option<[u8; 16]>,
-    publish: bool,
+pub(crate) struct WriteBack {
+    pub(crate) text: String,
+    pub(crate) store: Option<(Vec<u8>, FrameMeta)>,
+    pub(crate) lease: Option<[u8; 16]>,
+    pub(crate) publish: bool,
 }
 
 impl WriteBack {
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         self.store.is_some() || self.lease.is_some() || self.publish
     }
 
-    async fn run(self, inner: &Inner) {
+    pub(crate) async fn run(self, inner: &Inner) {
         if let Some((payload, meta)) = &self.store {
             inner.store_shared(&self.text, payload, *meta).await;
         }
@@ -762,11 +779,11 @@ fn coalesced<V, E>(r: Result<V, E>) -> (Result<V, E>, Answer) {
 }
 
 /// A computation's duration as the frame's δ (ms), for XFetch.
-fn delta_of(took: Duration) -> u32 {
+pub(crate) fn delta_of(took: Duration) -> u32 {
     u32::try_from(took.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn complete(guard: Option<LeaderGuard<'_>>, outcome: Outcome) {
+pub(crate) fn complete(guard: Option<LeaderGuard>, outcome: Outcome) {
     if let Some(g) = guard {
         g.complete(outcome);
     }

@@ -20,6 +20,10 @@
 //! certificate fail the build with [`TierError::Auth`](crate::TierError::Auth) / [`TierError::Tls`](crate::TierError::Tls); a server that is
 //! only unreachable does not (the cache fails open until it is back).
 //!
+//! Any shared tier URL also takes the cache's timing parameters (taken out before the tier
+//! is opened): `soft_timeout=200ms`, `hard_timeout=2s`, `stale_while_revalidate=1m` — the
+//! [`CacheBuilder`] settings of the same names (`docs/cache.md`, *Off the request path*).
+//!
 //! Shared tiers are opened by [`open_shared`]: the `match` on the scheme there is the one
 //! place a new tier is registered.
 
@@ -123,11 +127,49 @@ pub fn parse(spec: &str) -> Result<CacheBuilder, CacheError> {
                         b = b.op_timeout(t);
                     }
                 }
+                let (item, timing) = take_timing_params(&item)?;
+                for (name, d) in timing {
+                    b = match name {
+                        "soft_timeout" => b.soft_timeout(d),
+                        "hard_timeout" => b.hard_timeout(d),
+                        _ => b.stale_while_revalidate(d),
+                    };
+                }
                 b = b.shared_url(&item);
             }
         }
     }
     Ok(b)
+}
+
+/// The cache's own timing parameters, valid on any shared tier URL: taken out of the URL
+/// (the tier never sees them) and returned with their durations.
+const TIMING_PARAMS: &[&str] = &["soft_timeout", "hard_timeout", "stale_while_revalidate"];
+
+type Timing = Vec<(&'static str, std::time::Duration)>;
+
+fn take_timing_params(url: &str) -> Result<(String, Timing), CacheError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), Vec::new()));
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut found = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match TIMING_PARAMS.iter().find(|p| **p == k) {
+            Some(name) => {
+                let d =
+                    parse_duration(v).map_err(|e| CacheError::Config(format!("cache URL `{name}`: {e}")))?;
+                if d.is_zero() {
+                    return Err(CacheError::Config(format!("cache URL `{name}` must be positive")));
+                }
+                found.push((*name, d));
+            }
+            None => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, found))
 }
 
 /// The value of query parameter `name` in a tier URL, if present (not decoded).
@@ -180,6 +222,26 @@ mod tests {
         // The URL's timeout becomes the cache's op_timeout; a bad one is a config error.
         assert!(parse("redis://127.0.0.1:1?timeout=soon").is_err());
         assert!(parse("redis://127.0.0.1:1?timeout=0s").is_err());
+    }
+
+    #[test]
+    fn timing_params_leave_the_tier_url() {
+        let (url, found) =
+            take_timing_params("sqlite:/tmp/x.db?max_entries=5&soft_timeout=50ms&stale_while_revalidate=1m")
+                .unwrap();
+        assert_eq!(url, "sqlite:/tmp/x.db?max_entries=5");
+        assert_eq!(
+            found,
+            vec![
+                ("soft_timeout", std::time::Duration::from_millis(50)),
+                ("stale_while_revalidate", std::time::Duration::from_secs(60))
+            ]
+        );
+        let (url, found) = take_timing_params("redis://h:1?hard_timeout=2s").unwrap();
+        assert_eq!((url.as_str(), found.len()), ("redis://h:1", 1));
+        assert!(matches!(take_timing_params("sqlite:/x?hard_timeout=soon"), Err(CacheError::Config(_))));
+        assert!(matches!(take_timing_params("sqlite:/x?soft_timeout=0s"), Err(CacheError::Config(_))));
+        assert!(parse("local:10,sqlite:/tmp/x.db?soft_timeout=100ms&hard_timeout=1s").is_ok());
     }
 
     #[test]

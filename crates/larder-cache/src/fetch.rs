@@ -33,9 +33,27 @@ pub(crate) fn xfetch_due(now_ms: u64, expires_ms: u64, delta_ms: u32, beta: f64)
     (now_ms as f64) + gap >= expires_ms as f64
 }
 
+/// How the function of a call may run (see `refresh.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// In the caller's request, always (the plain API: the function may borrow).
+    Inline,
+    /// Off the request path when a value can be served meanwhile (the detached API): a
+    /// fresh value XFetch wants refreshed, or an expired one inside the stale-while-revalidate
+    /// window, is returned as [`Fetched::Revalidate`]; a lease wait holding a fail-safe value
+    /// is cut at `soft` ([`Fetched::Stale`]).
+    Detached { soft: Option<Duration> },
+}
+
 pub(crate) enum Fetched<V> {
     /// A fresh value: done.
     Value(V),
+    /// Serve `value` now and refresh the entry in the background (detached mode only).
+    /// `written_ms`: when the served entry was written (a newer one needs no refresh).
+    Revalidate { value: V, written_ms: u64 },
+    /// A fail-safe value served because another worker's computation passed the soft
+    /// timeout (detached mode only).
+    Stale(V),
     /// Compute; `lease` says whether we hold the shared lease; `stale` is a value to serve if
     /// the computation fails.
     Compute { key_text: Option<String>, lease: Option<[u8; 16]>, stale: Option<V> },
@@ -48,6 +66,17 @@ impl Inner {
         space: &KeySpace,
         key: &LocalKey,
         cap: Option<Duration>,
+    ) -> Fetched<V> {
+        self.fetch_in(space, key, cap, Mode::Inline).await
+    }
+
+    /// [`fetch`](Self::fetch) for a call whose function may run in `mode`.
+    pub(crate) async fn fetch_in<V: CacheValue>(
+        &self,
+        space: &KeySpace,
+        key: &LocalKey,
+        cap: Option<Duration>,
+        mode: Mode,
     ) -> Fetched<V> {
         let Some(tier) = self.shared() else {
             return Fetched::Compute { key_text: None, lease: None, stale: None };
@@ -66,9 +95,22 @@ impl Inner {
                         return Fetched::Value(v);
                     }
                     self.record(Event::EarlyRefresh(space.namespace()));
+                    if let Mode::Detached { .. } = mode {
+                        // Served now (and kept locally while it is fresh); the refresh runs in
+                        // the background, under the lease.
+                        self.record(Event::SharedHit(space.namespace()));
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        return Fetched::Revalidate { value: v, written_ms: meta.written_ms };
+                    }
                     fresh_but_due = Some(v);
                 } else {
                     self.record(Event::SharedMiss(space.namespace()));
+                    if let (Mode::Detached { .. }, Some(w)) = (mode, self.opts.stale_window) {
+                        if now < expires.saturating_add(ms(w)) {
+                            self.record(Event::StaleServed);
+                            return Fetched::Revalidate { value: v, written_ms: meta.written_ms };
+                        }
+                    }
                     if let Some(w) = self.opts.fail_safe {
                         if now < expires.saturating_add(ms(w)) {
                             stale = Some(v);
@@ -85,8 +127,17 @@ impl Inner {
         // holder dies or gives up, its lease disappears without a value: the waiters then try
         // to take the lease themselves (one wins and computes, the others wait for it) rather
         // than all computing at once.
-        let deadline = tokio::time::Instant::now() + self.opts.lease_wait;
+        // Detached, with a fail-safe value and a soft timeout shorter than `lease_wait`: wait
+        // for another worker's computation only until the soft timeout, then serve the value.
+        let soft_cut = match mode {
+            Mode::Detached { soft: Some(soft) } if stale.is_some() && soft < self.opts.lease_wait => {
+                Some(soft)
+            }
+            _ => None,
+        };
+        let deadline = tokio::time::Instant::now() + soft_cut.unwrap_or(self.opts.lease_wait);
         let mut waited_once = false;
+        let mut timed_out = false;
         loop {
             match self.tier_call(tier.as_ref(), tier.try_lease(&text, &token, self.opts.lease_ttl)).await {
                 Ok(Lease::Acquired) => {
@@ -123,6 +174,7 @@ impl Inner {
                     }
                     let now = tokio::time::Instant::now();
                     if now >= deadline {
+                        timed_out = true;
                         break;
                     }
                     if !waited_once {
@@ -144,7 +196,10 @@ impl Inner {
                             self.tier_result::<()>(&Err(e));
                             break;
                         }
-                        Err(_) => break,
+                        Err(_) => {
+                            timed_out = true;
+                            break;
+                        }
                     };
                     if let Some((v, meta, size)) = got {
                         if unix_ms() < meta.expires_ms() {
@@ -166,6 +221,10 @@ impl Inner {
                     }
                 }
             }
+        }
+        if let (true, Some(_), Some(v)) = (timed_out, soft_cut, stale.clone()) {
+            self.record(Event::StaleServedByTimeout);
+            return Fetched::Stale(v);
         }
         self.record(Event::LeaseTimeout(space.namespace()));
         Fetched::Compute { key_text: Some(text), lease: None, stale }

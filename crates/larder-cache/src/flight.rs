@@ -102,13 +102,15 @@ pub(crate) struct Flights {
     map: Mutex<HashMap<LocalKey, Arc<Flight>>>,
 }
 
-pub(crate) enum Joined<'a> {
-    Leader(LeaderGuard<'a>),
+pub(crate) enum Joined {
+    Leader(LeaderGuard),
     Waiter(Arc<Flight>),
 }
 
 impl Flights {
-    pub(crate) fn join(&self, key: &LocalKey) -> Joined<'_> {
+    /// Joins the flight of `key`, or starts it (the guard owns a handle on `self`, so a
+    /// background refresh can carry it into a task).
+    pub(crate) fn join(self: &Arc<Self>, key: &LocalKey) -> Joined {
         let mut map = lock(&self.map);
         if let Some(f) = map.get(key) {
             return Joined::Waiter(f.clone());
@@ -119,7 +121,12 @@ impl Flights {
             notify: Notify::new(),
         });
         map.insert(key.clone(), flight.clone());
-        Joined::Leader(LeaderGuard { flights: self, key: key.clone(), flight, done: false })
+        Joined::Leader(LeaderGuard { flights: self.clone(), key: key.clone(), flight, done: false })
+    }
+
+    /// The flight of `key` in progress, if any (joins nothing).
+    pub(crate) fn running(&self, key: &LocalKey) -> Option<Arc<Flight>> {
+        lock(&self.map).get(key).cloned()
     }
 
     #[cfg(test)]
@@ -130,14 +137,14 @@ impl Flights {
 
 /// Held by the one caller computing a key. Dropping it without [`complete`](Self::complete)
 /// abandons the flight.
-pub(crate) struct LeaderGuard<'a> {
-    flights: &'a Flights,
+pub(crate) struct LeaderGuard {
+    flights: Arc<Flights>,
     key: LocalKey,
     flight: Arc<Flight>,
     done: bool,
 }
 
-impl LeaderGuard<'_> {
+impl LeaderGuard {
     pub(crate) fn complete(mut self, outcome: Outcome) {
         self.finish(State::Done(outcome));
         self.done = true;
@@ -162,7 +169,7 @@ impl LeaderGuard<'_> {
     }
 }
 
-impl Drop for LeaderGuard<'_> {
+impl Drop for LeaderGuard {
     fn drop(&mut self) {
         if !self.done {
             self.finish(State::Abandoned);
@@ -176,7 +183,7 @@ mod tests {
 
     #[test]
     fn abandoned_leader_releases_waiters() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let k = LocalKey::new("t:v1:", b"k");
         let leader = match flights.join(&k) {
             Joined::Leader(g) => g,

@@ -13,7 +13,8 @@
 //!   Redis Cluster beyond one host. Shared tiers implement [`SharedTier`] and store opaque,
 //!   MAC-authenticated [frames](frame).
 //! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
-//!   XFetch early recomputation, TTL jitter, fail-safe, fail-open with a circuit breaker,
+//!   XFetch early recomputation (in the background with the detached API), stale-while-
+//!   revalidate, soft/hard factory timeouts, TTL jitter, fail-safe, fail-open with a circuit breaker,
 //!   invalidation across processes, `metrics` counters and [`Cache::stats`].
 //! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls,
 //!   and companions on the same key space, secret and cache: `quote::key(…)`, `peek`,
@@ -64,8 +65,11 @@
 //! * Its async API needs a Tokio runtime (timeouts use Tokio's timer); the blocking API brings
 //!   its own. A blocking call that waits on a Tokio runtime thread is counted and warned about
 //!   once ([`blocking_calls_on_runtime`]); use [`spawn_blocking`] or an async function.
-//! * It does not stale-while-revalidate in the background: XFetch refreshes hot keys before
-//!   they expire, inside a caller's request.
+//! * The plain functions (`get_or_compute`, `Pending::compute`, …) take a function that may
+//!   borrow, so it runs inside the caller's request — an XFetch early refresh too. Off the
+//!   request path (background refresh, stale-while-revalidate, soft and hard timeouts) only
+//!   the detached functions (`Pending::compute_detached`, `#[memoize(detach)]`, …), whose
+//!   function is `Send + 'static`: see `docs/cache.md`, *Off the request path*.
 //!
 //! Design, defaults and the reasons for them: `docs/cache.md`. Frame format:
 //! `docs/cache-value-format.md`.
@@ -92,6 +96,7 @@ mod open;
 mod options;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod refresh;
 mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -108,6 +113,7 @@ pub use error::CacheError;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
+pub use refresh::{FactoryTimeout, OnTimeout};
 pub use runtime::{blocking_calls_on_runtime, spawn_blocking};
 pub use stats::{CacheStats, DEFAULT_METRIC_NAMESPACES, OTHER_NAMESPACES};
 pub use tier::{
@@ -219,6 +225,46 @@ pub mod __private {
     }
     impl<E> ShareNot<E> for ShareOf<E> {
         fn share_fn(&self) -> crate::Share<E> {
+            |_| None
+        }
+    }
+
+    /// How `#[memoize(detach)]` turns a hard timeout into the function's error, chosen by the
+    /// error type (autoref specialization): `E::from(FactoryTimeout)` if it implements that,
+    /// else none (the hard timeout does not apply; the caller waits).
+    pub struct TimeoutOf<E>(core::marker::PhantomData<E>);
+
+    impl<E> TimeoutOf<E> {
+        /// The probe.
+        pub fn new() -> Self {
+            TimeoutOf(core::marker::PhantomData)
+        }
+    }
+
+    impl<E> Default for TimeoutOf<E> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// First choice: `From<FactoryTimeout>`.
+    pub trait TimeoutByFrom<E> {
+        /// The conversion.
+        fn on_timeout_fn(&self) -> crate::OnTimeout<E>;
+    }
+    impl<E: From<crate::FactoryTimeout>> TimeoutByFrom<E> for &TimeoutOf<E> {
+        fn on_timeout_fn(&self) -> crate::OnTimeout<E> {
+            |t| Some(E::from(t))
+        }
+    }
+
+    /// Otherwise: no hard timeout for this function.
+    pub trait TimeoutNot<E> {
+        /// The conversion.
+        fn on_timeout_fn(&self) -> crate::OnTimeout<E>;
+    }
+    impl<E> TimeoutNot<E> for TimeoutOf<E> {
+        fn on_timeout_fn(&self) -> crate::OnTimeout<E> {
             |_| None
         }
     }

@@ -22,6 +22,21 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Duration,
     pub(crate) metric_namespaces: usize,
     pub(crate) codec: crate::codec::ValueCodec,
+    /// After this, a caller with a stale value gets it while the function goes on.
+    pub(crate) soft_timeout: Option<Duration>,
+    /// After this, a caller gets [`FactoryTimeout`](crate::FactoryTimeout).
+    pub(crate) hard_timeout: Option<Duration>,
+    /// How long past its expiry a value is served at once while it is refreshed in the
+    /// background (stale-while-revalidate).
+    pub(crate) stale_window: Option<Duration>,
+}
+
+impl Options {
+    /// How long a shared entry is kept past its expiry: the longer of the fail-safe and
+    /// stale-while-revalidate windows.
+    pub(crate) fn keep_past_expiry(&self) -> Duration {
+        self.fail_safe.unwrap_or(Duration::ZERO).max(self.stale_window.unwrap_or(Duration::ZERO))
+    }
 }
 
 impl Default for Options {
@@ -40,6 +55,9 @@ impl Default for Options {
             poll_interval: Duration::from_millis(10),
             metric_namespaces: crate::stats::DEFAULT_METRIC_NAMESPACES,
             codec: crate::codec::ValueCodec::Postcard,
+            soft_timeout: None,
+            hard_timeout: None,
+            stale_window: None,
         }
     }
 }

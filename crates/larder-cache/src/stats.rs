@@ -98,6 +98,17 @@ pub struct CacheStats {
     pub shared_writes: u64,
     /// Entries dropped from the local tier by invalidation messages.
     pub invalidations_received: u64,
+    /// Background refreshes whose computation started (this process ran the function off
+    /// the request path: XFetch, stale-while-revalidate, or after a soft timeout).
+    pub refreshes_started: u64,
+    /// Background refreshes whose computation ended (value stored, or error counted).
+    pub refreshes_finished: u64,
+    /// Expired values served at once while a background refresh runs (stale-while-revalidate).
+    pub stale_served: u64,
+    /// Stale values served because the function ran past its soft timeout.
+    pub stale_served_by_timeout: u64,
+    /// Calls that failed because the function ran past its hard timeout.
+    pub hard_timeouts: u64,
 }
 
 /// Something the core counts (see [`Counters::record`]); the `&str` is the call's namespace.
@@ -143,6 +154,16 @@ pub(crate) enum Event<'a> {
     Oversize,
     /// A local entry dropped by another process's invalidation.
     InvalidationReceived,
+    /// A background refresh began computing.
+    RefreshStarted,
+    /// A background refresh finished computing.
+    RefreshFinished,
+    /// An expired value served while a background refresh runs.
+    StaleServed,
+    /// A stale value served because the function passed its soft timeout.
+    StaleServedByTimeout,
+    /// A call failed because the function passed its hard timeout.
+    HardTimeout,
 }
 
 /// How a call that missed the local tier was answered (the `outcome` label and span field).
@@ -198,6 +219,11 @@ pub(crate) struct Counters {
     fail_safe_served: AtomicU64,
     shared_writes: AtomicU64,
     invalidations_received: AtomicU64,
+    refreshes_started: AtomicU64,
+    refreshes_finished: AtomicU64,
+    stale_served: AtomicU64,
+    stale_served_by_timeout: AtomicU64,
+    hard_timeouts: AtomicU64,
     m: TierMetrics,
     namespaces: Namespaces,
 }
@@ -208,6 +234,11 @@ struct TierMetrics {
     corrupt: Counter,
     oversize: Counter,
     breaker_open: Gauge,
+    refreshes_started: Counter,
+    refreshes_finished: Counter,
+    stale_served: Counter,
+    stale_by_timeout: Counter,
+    hard_timeouts: Counter,
 }
 
 impl TierMetrics {
@@ -217,6 +248,11 @@ impl TierMetrics {
             corrupt: metrics::counter!("larder_cache_corrupt_entries_total", "tier" => shared),
             oversize: metrics::counter!("larder_cache_oversize_values_total"),
             breaker_open: metrics::gauge!("larder_cache_breaker_open", "tier" => shared),
+            refreshes_started: metrics::counter!("larder_cache_refreshes_started_total"),
+            refreshes_finished: metrics::counter!("larder_cache_refreshes_finished_total"),
+            stale_served: metrics::counter!("larder_cache_stale_served_total"),
+            stale_by_timeout: metrics::counter!("larder_cache_stale_served_by_timeout_total"),
+            hard_timeouts: metrics::counter!("larder_cache_hard_timeouts_total"),
         }
     }
 }
@@ -351,6 +387,11 @@ impl Counters {
             fail_safe_served: AtomicU64::new(0),
             shared_writes: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
+            refreshes_started: AtomicU64::new(0),
+            refreshes_finished: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            stale_served_by_timeout: AtomicU64::new(0),
+            hard_timeouts: AtomicU64::new(0),
             m: TierMetrics::new(shared),
             namespaces: Namespaces::new(shared, metric_namespaces),
         }
@@ -430,6 +471,26 @@ impl Counters {
                 self.m.oversize.increment(1);
             }
             Event::InvalidationReceived => bump(&self.invalidations_received),
+            Event::RefreshStarted => {
+                bump(&self.refreshes_started);
+                self.m.refreshes_started.increment(1);
+            }
+            Event::RefreshFinished => {
+                bump(&self.refreshes_finished);
+                self.m.refreshes_finished.increment(1);
+            }
+            Event::StaleServed => {
+                bump(&self.stale_served);
+                self.m.stale_served.increment(1);
+            }
+            Event::StaleServedByTimeout => {
+                bump(&self.stale_served_by_timeout);
+                self.m.stale_by_timeout.increment(1);
+            }
+            Event::HardTimeout => {
+                bump(&self.hard_timeouts);
+                self.m.hard_timeouts.increment(1);
+            }
         }
     }
 
@@ -453,6 +514,11 @@ impl Counters {
             fail_safe_served: l(&self.fail_safe_served),
             shared_writes: l(&self.shared_writes),
             invalidations_received: l(&self.invalidations_received),
+            refreshes_started: l(&self.refreshes_started),
+            refreshes_finished: l(&self.refreshes_finished),
+            stale_served: l(&self.stale_served),
+            stale_served_by_timeout: l(&self.stale_served_by_timeout),
+            hard_timeouts: l(&self.hard_timeouts),
         }
     }
 }

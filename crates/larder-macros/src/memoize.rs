@@ -25,6 +25,16 @@
 //!   when only `Ok` is cached) — e.g. a short one for empty results; replaces `ttl` per value;
 //! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
 //!   both must be serializable) but for this TTL; `Ok` keeps `ttl` (or `ttl_fn`'s);
+//! * `detach`: the function may run off the request path — a value due for an early
+//!   refresh (XFetch) or inside the cache's stale-while-revalidate window is returned at once
+//!   and refreshed in the background, and the cache's soft/hard timeouts apply. The call's
+//!   arguments must be `Send + 'static` (they move into the background computation) and an
+//!   `async fn`'s future `Send`; not for methods;
+//! * `soft_timeout = "200ms"`, `hard_timeout = "2s"`: this function's factory timeouts (imply
+//!   `detach`; replace the cache's). Past the soft one a caller holding a fail-safe value gets
+//!   it while the computation goes on and stores its value; past the hard one the call
+//!   returns `E::from(FactoryTimeout)` (so `hard_timeout` needs `Result<T, E>` with
+//!   `E: From<FactoryTimeout>`), nothing is cached and the next call computes again;
 //! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
 //! * `handles = "type" | "assoc" | "none"`: where the companions go (below).
 //!
@@ -75,6 +85,9 @@ struct Opts {
     handles: Option<Handles>,
     ttl_fn: Option<Expr>,
     err_ttl_ms: Option<u64>,
+    detach: bool,
+    soft_timeout_ms: Option<u64>,
+    hard_timeout_ms: Option<u64>,
 }
 
 /// Where the companions of a memoized function go (`handles = "…"`).
@@ -165,6 +178,9 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
         handles: None,
         ttl_fn: None,
         err_ttl_ms: None,
+        detach: false,
+        soft_timeout_ms: None,
+        hard_timeout_ms: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -192,6 +208,18 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 o.err_ttl_ms = Some(parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?);
             }
             ("ttl_fn", Meta::NameValue(nv)) => o.ttl_fn = Some(nv.value.clone()),
+            ("soft_timeout" | "hard_timeout", Meta::NameValue(nv)) => {
+                let s: LitStr = syn::parse2(nv.value.to_token_stream()).map_err(|e| {
+                    syn::Error::new(e.span(), format!("{name} is a string such as \"500ms\""))
+                })?;
+                let ms = parse_ttl(&s.value()).map_err(|why| syn::Error::new(s.span(), why))?;
+                if name == "soft_timeout" {
+                    o.soft_timeout_ms = Some(ms);
+                } else {
+                    o.hard_timeout_ms = Some(ms);
+                }
+            }
+            ("detach", Meta::Path(_)) => o.detach = true,
             ("cache", Meta::NameValue(nv)) => o.cache = Some(nv.value.clone()),
             ("key", Meta::NameValue(nv)) => o.key = Some(nv.value.clone()),
             ("crate", Meta::NameValue(nv)) => {
@@ -214,7 +242,8 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 return Err(syn::Error::new(
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
-                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
+                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, `detach`, \
+                     `soft_timeout = \"200ms\"`, `hard_timeout = \"2s\"`, \
                      `handles = \"type\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
             }
@@ -460,7 +489,62 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }},
         None => quote!(),
     };
-    let (finish, uncached) = if is_async {
+    // Detached (`detach`, or a timeout given): the function may finish after the call, so it
+    // is moved into a `Send + 'static` closure — it cannot borrow `self`.
+    let detach = opts.detach || opts.soft_timeout_ms.is_some() || opts.hard_timeout_ms.is_some();
+    if detach && has_receiver {
+        return Err(syn::Error::new_spanned(
+            sig,
+            "`detach`, `soft_timeout` and `hard_timeout` need a function without `self`: its computation may \
+             outlive the call, so it cannot borrow the receiver",
+        ));
+    }
+    if opts.hard_timeout_ms.is_some() && fallible.is_none() {
+        return Err(syn::Error::new_spanned(
+            &ret_ty,
+            "`hard_timeout` needs a function returning `Result<T, E>` (only `Ok` cached) with \
+             `E: From<FactoryTimeout>`: past the hard timeout the call returns that error",
+        ));
+    }
+    let timeouts = {
+        let soft =
+            opts.soft_timeout_ms.map(|ms| quote!(.soft_timeout(::core::time::Duration::from_millis(#ms))));
+        let hard =
+            opts.hard_timeout_ms.map(|ms| quote!(.hard_timeout(::core::time::Duration::from_millis(#ms))));
+        quote!(#soft #hard)
+    };
+    // How a hard timeout becomes the function's error: `E::from(FactoryTimeout)` (required when
+    // `hard_timeout` is given; else used when `E` implements it, otherwise the cache's hard
+    // timeout does not apply to this function).
+    let on_timeout = match &fallible {
+        Some((_, e)) if opts.hard_timeout_ms.is_some() => quote! {
+            |__t: #cache_crate::FactoryTimeout| ::core::option::Option::Some(
+                <#e as ::core::convert::From<#cache_crate::FactoryTimeout>>::from(__t))
+        },
+        Some((_, e)) => quote! {{
+            #[allow(unused_imports)]
+            use #cache_crate::__private::{TimeoutByFrom as _, TimeoutNot as _};
+            #[allow(clippy::needless_borrow)]
+            let __on_timeout = (&&#cache_crate::__private::TimeoutOf::<#e>::new()).on_timeout_fn();
+            __on_timeout
+        }},
+        None => quote!(),
+    };
+    let (finish, uncached) = if detach && is_async {
+        let finish = if fallible.is_some() {
+            quote!(__p #ttl_by #timeouts .try_compute_detached_with(move || #compute_call, #share, #on_timeout).await)
+        } else {
+            quote!(__p #ttl_by #timeouts .compute_detached(move || #compute_call).await)
+        };
+        (finish, quote!(#compute_call.await))
+    } else if detach {
+        let finish = if fallible.is_some() {
+            quote!(__p #ttl_by #timeouts .try_compute_blocking_detached_with(move || #compute_call, #share, #on_timeout))
+        } else {
+            quote!(__p #ttl_by #timeouts .compute_blocking_detached(move || #compute_call))
+        };
+        (finish, compute_call.clone())
+    } else if is_async {
         let finish = if fallible.is_some() {
             quote!(__p #ttl_by .try_compute_with(move || #compute_call, #share).await)
         } else {

@@ -33,6 +33,7 @@ mod redis_processes;
 mod redis_tier;
 #[cfg(feature = "redis")]
 mod redis_tls_url;
+mod refresh;
 mod result_ttl;
 mod secret_invalidate;
 mod spans;

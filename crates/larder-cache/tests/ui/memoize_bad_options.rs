@@ -20,4 +20,9 @@ fn d(x: u64) {
     let _ = x;
 }
 
+#[memoize(hard_timeout = "1s")]
+fn e(x: u64) -> u64 {
+    x
+}
+
 fn main() {}

@@ -3,7 +3,6 @@
 //! alone decrypts; allow-lists refuse other master keys; `rewrap` and `index` read the file;
 //! every mistake in the file is a clear error naming the field, never a panic.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::{stderr_text, stdout_text, Sandbox};

@@ -7,7 +7,6 @@
 //! these tests fail with a message, not vanish. `bash scripts/test.sh` builds with
 //! `--all-features`; alone: `cargo test -p larder-cli --features kms --test kms_config`.
 
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
