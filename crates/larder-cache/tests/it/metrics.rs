@@ -53,6 +53,11 @@ fn counters_reach_the_recorder() {
                 | "larder_cache_corrupt_entries_total"
                 | "larder_cache_oversize_values_total"
                 | "larder_cache_breaker_open"
+                | "larder_cache_refreshes_started_total"
+                | "larder_cache_refreshes_finished_total"
+                | "larder_cache_stale_served_total"
+                | "larder_cache_stale_served_by_timeout_total"
+                | "larder_cache_hard_timeouts_total"
         );
         let ns = labels.iter().find(|(k, _)| k == "namespace").map(|(_, v)| v.as_str());
         assert_eq!(ns, per_call.then_some("metrics"), "{name} {labels:?}");

@@ -847,12 +847,16 @@ fn refresh_and_timeout_events_reach_the_recorder() {
             }),
         }
     };
-    assert_eq!(call(1, None), Ok(1));
-    assert_eq!(call(1, None), Ok(1), "the current value, refreshed in the background");
-    wait_until("the refresh to finish", || cache.stats().refreshes_finished == 1);
-    let gate = Gate::new();
-    assert!(matches!(call(2, Some(gate.clone())), Err(Failure::TimedOut(_))));
-    gate.open();
+    // Per-namespace handles are registered when the namespace is first counted, on the
+    // calling thread: call under the recorder too.
+    metrics::with_local_recorder(&recorder, || {
+        assert_eq!(call(1, None), Ok(1));
+        assert_eq!(call(1, None), Ok(1), "the current value, refreshed in the background");
+        wait_until("the refresh to finish", || cache.stats().refreshes_finished == 1);
+        let gate = Gate::new();
+        assert!(matches!(call(2, Some(gate.clone())), Err(Failure::TimedOut(_))));
+        gate.open();
+    });
     let snap = snapshotter.snapshot().into_vec();
     let counter = |name: &str| {
         snap.iter()
