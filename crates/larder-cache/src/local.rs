@@ -12,9 +12,7 @@ use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use parking_lot::RwLock;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quick_cache::sync::Cache as QCache;
 use quick_cache::{Equivalent, Weighter};
@@ -160,6 +158,19 @@ type Seeded = foldhash::fast::RandomState;
 
 type Shard = quick_cache::unsync::Cache<LocalKey, Arc<LocalEntry>, EntryWeighter, Seeded>;
 
+/// A shard's read lock. Poisoning is ignored, exactly as with the `parking_lot` locks used
+/// here before (they have none): std's locks are as fast here and need no extra crates.
+#[inline]
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shard's write lock (see [`read`] on poisoning).
+#[inline]
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A shard's generation, bumped (under the shard's write lock) by every change to the shard.
 /// On its own cache line: readers load it on every front hit, writers of other shards never
 /// touch it.
@@ -290,7 +301,7 @@ impl LocalTier {
             f
         };
         // 2. The shard.
-        let guard = shard.read();
+        let guard = read(shard);
         let entry = guard.get(&q);
         if let Some(e) = entry.filter(|e| e.weight <= FRONT_MAX_WEIGHT) {
             let slot = Slot {
@@ -319,7 +330,7 @@ impl LocalTier {
         }
         let si = self.shard_index(key.hash);
         if let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) {
-            let mut w = shard.write();
+            let mut w = write(shard);
             w.insert(key, Arc::new(entry));
             gen.0.fetch_add(1, Ordering::Release);
         }
@@ -328,7 +339,7 @@ impl LocalTier {
     pub(crate) fn remove(&self, key: &LocalKey) -> bool {
         let si = self.shard_index(key.hash);
         let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) else { return false };
-        let mut w = shard.write();
+        let mut w = write(shard);
         let removed = w.remove(key).is_some();
         gen.0.fetch_add(1, Ordering::Release);
         removed
@@ -343,12 +354,12 @@ impl LocalTier {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| read(s).len()).sum()
     }
 
     pub(crate) fn clear(&self) {
         for (s, g) in self.shards.iter().zip(self.gens.iter()) {
-            let mut w = s.write();
+            let mut w = write(s);
             w.clear();
             g.0.fetch_add(1, Ordering::Release);
         }
