@@ -5,6 +5,9 @@
 //!   single-threaded and with 2 threads (time per op per thread);
 //! * the SQLite tier: a hit (no local tier) and a miss + store.
 //!
+//! The local-hit group first prints an interleaved measurement (batches of memoized hits and
+//! bare quick_cache gets, alternated): the ratio to trust on a loaded machine.
+//!
 //! `cargo bench -p larder-cache --bench memo -- --warm-up-time 1 --measurement-time 3`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -60,6 +63,57 @@ fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
     times.into_iter().max().unwrap_or_default()
 }
 
+/// Alternates batches of memoized hits and bare quick_cache gets, on 1 thread and on 2, and
+/// prints the medians of their per-op times and the ratio: drift in machine load (other builds
+/// on a shared VM) hits both sides equally, so this ratio is the one to trust.
+fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>) {
+    const ROUNDS: usize = 2_000;
+    const BATCH: u64 = 1_000;
+    let per_op = |d: Duration| d.as_secs_f64() * 1e9 / BATCH as f64;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let batch_memo = || {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            black_box(quote(black_box(Q)));
+        }
+        t.elapsed()
+    };
+    let batch_qc = || {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            black_box(qc.get(black_box(&7)));
+        }
+        t.elapsed()
+    };
+    let (mut m, mut q) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        m.push(per_op(batch_memo()));
+        q.push(per_op(batch_qc()));
+    }
+    let (m1, q1) = (median(&mut m), median(&mut q));
+    let (mut m, mut q) = (Vec::with_capacity(ROUNDS / 4), Vec::with_capacity(ROUNDS / 4));
+    for _ in 0..ROUNDS / 4 {
+        m.push(per_op(two_threads(BATCH, || {
+            black_box(quote(black_box(Q)));
+        })));
+        q.push(per_op(two_threads(BATCH, || {
+            black_box(qc.get(black_box(&7)));
+        })));
+    }
+    let (m2, q2) = (median(&mut m), median(&mut q));
+    eprintln!(
+        "interleaved medians, {ROUNDS} rounds of {BATCH}: 1 thread: #[memoize] hit {m1:.1} ns, bare quick_cache get \
+         {q1:.1} ns ({:.2}x); 2 threads ({} rounds, per op per thread): #[memoize] hit {m2:.1} ns, bare \
+         quick_cache get {q2:.1} ns ({:.2}x)",
+        m1 / q1,
+        ROUNDS / 4,
+        m2 / q2
+    );
+}
+
 fn local_hits(c: &mut Criterion) {
     let qc: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
     let mk: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(10_000);
@@ -69,6 +123,7 @@ fn local_hits(c: &mut Criterion) {
     }
     quote(Q);
     cached_quote(7);
+    interleaved(&qc);
 
     let mut g = c.benchmark_group("local_hit_1_thread");
     g.bench_function("memoize_loanquote", |b| b.iter(|| black_box(quote(black_box(Q)))));

@@ -6,11 +6,10 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use larder_key::{KeySecret, KeySpace, StableKey};
-use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -249,7 +248,7 @@ impl Inner {
     pub(crate) fn process(&self) -> Arc<ProcessState> {
         let generation = larder_fork::generation();
         {
-            let p = self.process.read();
+            let p = self.process.read().unwrap_or_else(PoisonError::into_inner);
             if p.generation == generation {
                 return p.clone();
             }
@@ -259,7 +258,7 @@ impl Inner {
 
     #[cold]
     fn after_fork(&self, generation: u64) -> Arc<ProcessState> {
-        let mut slot = self.process.write();
+        let mut slot = self.process.write().unwrap_or_else(PoisonError::into_inner);
         if slot.generation == generation {
             return slot.clone();
         }

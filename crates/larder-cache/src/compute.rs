@@ -68,40 +68,50 @@ impl Cache {
     {
         let local = self.inner.local.as_ref();
         let prefix = space.prefix();
-        let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+        // The closure's results go to these out-slots rather than through its return value: a
+        // large return value (value, key, error) copied through the encoder's layers cost
+        // store-forwarding stalls on every hit (perf: most of `with_encoding`'s own time).
+        let mut hit: Option<V> = None;
+        let mut refresh = false;
+        let mut miss_key: Option<LocalKey> = None;
+        let encoded = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
             let hash = local_clock::hash_parts(prefix, enc);
-            let found = local.map(|l| {
+            if let Some(l) = local {
                 l.with_entry(hash, prefix, enc, |entry| {
-                    let entry = entry?;
-                    let now = local_clock::now();
-                    let v = entry.fresh::<V>(now)?;
-                    Some((v, entry.claim_refresh(now)))
-                })
-            });
-            match found.flatten() {
-                Some((v, false)) => Ok(v),
-                Some((v, true)) => Err((LocalKey::with_hash(hash, prefix, enc), Some(v))),
-                None => Err((LocalKey::with_hash(hash, prefix, enc), None)),
+                    if let Some(entry) = entry {
+                        let now = local_clock::now();
+                        if let Some(v) = entry.fresh::<V>(now) {
+                            refresh = entry.claim_refresh(now);
+                            hit = Some(v);
+                        }
+                    }
+                });
+                if hit.is_some() && !refresh {
+                    return;
+                }
             }
+            miss_key = Some(LocalKey::with_hash(hash, prefix, enc));
         });
-        match r {
-            Ok(Ok(v)) => {
-                self.inner.record(Event::LocalHit(space.namespace()));
-                Lookup::Hit(v)
-            }
-            Ok(Err((key, fallback))) => {
+        match encoded {
+            Ok(()) => {
+                if !refresh {
+                    if let Some(v) = hit {
+                        self.inner.record(Event::LocalHit(space.namespace()));
+                        return Lookup::Hit(v);
+                    }
+                }
                 if local.is_some() {
                     self.inner.record(Event::LocalMiss(space.namespace()));
                 }
-                if fallback.is_some() {
+                if refresh {
                     self.inner.record(Event::EarlyRefresh(space.namespace()));
                 }
                 Lookup::Miss(Pending {
                     cache: self.clone(),
                     space: space.clone(),
-                    key: Some(key),
+                    key: miss_key,
                     ttl,
-                    fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
+                    fallback: hit.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
                     ttl_of: None,
                     started: Instant::now(),
                     soft: None,

@@ -12,9 +12,7 @@ use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use parking_lot::RwLock;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quick_cache::sync::Cache as QCache;
 use quick_cache::{Equivalent, Weighter};
@@ -43,7 +41,8 @@ fn hasher() -> &'static foldhash::fast::RandomState {
 }
 
 /// The in-memory hash of (prefix, encoding), computed once per lookup and reused for the
-/// shard choice and the shard's own table.
+/// shard choice and the shard's own table. Two writes rather than one over a joined buffer:
+/// foldhash's short-input path takes the prefix cheaply, and joining them measured slower.
 #[inline]
 pub(crate) fn hash_parts(prefix: &str, encoding: &[u8]) -> u64 {
     let mut h = hasher().build_hasher();
@@ -160,6 +159,19 @@ type Seeded = foldhash::fast::RandomState;
 
 type Shard = quick_cache::unsync::Cache<LocalKey, Arc<LocalEntry>, EntryWeighter, Seeded>;
 
+/// A shard's read lock. Poisoning is ignored, exactly as with the `parking_lot` locks used
+/// here before (they have none): std's locks are as fast here and need no extra crates.
+#[inline]
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shard's write lock (see [`read`] on poisoning).
+#[inline]
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A shard's generation, bumped (under the shard's write lock) by every change to the shard.
 /// On its own cache line: readers load it on every front hit, writers of other shards never
 /// touch it.
@@ -260,37 +272,29 @@ impl LocalTier {
         hash: u64,
         prefix: &str,
         encoding: &[u8],
-        f: impl FnOnce(Option<&LocalEntry>) -> R,
+        mut f: impl FnMut(Option<&LocalEntry>) -> R,
     ) -> R {
         let q = LookupKey { hash, prefix, encoding };
         let si = self.shard_index(hash);
         let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) else { return f(None) };
         let gen = gen.0.load(Ordering::Acquire);
         let slot_i = (hash as usize) & (FRONT_SLOTS - 1);
-        // 1. The thread's front. A destroyed thread-local (checked first: `with` would panic)
-        //    or a re-entrant call (a value's `Clone` that uses the cache) skips it.
-        let f = if FRONT.try_with(|_| ()).is_ok() {
-            let q = &q;
-            let front = FRONT.with(move |fr| {
-                let Ok(fr) = fr.try_borrow() else { return Err(f) };
-                match fr.get(slot_i).and_then(Option::as_ref) {
-                    Some(slot)
-                        if slot.tier == self.id && slot.shard_gen == gen && q.equivalent(&slot.key) =>
-                    {
-                        Ok(f(Some(&slot.entry)))
-                    }
-                    _ => Err(f),
+        // 1. The thread's front, in one thread-local access. A destroyed thread-local or a
+        //    re-entrant call (a value's `Clone` that uses the cache) skips it.
+        let mut out = None;
+        let _ = FRONT.try_with(|fr| {
+            let Ok(fr) = fr.try_borrow() else { return };
+            if let Some(slot) = fr.get(slot_i).and_then(Option::as_ref) {
+                if slot.tier == self.id && slot.shard_gen == gen && q.equivalent(&slot.key) {
+                    out = Some(f(Some(&slot.entry)));
                 }
-            });
-            match front {
-                Ok(r) => return r,
-                Err(f) => f,
             }
-        } else {
-            f
-        };
+        });
+        if let Some(r) = out {
+            return r;
+        }
         // 2. The shard.
-        let guard = shard.read();
+        let guard = read(shard);
         let entry = guard.get(&q);
         if let Some(e) = entry.filter(|e| e.weight <= FRONT_MAX_WEIGHT) {
             let slot = Slot {
@@ -319,7 +323,7 @@ impl LocalTier {
         }
         let si = self.shard_index(key.hash);
         if let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) {
-            let mut w = shard.write();
+            let mut w = write(shard);
             w.insert(key, Arc::new(entry));
             gen.0.fetch_add(1, Ordering::Release);
         }
@@ -328,7 +332,7 @@ impl LocalTier {
     pub(crate) fn remove(&self, key: &LocalKey) -> bool {
         let si = self.shard_index(key.hash);
         let (Some(shard), Some(gen)) = (self.shards.get(si), self.gens.get(si)) else { return false };
-        let mut w = shard.write();
+        let mut w = write(shard);
         let removed = w.remove(key).is_some();
         gen.0.fetch_add(1, Ordering::Release);
         removed
@@ -343,12 +347,12 @@ impl LocalTier {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| read(s).len()).sum()
     }
 
     pub(crate) fn clear(&self) {
         for (s, g) in self.shards.iter().zip(self.gens.iter()) {
-            let mut w = s.write();
+            let mut w = write(s);
             w.clear();
             g.0.fetch_add(1, Ordering::Release);
         }

@@ -31,9 +31,10 @@ pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, CacheError> 
 
 #[cold]
 fn process_runtime(generation: u64) -> Result<&'static tokio::runtime::Runtime, CacheError> {
-    static RT: parking_lot::Mutex<Option<(u64, &'static tokio::runtime::Runtime)>> =
-        parking_lot::Mutex::new(None);
-    let mut slot = RT.lock();
+    static RT: std::sync::Mutex<Option<(u64, &'static tokio::runtime::Runtime)>> =
+        std::sync::Mutex::new(None);
+    // A panic elsewhere while holding it leaves the slot consistent (it is written last).
+    let mut slot = RT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((g, rt)) = *slot {
         if g == generation {
             return Ok(rt);

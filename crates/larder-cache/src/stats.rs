@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
-use parking_lot::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 /// Namespaces that get a metrics label of their own, per cache, unless
 /// [`CacheBuilder::metric_namespaces`](crate::CacheBuilder::metric_namespaces) says otherwise.
@@ -351,10 +351,10 @@ impl Namespaces {
 
     #[cold]
     fn find(&self, ns: &str) -> Arc<NsMetrics> {
-        if let Some(m) = self.labelled.read().get(ns) {
+        if let Some(m) = self.labelled.read().unwrap_or_else(PoisonError::into_inner).get(ns) {
             return Arc::clone(m);
         }
-        let mut labelled = self.labelled.write();
+        let mut labelled = self.labelled.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(m) = labelled.get(ns) {
             return Arc::clone(m);
         }

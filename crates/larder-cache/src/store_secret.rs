@@ -159,13 +159,26 @@ pub fn existing_sqlite_secret(db: &Path) -> Result<Option<KeySecret>, CacheError
     }
 }
 
+/// This process's effective user id, which must own a per-store secret. Per-store secrets
+/// belong to the SQLite tier, so the system call (through `rustix`, without `unsafe`) comes
+/// with the `sqlite` feature; a build without it has no SQLite store whose secret to check.
+#[cfg(feature = "sqlite")]
+fn effective_uid() -> Result<u32, &'static str> {
+    Ok(rustix::process::geteuid().as_raw())
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn effective_uid() -> Result<u32, &'static str> {
+    Err("per-store secrets need larder-cache's `sqlite` feature (this build has no SQLite tier)")
+}
+
 fn read_secret(path: &Path, mut f: File) -> Result<KeySecret, CacheError> {
     // The checks are on the opened file (fstat), so a file swapped in after them is not read.
     let meta = f.metadata().map_err(|e| secret_error(path, format!("cannot stat: {e}")))?;
     if !meta.is_file() {
         return Err(secret_error(path, "not a regular file"));
     }
-    let euid = rustix::process::geteuid().as_raw();
+    let euid = effective_uid().map_err(|why| secret_error(path, why))?;
     if meta.uid() != euid {
         return Err(secret_error(
             path,

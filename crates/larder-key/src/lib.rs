@@ -219,6 +219,7 @@ const SCRATCH_KEEP: usize = 4096;
 
 /// Runs `f` on the canonical encoding of `value` without allocating, using a per-thread
 /// scratch buffer.
+#[inline]
 pub fn with_encoding<T: StableKey + ?Sized, R>(
     value: &T,
     limit: usize,
