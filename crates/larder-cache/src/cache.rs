@@ -21,6 +21,7 @@ use crate::frame::{self, FrameMeta, MacKey};
 use crate::local::{self as local_clock, LocalEntry, LocalKey, LocalTier};
 use crate::stats::{bump, CacheStats, Counters};
 use crate::store_secret::TierKind;
+use crate::tags::{Stamp, Stamped, TagSet, TagTable};
 use crate::tier::{Lease, SharedTier, TierError};
 
 /// Why a cache could not be built.
@@ -90,6 +91,7 @@ pub(crate) struct Options {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) codec: crate::codec::ValueCodec,
+    pub(crate) tag_recheck: Duration,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             breaker_cooldown: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
             codec: crate::codec::ValueCodec::Postcard,
+            tag_recheck: crate::tags::DEFAULT_RECHECK,
         }
     }
 }
@@ -268,6 +271,15 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a process serves a tagged local entry before confirming its tags against the
+    /// shared tier again (default 1 s): the bound on how late another process's
+    /// [`Cache::invalidate_tag`] reaches this process's local tier when the backplane message
+    /// is lost or there is no backplane (SQLite). The calling process sees it at once.
+    pub fn tag_recheck(mut self, t: Duration) -> Self {
+        self.opts.tag_recheck = t;
+        self
+    }
+
     /// Opens the tiers and builds the cache.
     pub fn build(self) -> Result<Cache, CacheError> {
         // The MAC secret: never a silent public default for a shared tier (store_secret.rs).
@@ -309,6 +321,7 @@ impl CacheBuilder {
             breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
             mac: MacKey::from_secret(&secret),
             counters: Counters::new(shared_name),
+            tags: TagTable::new(opts.tag_recheck, shared.is_none()),
             opts: opts.clone(),
         });
         let mut local_cap = opts.local_max_ttl;
@@ -340,6 +353,10 @@ fn subscribe(me: &Weak<Inner>, tier: &dyn SharedTier) -> bool {
     let weak = me.clone();
     tier.subscribe_invalidations(Arc::new(move |key_text: &str| {
         if let Some(inner) = weak.upgrade() {
+            if inner.on_tag_message(key_text) {
+                bump(&inner.counters.invalidations_received);
+                return;
+            }
             if let Some(local) = &inner.local {
                 if local.remove_by_text(key_text) {
                     bump(&inner.counters.invalidations_received);
@@ -418,8 +435,10 @@ pub(crate) struct Inner {
     spec: SharedSpec,
     me: Weak<Inner>,
     breaker: Breaker,
-    mac: MacKey,
-    counters: Counters,
+    pub(crate) mac: MacKey,
+    pub(crate) counters: Counters,
+    /// This process's view of tag tokens (`crate::tags`).
+    pub(crate) tags: TagTable,
     opts: Options,
 }
 
@@ -464,6 +483,8 @@ pub struct Pending {
     fallback: Option<Box<dyn Any + Send + Sync>>,
     /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
     ttl_of: Option<TtlOf>,
+    /// The tags the value is stored under ([`Pending::tags`]).
+    tags: Option<Arc<TagSet>>,
 }
 
 /// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
@@ -511,6 +532,9 @@ pub(crate) fn xfetch_due(now_ms: u64, expires_ms: u64, delta_ms: u32, beta: f64)
     let gap = -(f64::from(delta_ms)) * beta * rand_unit().ln(); // ≥ 0
     (now_ms as f64) + gap >= expires_ms as f64
 }
+
+/// A frame read from the shared tier: value, metadata, payload size, tags.
+type Got<V> = (V, FrameMeta, u32, Option<Arc<Stamp>>);
 
 enum Fetched<V> {
     /// A fresh value: done.
@@ -578,6 +602,7 @@ impl Cache {
         V: Clone + Send + Sync + 'static,
     {
         let local = self.inner.local.as_ref();
+        let tags = &self.inner.tags;
         let prefix = space.prefix();
         let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
             let hash = local_clock::hash_parts(prefix, enc);
@@ -586,6 +611,9 @@ impl Cache {
                     let entry = entry?;
                     let now = local_clock::now();
                     let v = entry.fresh::<V>(now)?;
+                    if !tags.admits(entry.tags.as_deref(), now) {
+                        return None;
+                    }
                     Some((v, entry.claim_refresh(now)))
                 })
             });
@@ -617,6 +645,7 @@ impl Cache {
                     ttl,
                     fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
                     ttl_of: None,
+                    tags: None,
                 })
             }
             Err(e) => {
@@ -628,6 +657,7 @@ impl Cache {
                     ttl,
                     fallback: None,
                     ttl_of: None,
+                    tags: None,
                 })
             }
         }
@@ -745,11 +775,11 @@ impl Cache {
                 Lookup::Hit(v) => return Some(v),
                 Lookup::Miss(_) => owned?,
             };
-            let (v, meta, size) = this.inner.shared_get::<V>(&text).await?;
+            let (v, meta, size, stamp) = this.inner.shared_get::<V>(&text).await?;
             if unix_ms() >= meta.expires_ms() {
                 return None;
             }
-            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap);
+            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap, stamp);
             Some(v)
         }
     }
@@ -780,7 +810,7 @@ impl Cache {
         let this = self.clone();
         async move {
             let Some((key, text)) = owned else { return };
-            this.inner.store(&key, Some(&text), &value, ttl, 0, this.local_cap).await;
+            this.inner.store(&key, Some(&text), &value, ttl, 0, this.local_cap, None).await;
             this.inner.publish(&text).await;
         }
     }
@@ -814,6 +844,31 @@ impl Cache {
         }
     }
 
+    /// Retires every entry stored under `tag` (see [`Pending::tags`]), in every tier and
+    /// every process, by writing a new generation for the tag to the shared tier (one write,
+    /// however many entries carry it) and announcing it on the backplane.
+    ///
+    /// When this returns `Ok`, no process serves an entry stored before it under `tag` from
+    /// the shared tier, this process's local tier stops serving them at once, and other
+    /// processes' local tiers within [`CacheBuilder::tag_recheck`] (sooner when the backplane
+    /// delivers the announcement). A computation that read the tag before this call and
+    /// stores its value after it is refused too. Errors: an invalid tag
+    /// ([`CacheError::Config`]), or the shared tier did not take the write
+    /// ([`CacheError::Tier`]: nothing was invalidated).
+    pub fn invalidate_tag(&self, tag: &str) -> impl Future<Output = Result<(), CacheError>> + Send + use<> {
+        let this = self.clone();
+        let tag = tag.to_owned();
+        async move { this.inner.invalidate_tag(&tag).await }
+    }
+
+    /// Blocking twin of [`invalidate_tag`](Self::invalidate_tag).
+    pub fn invalidate_tag_blocking(&self, tag: &str) -> Result<(), CacheError> {
+        if self.inner.shared().is_none() {
+            return self.inner.invalidate_tag_local(tag);
+        }
+        block_on(self.invalidate_tag(tag))
+    }
+
     /// Blocking twin of [`invalidate`](Self::invalidate).
     pub fn invalidate_blocking<A>(&self, space: &KeySpace, args: &A)
     where
@@ -839,7 +894,15 @@ impl Cache {
                 None
             }
         };
-        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
+        Pending {
+            cache: self.clone(),
+            space: space.clone(),
+            key,
+            ttl,
+            fallback: None,
+            ttl_of: None,
+            tags: None,
+        }
     }
 }
 
@@ -959,7 +1022,7 @@ impl Inner {
     }
 
     /// This process's shared tier, if there is one.
-    fn shared(&self) -> Option<Arc<dyn SharedTier>> {
+    pub(crate) fn shared(&self) -> Option<Arc<dyn SharedTier>> {
         self.process().shared.clone()
     }
 
@@ -968,7 +1031,10 @@ impl Inner {
         self.process().flights.clone()
     }
 
-    async fn tier_call<T>(&self, fut: impl Future<Output = Result<T, TierError>>) -> Result<T, TierError> {
+    pub(crate) async fn tier_call<T>(
+        &self,
+        fut: impl Future<Output = Result<T, TierError>>,
+    ) -> Result<T, TierError> {
         if self.breaker.permit() == Permit::Denied {
             bump(&self.counters.breaker_skips);
             return Err(TierError::Unavailable("circuit breaker open".into()));
@@ -1001,34 +1067,47 @@ impl Inner {
     }
 
     /// Reads, verifies and decodes an entry (fresh or not) from the shared tier.
-    async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<(V, FrameMeta, u32)> {
+    async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<Got<V>> {
         let tier = self.shared()?;
         let bytes = self.tier_call(tier.get(text)).await.ok()??;
-        self.decode(text, &bytes)
+        self.accept(text, &bytes, false).await
     }
 
-    fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8]) -> Option<(V, FrameMeta, u32)> {
-        match frame::open(&self.mac, text, bytes) {
-            Ok(fr) => match crate::codec::decode::<V>(fr.flags, fr.payload) {
-                Ok(v) => Some((v, fr.meta, u32::try_from(fr.payload.len()).unwrap_or(u32::MAX))),
-                Err(e) => {
-                    self.corrupt(text, &e.to_string());
-                    None
-                }
-            },
+    /// Verifies and decodes a frame read from the shared tier; a tagged one only while its
+    /// tags are current. `quiet`: a refusal is not counted (already counted by the caller).
+    async fn accept<V: CacheValue>(&self, text: &str, bytes: &[u8], quiet: bool) -> Option<Got<V>> {
+        let got = self.decode::<V>(text, bytes, quiet)?;
+        match &got.3 {
+            Some(stamp) if !self.tags_current(stamp).await => None,
+            _ => Some(got),
+        }
+    }
+
+    fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8], quiet: bool) -> Option<Got<V>> {
+        let r = frame::open(&self.mac, text, bytes).map_err(|e| e.to_string()).and_then(|fr| {
+            crate::codec::decode::<V>(fr.flags, fr.payload).map(|v| {
+                let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
+                (v, fr.meta, size, Stamp::from_frame(fr.tags))
+            })
+        });
+        match r {
+            Ok(got) => Some(got),
             Err(e) => {
-                self.corrupt(text, &e.to_string());
+                if !quiet {
+                    self.corrupt(text, &e);
+                }
                 None
             }
         }
     }
 
-    fn corrupt(&self, text: &str, why: &str) {
+    pub(crate) fn corrupt(&self, text: &str, why: &str) {
         bump(&self.counters.corrupt_entries);
         self.counters.m.corrupt.increment(1);
         tracing::warn!(key = text, reason = why, "refused a cache entry; treating it as a miss");
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_local<V: CacheValue>(
         &self,
         key: LocalKey,
@@ -1037,6 +1116,7 @@ impl Inner {
         meta: &FrameMeta,
         size: u32,
         cap: Option<Duration>,
+        tags: Option<Arc<Stamp>>,
     ) {
         let Some(local) = &self.local else { return };
         let now_ms = unix_ms();
@@ -1066,6 +1146,7 @@ impl Inner {
                 refresh_at,
                 refreshing: AtomicBool::new(false),
                 weight: size,
+                tags,
             },
         );
     }
@@ -1097,10 +1178,14 @@ impl Inner {
     }
 
     /// Frames and writes a prepared value to the shared tier (failures counted, not raised).
-    async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta) {
+    async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta, tags: Option<&Stamp>) {
         let Some(tier) = self.shared() else { return };
-        let Ok(framed) = frame::seal_with_flags(&self.mac, text, meta, self.opts.codec.flags(), payload)
-        else {
+        let flags = self.opts.codec.flags();
+        let framed = match tags {
+            None => frame::seal_with_flags(&self.mac, text, meta, flags, payload),
+            Some(t) => frame::seal_tagged(&self.mac, text, meta, flags, &t.pairs(), payload),
+        };
+        let Ok(framed) = framed else {
             return;
         };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.fail_safe.unwrap_or(Duration::ZERO);
@@ -1109,7 +1194,8 @@ impl Inner {
         }
     }
 
-    /// Stores a value in both tiers.
+    /// Stores a value in both tiers (under `tags`, when given).
+    #[allow(clippy::too_many_arguments)]
     async fn store<V: CacheValue>(
         &self,
         key: &LocalKey,
@@ -1118,11 +1204,12 @@ impl Inner {
         ttl: Duration,
         delta_ms: u32,
         cap: Option<Duration>,
+        tags: Option<&Arc<Stamp>>,
     ) {
         let Some((payload, meta)) = self.prepare(v, ttl, delta_ms) else { return };
-        self.insert_local(key.clone(), text, v, &meta, size_of_payload(&payload), cap);
+        self.insert_local(key.clone(), text, v, &meta, size_of_payload(&payload), cap, tags.cloned());
         if let Some(text) = text {
-            self.store_shared(text, &payload, meta).await;
+            self.store_shared(text, &payload, meta, tags.map(|t| &**t)).await;
         }
     }
 
@@ -1146,14 +1233,14 @@ impl Inner {
         let mut fresh_but_due: Option<V> = None;
         let mut stale: Option<V> = None;
         match self.shared_get::<V>(&text).await {
-            Some((v, meta, size)) => {
+            Some((v, meta, size, stamp)) => {
                 let now = unix_ms();
                 let expires = meta.expires_ms();
                 if now < expires {
                     if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
                         bump(&self.counters.shared_hits);
                         self.counters.m.shared_hit.increment(1);
-                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                         return Fetched::Value(v);
                     }
                     bump(&self.counters.early_refreshes);
@@ -1191,16 +1278,14 @@ impl Inner {
                     // counted as corrupt.)
                     if fresh_but_due.is_none() {
                         if let Ok(Some(bytes)) = self.tier_call(tier.get(&text)).await {
-                            if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
-                                if let Ok(v) = crate::codec::decode::<V>(fr.flags, fr.payload) {
-                                    if unix_ms() < fr.meta.expires_ms() {
-                                        let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
-                                        self.release(Some(&text), Some(token)).await;
-                                        bump(&self.counters.shared_hits);
-                                        self.counters.m.shared_hit.increment(1);
-                                        self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
-                                        return Fetched::Value(v);
-                                    }
+                            if let Some((v, meta, size, stamp)) = self.accept::<V>(&text, &bytes, true).await
+                            {
+                                if unix_ms() < meta.expires_ms() {
+                                    self.release(Some(&text), Some(token)).await;
+                                    bump(&self.counters.shared_hits);
+                                    self.counters.m.shared_hit.increment(1);
+                                    self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
+                                    return Fetched::Value(v);
                                 }
                             }
                         }
@@ -1231,7 +1316,7 @@ impl Inner {
                             .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
                             .await;
                     let got = match waited {
-                        Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
+                        Ok(Ok(Some(bytes))) => self.accept::<V>(&text, &bytes, false).await,
                         Ok(Ok(None)) => None,
                         Ok(Err(e)) => {
                             self.tier_result::<()>(&Err(e));
@@ -1239,11 +1324,11 @@ impl Inner {
                         }
                         Err(_) => break,
                     };
-                    if let Some((v, meta, size)) = got {
+                    if let Some((v, meta, size, stamp)) = got {
                         if unix_ms() < meta.expires_ms() {
                             bump(&self.counters.shared_hits);
                             self.counters.m.shared_hit.increment(1);
-                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                             return Fetched::Value(v);
                         }
                     }
@@ -1358,6 +1443,20 @@ impl Pending {
         self
     }
 
+    /// Stores the value under these tags: [`Cache::invalidate_tag`] with any of them retires
+    /// it in every tier and process (`docs/cache.md`, "Tags"). Tags are strings of 1 to 256
+    /// bytes, at most 32 per entry; invalid ones make the call compute without storing (and
+    /// log a warning). The tags' tokens are read before the value is computed, so an
+    /// invalidation during the computation retires the value it produces.
+    pub fn tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags = Some(Arc::new(TagSet::new(tags)));
+        self
+    }
+
     /// The TTL for `v`.
     fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
         self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
@@ -1387,6 +1486,7 @@ impl Pending {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let stamp = self.cache.inner.stamp_for(self.tags.as_deref()).await;
         let start = Instant::now();
         let r = f()
             .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
@@ -1394,10 +1494,10 @@ impl Pending {
         let took = start.elapsed();
         let inner = self.cache.inner.clone();
         inner.count_computation(took);
-        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+        if let (Ok(v), Some(key), Some(tags)) = (&r, self.key.take(), stamp.storable()) {
             let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
             let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            inner.store(&key, Some(&text), v, self.ttl_for(v), delta, self.cache.local_cap).await;
+            inner.store(&key, Some(&text), v, self.ttl_for(v), delta, self.cache.local_cap, tags).await;
             inner.publish(&text).await;
         }
         r
@@ -1421,27 +1521,40 @@ impl Pending {
         V: CacheValue,
         F: FnOnce() -> Result<V, E>,
     {
+        let stamp = self.stamp_blocking();
         let start = Instant::now();
         let r = f();
         let took = start.elapsed();
         let inner = self.cache.inner.clone();
         inner.count_computation(took);
-        if let (Ok(v), Some(key)) = (&r, self.key.take()) {
+        if let (Ok(v), Some(key), Some(tags)) = (&r, self.key.take(), stamp.storable()) {
             let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
             let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
             let cap = self.cache.local_cap;
             if inner.shared().is_none() {
                 if let Some((payload, meta)) = inner.prepare(v, self.ttl_for(v), delta) {
-                    inner.insert_local(key, Some(&text), v, &meta, size_of_payload(&payload), cap);
+                    let size = size_of_payload(&payload);
+                    inner.insert_local(key, Some(&text), v, &meta, size, cap, tags.cloned());
                 }
             } else {
                 block_on(async {
-                    inner.store(&key, Some(&text), v, self.ttl_for(v), delta, cap).await;
+                    inner.store(&key, Some(&text), v, self.ttl_for(v), delta, cap, tags).await;
                     inner.publish(&text).await;
                 });
             }
         }
         r
+    }
+
+    /// The tokens to store this call's value under, read now (before computing), from blocking
+    /// code: no runtime is touched for an untagged call or a cache without a shared tier.
+    fn stamp_blocking(&self) -> Stamped {
+        let inner = &self.cache.inner;
+        match &self.tags {
+            None => Stamped::Untagged,
+            Some(_) if inner.shared().is_none() => inner.stamp_local_for(self.tags.as_deref()),
+            Some(t) => block_on(inner.stamp_for(Some(t))),
+        }
     }
 
     fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
@@ -1530,13 +1643,14 @@ impl Pending {
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
+        let stamp = inner.stamp_for(self.tags.as_deref()).await;
         let start = Instant::now();
         let r = f()
             .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
             .await;
         let took = start.elapsed();
         inner.count_computation(took);
-        self.finish(guard, &key, text, lease, stale, r, took, share).await
+        self.finish(guard, &key, text, lease, stale, r, took, share, stamp).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1550,6 +1664,7 @@ impl Pending {
         r: Result<V, E>,
         took: Duration,
         share: Share<E>,
+        stamp: Stamped,
     ) -> Result<V, E>
     where
         V: CacheValue,
@@ -1559,15 +1674,18 @@ impl Pending {
         match r {
             Ok(v) => {
                 let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-                let prepared = inner.prepare(&v, self.ttl_for(&v), delta);
+                let tags = stamp.storable();
+                let prepared = tags.and_then(|_| inner.prepare(&v, self.ttl_for(&v), delta));
+                let tags = tags.flatten();
                 if let Some((payload, meta)) = &prepared {
                     let size = size_of_payload(payload);
-                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
+                    let cap = self.cache.local_cap;
+                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, cap, tags.cloned());
                 }
                 // Waiters in this process are released before the shared write.
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 if let (Some((payload, meta)), Some(text)) = (prepared, text.as_deref()) {
-                    inner.store_shared(text, &payload, meta).await;
+                    inner.store_shared(text, &payload, meta, tags.map(|t| &**t)).await;
                 }
                 inner.release(text.as_deref(), lease).await;
                 Ok(v)
@@ -1642,6 +1760,7 @@ impl Pending {
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
+        let stamp = self.stamp_blocking();
         let start = Instant::now();
         let r = f();
         let took = start.elapsed();
@@ -1652,9 +1771,10 @@ impl Pending {
                 Ok(v) => self.ttl_for(v),
                 Err(_) => self.ttl,
             };
-            return finish_local(&inner, guard, &key, stale, r, took, ttl, self.cache.local_cap, share);
+            let cap = self.cache.local_cap;
+            return finish_local(&inner, guard, &key, stale, r, took, ttl, cap, share, stamp);
         }
-        block_on(self.finish(guard, &key, text, lease, stale, r, took, share))
+        block_on(self.finish(guard, &key, text, lease, stale, r, took, share, stamp))
     }
 }
 
@@ -1669,6 +1789,7 @@ fn finish_local<V, E>(
     ttl: Duration,
     cap: Option<Duration>,
     share: Share<E>,
+    stamp: Stamped,
 ) -> Result<V, E>
 where
     V: CacheValue,
@@ -1677,8 +1798,11 @@ where
     match r {
         Ok(v) => {
             let delta = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-            if let Some((payload, meta)) = inner.prepare(&v, ttl, delta) {
-                inner.insert_local(key.clone(), None, &v, &meta, size_of_payload(&payload), cap);
+            if let Some(tags) = stamp.storable() {
+                if let Some((payload, meta)) = inner.prepare(&v, ttl, delta) {
+                    let size = size_of_payload(&payload);
+                    inner.insert_local(key.clone(), None, &v, &meta, size, cap, tags.cloned());
+                }
             }
             complete(guard, Outcome::Value(Arc::new(v.clone())));
             Ok(v)
@@ -1735,6 +1859,7 @@ fn local_only() -> Cache {
         breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
         mac: MacKey::from_secret(&KeySecret::default_key()),
         counters: Counters::new("none"),
+        tags: TagTable::new(opts.tag_recheck, true),
         opts,
     });
     Cache { inner, local_cap: None }

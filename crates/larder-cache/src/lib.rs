@@ -88,6 +88,7 @@ pub mod redis;
 pub mod sqlite;
 mod stats;
 pub mod store_secret;
+pub mod tags;
 pub mod tier;
 
 pub use cache::{

@@ -120,6 +120,8 @@ pub(crate) struct LocalEntry {
     pub(crate) refreshing: AtomicBool,
     /// Approximate weight in bytes (the frame payload size when known).
     pub(crate) weight: u32,
+    /// The entry's tags and the generation tokens it was stored with (`crate::tags`).
+    pub(crate) tags: Option<Arc<crate::tags::Stamp>>,
 }
 
 impl LocalEntry {
@@ -369,6 +371,7 @@ mod tests {
             refresh_at: now + dur(ttl),
             refreshing: AtomicBool::new(false),
             weight: 8,
+            tags: None,
         }
     }
 

@@ -76,6 +76,9 @@ pub struct CacheStats {
     pub shared_writes: u64,
     /// Entries dropped from the local tier by invalidation messages.
     pub invalidations_received: u64,
+    /// Tagged entries read from the shared tier and refused because a tag of theirs was
+    /// invalidated (or its record is missing or unreadable) since they were stored.
+    pub tag_stale: u64,
 }
 
 pub(crate) struct Counters {
@@ -95,6 +98,7 @@ pub(crate) struct Counters {
     pub(crate) fail_safe_served: AtomicU64,
     pub(crate) shared_writes: AtomicU64,
     pub(crate) invalidations_received: AtomicU64,
+    pub(crate) tag_stale: AtomicU64,
     pub(crate) m: Metrics,
 }
 
@@ -156,6 +160,7 @@ impl Counters {
             fail_safe_served: AtomicU64::new(0),
             shared_writes: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
+            tag_stale: AtomicU64::new(0),
             m: Metrics::new(shared),
         }
     }
@@ -179,6 +184,7 @@ impl Counters {
             fail_safe_served: l(&self.fail_safe_served),
             shared_writes: l(&self.shared_writes),
             invalidations_received: l(&self.invalidations_received),
+            tag_stale: l(&self.tag_stale),
         }
     }
 }
