@@ -498,3 +498,69 @@ mod tags_in_process {
         }
     }
 }
+
+mod tags_memoize {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use larder_cache::{memoize, Cache};
+
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static ASYNC_CALLS: AtomicU64 = AtomicU64::new(0);
+
+    fn cache() -> &'static Cache {
+        static C: OnceLock<Cache> = OnceLock::new();
+        C.get_or_init(|| Cache::builder().local(100).build().unwrap())
+    }
+
+    #[memoize(namespace = "tags_memo", cache = cache(), tags = [format!("user:{user}"), "profiles".to_owned()])]
+    fn profile(user: u64) -> u64 {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        user * 7
+    }
+
+    #[memoize(namespace = "tags_memo_async", cache = cache(), tags = vec![format!("async-user:{user}")])]
+    async fn profile_async(user: u64) -> Result<u64, String> {
+        ASYNC_CALLS.fetch_add(1, Ordering::SeqCst);
+        Ok(user * 9)
+    }
+
+    /// `#[memoize(tags = …)]`: the tags come from the arguments; `prime` stores under them too.
+    #[test]
+    fn memoized_functions_are_tagged_from_their_arguments() {
+        let calls = || CALLS.load(Ordering::SeqCst);
+        assert_eq!((profile(1), profile(2), profile(1)), (7, 14, 7));
+        assert_eq!(calls(), 2);
+        cache().invalidate_tag_blocking("user:1").unwrap();
+        assert_eq!((profile(1), profile(2)), (7, 14));
+        assert_eq!(calls(), 3, "only user 1 recomputed");
+        cache().invalidate_tag_blocking("profiles").unwrap();
+        assert_eq!((profile(1), profile(2)), (7, 14));
+        assert_eq!(calls(), 5, "both recomputed");
+        profile::prime(3, 21);
+        assert_eq!(profile(3), 21);
+        assert_eq!(calls(), 5, "primed");
+        cache().invalidate_tag_blocking("user:3").unwrap();
+        assert_eq!(profile(3), 21);
+        assert_eq!(calls(), 6, "a primed value carries the tags too");
+    }
+
+    #[tokio::test]
+    async fn async_memoized_functions_are_tagged_too() {
+        let calls = || ASYNC_CALLS.load(Ordering::SeqCst);
+        assert_eq!(profile_async(1).await, Ok(9));
+        assert_eq!(profile_async(1).await, Ok(9));
+        assert_eq!(calls(), 1);
+        cache().invalidate_tag("async-user:1").await.unwrap();
+        assert_eq!(profile_async(1).await, Ok(9));
+        assert_eq!(profile_async(1).await, Ok(9));
+        assert_eq!(calls(), 2);
+        profile_async::prime(5, 45).await;
+        assert_eq!(profile_async(5).await, Ok(45));
+        assert_eq!(calls(), 2);
+        assert_eq!(profile_async::refresh(5).await, Ok(45));
+        cache().invalidate_tag("async-user:5").await.unwrap();
+        assert_eq!(profile_async(5).await, Ok(45));
+        assert_eq!(calls(), 4, "refresh, then the recomputation after the invalidation");
+    }
+}

@@ -25,6 +25,10 @@
 //!   when only `Ok` is cached) — e.g. a short one for empty results; replaces `ttl` per value;
 //! * `err_ttl = "30s"`: for a function returning `Result`, cache `Err` too (like `cache_err`:
 //!   both must be serializable) but for this TTL; `Ok` keeps `ttl` (or `ttl_fn`'s);
+//! * `tags = expr`: the tags each call's entry is stored under, an expression of the arguments
+//!   giving any `IntoIterator` of `Into<String>` (`tags = [format!("user:{user_id}")]`);
+//!   `Cache::invalidate_tag` with one of them retires the entry everywhere. Evaluated before
+//!   the call computes, never from the result (docs/cache.md, "Tags");
 //! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
 //! * `handles = "type" | "assoc" | "none"`: where the companions go (below).
 //!
@@ -41,7 +45,7 @@
 //! | `quote::key(args…) -> Option<String>` | the shared-tier key text of that call |
 //! | `quote::peek(args…) -> Option<V>` | the cached value, if a tier has a fresh one; computes nothing |
 //! | `quote::invalidate(args…)` | removes the entry from every tier (and other processes' local tiers) |
-//! | `quote::prime(args…, value: V)` | stores `value` with the function's TTL |
+//! | `quote::prime(args…, value: V)` | stores `value` with the function's TTL (and its `tags`) |
 //! | `quote::refresh(args…) -> R` | runs the function now, stores an `Ok`/value, returns it |
 //! | `quote::space() -> Option<&'static KeySpace>` | the key space (`None`: malformed `LARDER_KEY_SECRET`) |
 //!
@@ -75,6 +79,7 @@ struct Opts {
     handles: Option<Handles>,
     ttl_fn: Option<Expr>,
     err_ttl_ms: Option<u64>,
+    tags: Option<Expr>,
 }
 
 /// Where the companions of a memoized function go (`handles = "…"`).
@@ -165,6 +170,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
         handles: None,
         ttl_fn: None,
         err_ttl_ms: None,
+        tags: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -194,6 +200,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
             ("ttl_fn", Meta::NameValue(nv)) => o.ttl_fn = Some(nv.value.clone()),
             ("cache", Meta::NameValue(nv)) => o.cache = Some(nv.value.clone()),
             ("key", Meta::NameValue(nv)) => o.key = Some(nv.value.clone()),
+            ("tags", Meta::NameValue(nv)) => o.tags = Some(nv.value.clone()),
             ("crate", Meta::NameValue(nv)) => {
                 let s: LitStr = syn::parse2(nv.value.to_token_stream())?;
                 o.krate = Some(s.parse()?);
@@ -214,7 +221,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 return Err(syn::Error::new(
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
-                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
+                     `key = expr`, `tags = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, \
                      `handles = \"type\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
             }
@@ -377,6 +384,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (None, Some(f)) => quote!(.ttl_by(|__v: &#value_ty| (#f)(__v))),
         (None, None) => quote!(),
     };
+    // Tags: read by the cache before the computation (so evaluated before the call's
+    // arguments move into it).
+    let tags_by = match &opts.tags {
+        Some(t) => quote!(.tags(#t)),
+        None => quote!(),
+    };
     let prime_ttl = |v: &syn::Ident| match (opts.err_ttl_ms, &opts.ttl_fn) {
         (Some(err_ms), _) => {
             let ok = ttl_of_ok(quote!(__v));
@@ -459,16 +472,16 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let (finish, uncached) = if is_async {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute_with(move || #compute_call, #share).await)
+            quote!(__p #ttl_by #tags_by .try_compute_with(move || #compute_call, #share).await)
         } else {
-            quote!(__p #ttl_by .compute(move || #compute_call).await)
+            quote!(__p #ttl_by #tags_by .compute(move || #compute_call).await)
         };
         (finish, quote!(#compute_call.await))
     } else {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute_blocking_with(move || #compute_call, #share))
+            quote!(__p #ttl_by #tags_by .try_compute_blocking_with(move || #compute_call, #share))
         } else {
-            quote!(__p #ttl_by .compute_blocking(move || #compute_call))
+            quote!(__p #ttl_by #tags_by .compute_blocking(move || #compute_call))
         };
         (finish, compute_call.clone())
     };
@@ -541,6 +554,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             if fallible.is_some() { quote!(try_refresh_blocking) } else { quote!(refresh_blocking) },
         )
     };
+    // `prime` of a tagged function stores through a `Pending` so the value carries its tags'
+    // current tokens (a plain `set` would store it untagged, out of reach of invalidate_tag).
+    let prime_store = match &opts.tags {
+        None => quote!(#cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok),
+        Some(_) => {
+            let (store, value) = if is_async {
+                (quote!(refresh), quote!(async move { #value_param }))
+            } else {
+                (quote!(refresh_blocking), quote!(#value_param))
+            };
+            quote! {
+                let __pending = #cache_expr.pending(__space, &__larder_key, __ttl) #tags_by;
+                let _ = __pending.#store(move || #value) #await_tok;
+            }
+        }
+    };
     let name_str = ident.to_string();
     let doc_space = format!("The key space of `{name_str}`'s calls (`None` when `LARDER_KEY_SECRET` is malformed: the calls then run uncached).");
     let doc_key = format!("The shared-tier key text `{{namespace}}:v{{version}}:{{digest}}` a call of `{name_str}` with these arguments uses (`None`: the arguments cannot be a key, the call runs uncached).");
@@ -589,7 +618,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             let ::core::option::Option::Some(__space) = #space_call else { return };
             let __larder_key = #key_expr;
             let __ttl = #prime_ttl_tok;
-            #cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok
+            #prime_store
         }
 
         #(#cfgs)*
@@ -600,7 +629,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 ::core::option::Option::Some(__space) => {
                     let __pending = {
                         let __larder_key = #key_expr;
-                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by
+                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by #tags_by
                     };
                     __pending.#refresh(move || #compute_from_handle) #await_tok
                 }
