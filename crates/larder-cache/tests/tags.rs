@@ -23,7 +23,7 @@ mod tags {
     use std::collections::BTreeMap;
     use std::fs::OpenOptions;
     use std::io::Write;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
