@@ -17,16 +17,19 @@
 //! parameter are in [`crate::redis::connect`]. A Redis URL's `timeout` also sets the cache's
 //! `op_timeout`. When the cache is built, a Redis tier is checked with a `PING` (and a read
 //! under its prefix): wrong credentials, a missing ACL permission or an untrusted
-//! certificate fail the build with [`TierError::Auth`] / [`TierError::Tls`]; a server that is
+//! certificate fail the build with [`TierError::Auth`](crate::TierError::Auth) / [`TierError::Tls`](crate::TierError::Tls); a server that is
 //! only unreachable does not (the cache fails open until it is back).
 //!
 //! Shared tiers are opened by [`open_shared`]: the `match` on the scheme there is the one
 //! place a new tier is registered.
 
-use std::sync::Arc;
+use crate::builder::CacheBuilder;
+use crate::cache::Cache;
+use crate::duration::parse_duration;
+use crate::error::CacheError;
 
-use crate::cache::{CacheBuilder, CacheError, TierOptions};
-use crate::tier::{SharedTier, TierError};
+/// Opens a shared tier from its URL (defined in `open.rs`, beside the runtime it needs).
+pub use crate::open::open_shared;
 
 /// Entries in the local tier when no size is given.
 pub const DEFAULT_LOCAL_ENTRIES: u64 = 10_000;
@@ -127,80 +130,26 @@ pub fn parse(spec: &str) -> Result<CacheBuilder, CacheError> {
     Ok(b)
 }
 
-/// Parses a duration such as `250ms`, `2s`, `1m`, `1m30s` (units `ms`, `s`, `m`, `h`).
-pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let mut total: u64 = 0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("`{s}`: expected a number followed by ms, s, m or h"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(format!("`{s}`: expected a number followed by ms, s, m or h")),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(mult)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{s}`: too long"))?;
-    }
-    Ok(std::time::Duration::from_millis(total))
-}
-
 /// The value of query parameter `name` in a tier URL, if present (not decoded).
 fn url_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
     let (_, query) = url.split_once('?')?;
     query.rsplit('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
-/// Opens a shared tier from its URL. New tiers register here.
-pub fn open_shared(url: &str, opts: &TierOptions) -> Result<Arc<dyn SharedTier>, CacheError> {
-    // Read by the tiers' arms only: a build with neither tier (local cache only) has none.
-    #[cfg(not(any(feature = "sqlite", feature = "redis")))]
-    let _ = opts;
-    let scheme = scheme_of(url).unwrap_or("");
-    match scheme {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Arc::new(crate::sqlite::SqliteTier::open_url(url, opts)?)),
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" => {
-            let ropts = crate::redis::RedisOptions::default()
-                .timeout(opts.op_timeout)
-                .poll_interval(opts.poll_interval.max(std::time::Duration::from_millis(5)));
-            let tier = crate::redis::connect(url, ropts)?;
-            // Wrong credentials or an untrusted certificate: fail now, not compute forever.
-            // A server that is merely down does not stop the cache from being built.
-            crate::cache::block_on(tier.verify())?;
-            Ok(Arc::new(tier))
-        }
-        #[allow(unreachable_patterns)]
-        "sqlite" | "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" => {
-            Err(CacheError::Tier(TierError::Config(format!(
-                "the `{scheme}` tier is not compiled in (enable larder-cache's `{}` feature)",
-                feature_of(scheme)
-            ))))
-        }
-        _ => Err(CacheError::Config(format!("`{url}` is not a shared tier URL"))),
+impl Cache {
+    /// Builds a cache from a configuration string, e.g. `local:10000,sqlite:/var/tmp/larder.db`
+    /// (see [`crate::config`] for the grammar).
+    pub fn from_url(spec: &str) -> Result<Cache, CacheError> {
+        parse(spec)?.build()
     }
-}
 
-fn feature_of(scheme: &str) -> &'static str {
-    if scheme == "sqlite" {
-        "sqlite"
-    } else {
-        "redis"
+    /// Builds a cache from `LARDER_CACHE`, or a local-only cache of 10,000 entries when it
+    /// is unset or empty.
+    pub fn from_env() -> Result<Cache, CacheError> {
+        match std::env::var("LARDER_CACHE") {
+            Ok(s) if !s.trim().is_empty() => Cache::from_url(&s),
+            _ => Cache::builder().local(DEFAULT_LOCAL_ENTRIES).build(),
+        }
     }
 }
 
@@ -225,13 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_url_params() {
-        use std::time::Duration;
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
+    fn url_params() {
         assert_eq!(url_param("redis://h?a=1&timeout=2s&timeout=3s", "timeout"), Some("3s"));
         assert_eq!(url_param("redis://h", "timeout"), None);
         // The URL's timeout becomes the cache's op_timeout; a bad one is a config error.

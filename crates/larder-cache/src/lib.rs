@@ -80,14 +80,23 @@
 extern crate self as larder_cache;
 
 mod breaker;
+mod builder;
 mod cache;
 pub mod codec;
+mod compute;
 pub mod config;
+mod default;
+mod duration;
+mod error;
+mod fetch;
 mod flight;
 pub mod frame;
 mod local;
+mod open;
+mod options;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod stats;
@@ -95,16 +104,20 @@ pub mod store_secret;
 pub mod tags;
 pub mod tier;
 
-pub use cache::{
-    blocking_calls_on_runtime, default_cache, spawn_blocking, Cache, CacheBuilder, CacheError, CacheValue,
-    LeaderFailed, Lookup, Pending, Share, TierOptions, NO_BACKPLANE_LOCAL_TTL,
-};
+pub use builder::CacheBuilder;
+pub use cache::{Cache, CacheValue, NO_BACKPLANE_LOCAL_TTL};
 pub use codec::ValueCodec;
+pub use compute::{LeaderFailed, Lookup, Pending, Share};
+pub use default::default_cache;
+pub use error::CacheError;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
+pub use runtime::{blocking_calls_on_runtime, spawn_blocking};
 pub use stats::CacheStats;
-pub use tier::{BoxFuture, InvalidationHandler, Inventory, Lease, NamespaceInventory, SharedTier, TierError};
+pub use tier::{
+    BoxFuture, InvalidationHandler, Inventory, Lease, NamespaceInventory, SharedTier, TierError, TierOptions,
+};
 
 /// Support for `#[memoize]`-generated code. Not a stable interface.
 #[doc(hidden)]

@@ -40,8 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::cache::TierOptions;
-use crate::tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
+use crate::tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError, TierOptions};
 
 /// Sweep expired and excess entries after this many writes.
 const SWEEP_EVERY: u64 = 512;
@@ -480,6 +479,10 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 impl SharedTier for SqliteTier {
+    fn call_timeout(&self) -> Option<Duration> {
+        Some(self.shared.opts.timeout)
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
     }

@@ -4,6 +4,7 @@
 //! hitting one key do not fight over one cache line, and summed when `stats()` is read.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
@@ -76,48 +77,85 @@ pub struct CacheStats {
     pub shared_writes: u64,
     /// Entries dropped from the local tier by invalidation messages.
     pub invalidations_received: u64,
-    /// Tagged entries read from the shared tier and refused because a tag of theirs was
-    /// invalidated (or its record is missing or unreadable) since they were stored.
-    pub tag_stale: u64,
+}
+
+/// Something the core counts (see [`Counters::record`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Event {
+    /// A fresh value from the local tier.
+    LocalHit,
+    /// A lookup that missed the local tier.
+    LocalMiss,
+    /// A fresh value from the shared tier.
+    SharedHit,
+    /// A shared-tier read that found nothing usable.
+    SharedMiss,
+    /// An early recomputation claimed by XFetch.
+    EarlyRefresh,
+    /// A caller that waited for another caller in this process.
+    Coalesced,
+    /// A wait for another process's lease began.
+    LeaseWait,
+    /// A lease wait ended without a value.
+    LeaseTimeout,
+    /// The function ran, for this long.
+    Computed(Duration),
+    /// A stale value served because the function failed.
+    FailSafeServed,
+    /// A value stored in the shared tier.
+    SharedWrite,
+    /// A shared-tier call failed or timed out.
+    StoreError,
+    /// A shared-tier call skipped by the open circuit breaker.
+    BreakerSkip,
+    /// The circuit breaker opened.
+    BreakerOpened,
+    /// The circuit breaker closed.
+    BreakerClosed,
+    /// A stored entry refused (did not parse or verify).
+    Corrupt,
+    /// A value not stored because it was too large.
+    Oversize,
+    /// A local entry dropped by another process's invalidation.
+    InvalidationReceived,
 }
 
 pub(crate) struct Counters {
-    pub(crate) local_hits: Striped,
-    pub(crate) local_misses: AtomicU64,
-    pub(crate) shared_hits: AtomicU64,
-    pub(crate) shared_misses: AtomicU64,
-    pub(crate) computations: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) lease_waits: AtomicU64,
-    pub(crate) lease_timeouts: AtomicU64,
-    pub(crate) store_errors: AtomicU64,
-    pub(crate) breaker_skips: AtomicU64,
-    pub(crate) corrupt_entries: AtomicU64,
-    pub(crate) oversize_values: AtomicU64,
-    pub(crate) early_refreshes: AtomicU64,
-    pub(crate) fail_safe_served: AtomicU64,
-    pub(crate) shared_writes: AtomicU64,
-    pub(crate) invalidations_received: AtomicU64,
-    pub(crate) tag_stale: AtomicU64,
-    pub(crate) m: Metrics,
+    local_hits: Striped,
+    local_misses: AtomicU64,
+    shared_hits: AtomicU64,
+    shared_misses: AtomicU64,
+    computations: AtomicU64,
+    coalesced: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_timeouts: AtomicU64,
+    store_errors: AtomicU64,
+    breaker_skips: AtomicU64,
+    corrupt_entries: AtomicU64,
+    oversize_values: AtomicU64,
+    early_refreshes: AtomicU64,
+    fail_safe_served: AtomicU64,
+    shared_writes: AtomicU64,
+    invalidations_received: AtomicU64,
+    m: Metrics,
 }
 
 /// `metrics` handles, registered when the cache is built (install the recorder first).
-pub(crate) struct Metrics {
-    pub(crate) local_hit: Counter,
-    pub(crate) local_miss: Counter,
-    pub(crate) shared_hit: Counter,
-    pub(crate) shared_miss: Counter,
-    pub(crate) computations: Counter,
-    pub(crate) compute_seconds: Histogram,
-    pub(crate) lease_waits: Counter,
-    pub(crate) lease_timeouts: Counter,
-    pub(crate) store_errors: Counter,
-    pub(crate) corrupt: Counter,
-    pub(crate) oversize: Counter,
-    pub(crate) early_refresh: Counter,
-    pub(crate) fail_safe: Counter,
-    pub(crate) breaker_open: Gauge,
+struct Metrics {
+    local_hit: Counter,
+    local_miss: Counter,
+    shared_hit: Counter,
+    shared_miss: Counter,
+    computations: Counter,
+    compute_seconds: Histogram,
+    lease_waits: Counter,
+    lease_timeouts: Counter,
+    store_errors: Counter,
+    corrupt: Counter,
+    oversize: Counter,
+    early_refresh: Counter,
+    fail_safe: Counter,
+    breaker_open: Gauge,
 }
 
 impl Metrics {
@@ -160,8 +198,71 @@ impl Counters {
             fail_safe_served: AtomicU64::new(0),
             shared_writes: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
-            tag_stale: AtomicU64::new(0),
             m: Metrics::new(shared),
+        }
+    }
+
+    /// Counts one event: the `Stats` counter and the `metrics` handle together, so the two
+    /// cannot drift apart. The only way the core counts anything.
+    #[inline]
+    pub(crate) fn record(&self, e: Event) {
+        let m = &self.m;
+        match e {
+            Event::LocalHit => {
+                self.local_hits.incr();
+                m.local_hit.increment(1);
+            }
+            Event::LocalMiss => {
+                bump(&self.local_misses);
+                m.local_miss.increment(1);
+            }
+            Event::SharedHit => {
+                bump(&self.shared_hits);
+                m.shared_hit.increment(1);
+            }
+            Event::SharedMiss => {
+                bump(&self.shared_misses);
+                m.shared_miss.increment(1);
+            }
+            Event::EarlyRefresh => {
+                bump(&self.early_refreshes);
+                m.early_refresh.increment(1);
+            }
+            Event::Coalesced => bump(&self.coalesced),
+            Event::LeaseWait => {
+                bump(&self.lease_waits);
+                m.lease_waits.increment(1);
+            }
+            Event::LeaseTimeout => {
+                bump(&self.lease_timeouts);
+                m.lease_timeouts.increment(1);
+            }
+            Event::Computed(took) => {
+                bump(&self.computations);
+                m.computations.increment(1);
+                m.compute_seconds.record(took.as_secs_f64());
+            }
+            Event::FailSafeServed => {
+                bump(&self.fail_safe_served);
+                m.fail_safe.increment(1);
+            }
+            Event::SharedWrite => bump(&self.shared_writes),
+            Event::StoreError => {
+                bump(&self.store_errors);
+                m.store_errors.increment(1);
+            }
+            Event::BreakerSkip => bump(&self.breaker_skips),
+            Event::BreakerOpened => m.breaker_open.set(1.0),
+            Event::BreakerClosed => m.breaker_open.set(0.0),
+            Event::Corrupt => {
+                bump(&self.corrupt_entries);
+                m.corrupt.increment(1);
+            }
+            Event::Oversize => {
+                bump(&self.oversize_values);
+                m.oversize.increment(1);
+            }
+            Event::InvalidationReceived => bump(&self.invalidations_received),
         }
     }
 
@@ -184,11 +285,10 @@ impl Counters {
             fail_safe_served: l(&self.fail_safe_served),
             shared_writes: l(&self.shared_writes),
             invalidations_received: l(&self.invalidations_received),
-            tag_stale: l(&self.tag_stale),
         }
     }
 }
 
-pub(crate) fn bump(a: &AtomicU64) {
+fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }

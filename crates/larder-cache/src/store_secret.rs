@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use larder_key::KeySecret;
 use zeroize::Zeroizing;
 
-use crate::cache::CacheError;
+use crate::error::CacheError;
 
 /// Suffix of the per-store secret file beside a SQLite cache file.
 pub const SQLITE_SECRET_SUFFIX: &str = ".secret";

@@ -12,6 +12,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Tunables shared by the core and handed to tiers when they are opened.
+#[derive(Debug, Clone)]
+pub struct TierOptions {
+    /// Longest any one tier call may take.
+    pub op_timeout: Duration,
+    /// How often a tier without notifications polls while waiting for a value.
+    pub poll_interval: Duration,
+    /// A runtime handle for background work (connections, subscriptions, blocking calls).
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// A boxed, sendable future (keeps [`SharedTier`] usable as `dyn SharedTier`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -109,6 +120,15 @@ pub type InvalidationHandler = Arc<dyn Fn(&str) + Send + Sync>;
 pub trait SharedTier: Send + Sync + 'static {
     /// A short name for metrics and logs (`sqlite`, `redis`, `redis-cluster`).
     fn name(&self) -> &'static str;
+
+    /// The bound this tier itself puts on each call (`get`, `set`, `delete`, leases,
+    /// `publish_invalidation`), answering [`TierError::Timeout`] past it. `None` (the
+    /// default): the cache bounds every call with its `op_timeout`. A tier that answers `Some`
+    /// is not timed out a second time — one timer per call (the SQLite and Redis tiers, whose
+    /// timeout is the cache's `op_timeout` when opened from a URL).
+    fn call_timeout(&self) -> Option<Duration> {
+        None
+    }
 
     /// The frame stored under `key`, if any (expired entries may be returned; the frame
     /// carries its own expiry and the core checks it).

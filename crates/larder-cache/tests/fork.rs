@@ -4,6 +4,9 @@
 //! runtime has no threads there and its connections belong to the parent), values must be
 //! right, inputs the parent computed must not be computed again, and every new input must be
 //! computed exactly once across all children (the shared tier's leases).
+//!
+//! Its own binary: a `fork()` in a process whose other test threads hold locks would hand the
+//! children locks nobody can release.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

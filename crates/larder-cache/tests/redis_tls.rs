@@ -2,10 +2,11 @@
 //! and a throwaway CA. The conformance suite runs unchanged over TLS; a server whose CA is not
 //! trusted is an error, never a silent plaintext fallback.
 //!
-//! This binary holds one test because it sets `SSL_CERT_FILE` (where rustls-native-certs finds
+//! Its own binary, with one test, because it sets `SSL_CERT_FILE` (where rustls-native-certs finds
 //! trusted roots) for the whole process.
 #![cfg(feature = "redis")]
 
+#[path = "it/common/redis.rs"]
 mod redis_common;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,6 @@
 //! The CBOR value codec (feature `cbor`, frame flag 0x02): its checked-in vectors
 //! (`docs/cache-value-cbor-vectors.json`, also read by the Python tests), and mixed fleets —
 //! a CBOR writer read by a postcard-default reader and the reverse, through one SQLite file.
-#![cfg(feature = "cbor")]
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! The Redis tier when its server dies or stalls: every call returns a `TierError` within the
 //! timeout (never a hang), and once the server is back the same tier object works again —
 //! commands and the pub/sub backplane — without being rebuilt.
-#![cfg(feature = "redis")]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,16 +108,19 @@ async fn outage_and_recovery(mut server: RedisServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_server_killed_stalled_and_restarted() {
+    let _timed = crate::common::timed();
     outage_and_recovery(RedisServer::start()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_server_killed_stalled_and_restarted() {
+    let _timed = crate::common::timed();
     outage_and_recovery(RedisServer::start_unix()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_built_while_the_server_is_down_works_once_it_is_up() {
+    let _timed = crate::common::timed();
     let mut server = RedisServer::start();
     server.kill9();
     let t = tier(&server.url());

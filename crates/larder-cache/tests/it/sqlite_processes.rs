@@ -1,21 +1,20 @@
 //! The seed's scenario with real worker processes sharing one SQLite file, and a lease holder
 //! killed with SIGKILL in the middle of its computation.
 //!
-//! The multi-process harness lives in `tests/common/mod.rs` (reused by the Redis tests).
-
-mod common;
+//! The multi-process harness lives in `tests/it/common/mod.rs` (reused by the Redis tests).
 
 use std::time::{Duration, Instant};
 
-use common::{spawn_worker, unix_ms, wait_for_lines, Scenario, WorkerSpec};
+use crate::common::{self, spawn_worker, test_path, unix_ms, wait_for_lines, Scenario, WorkerSpec};
 
 #[test]
 fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,sqlite:{}", dir.path().join("cache.db").display());
     let report = Scenario::seed(&spec, dir.path())
-        .run("seed_scenario_sqlite_computes_each_input_once_across_4_processes");
+        .run(&test_path(module_path!(), "seed_scenario_sqlite_computes_each_input_once_across_4_processes"));
     eprintln!("sqlite seed scenario: {report:?}");
     assert!(report.all_workers_ok, "a worker returned a wrong value or failed");
     assert_eq!(report.per_input.len(), 50, "every input computed");
@@ -30,9 +29,10 @@ fn seed_scenario_sqlite_computes_each_input_once_across_4_processes() {
 #[test]
 fn seed_scenario_local_only_computes_per_process() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
-    let report =
-        Scenario::seed("local:1000", dir.path()).run("seed_scenario_local_only_computes_per_process");
+    let report = Scenario::seed("local:1000", dir.path())
+        .run(&test_path(module_path!(), "seed_scenario_local_only_computes_per_process"));
     eprintln!("local-only seed scenario: {report:?}");
     assert!(report.all_workers_ok);
     assert!(report.computations >= 4 * 50, "process-local caches: {} computations", report.computations);
@@ -43,11 +43,13 @@ fn seed_scenario_local_only_computes_per_process() {
 #[test]
 fn seed_scenario_sqlite_with_threads_in_each_process() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,sqlite:{}", dir.path().join("cache.db").display());
     let mut scenario = Scenario::seed(&spec, dir.path());
     scenario.threads = 4;
-    let report = scenario.run("seed_scenario_sqlite_with_threads_in_each_process");
+    let report =
+        scenario.run(&test_path(module_path!(), "seed_scenario_sqlite_with_threads_in_each_process"));
     eprintln!("sqlite seed scenario, 4 threads per process: {report:?}");
     assert!(report.all_workers_ok);
     assert_eq!(report.computations, 50, "{:?}", report.per_input);
@@ -56,6 +58,7 @@ fn seed_scenario_sqlite_with_threads_in_each_process() {
 #[test]
 fn killed_lease_holder_is_taken_over_within_lease_ttl() {
     common::worker_main_if_requested();
+    let _alone = common::alone();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:100,sqlite:{}", dir.path().join("cache.db").display());
     let count_file = dir.path().join("count.log");
@@ -72,7 +75,7 @@ fn killed_lease_holder_is_taken_over_within_lease_ttl() {
         lease_ttl_ms,
         lease_wait_ms: 20_000,
     };
-    let name = "killed_lease_holder_is_taken_over_within_lease_ttl";
+    let name = &test_path(module_path!(), "killed_lease_holder_is_taken_over_within_lease_ttl");
     let mut holder = spawn_worker(name, &base);
     assert!(wait_for_lines(&count_file, 1, Duration::from_secs(20)), "holder never started computing");
     let holder_started = Instant::now();

@@ -42,6 +42,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn garbage_and_forged_entries_in_sqlite_are_counted_misses() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let cache = sqlite_cache(&db, false);
@@ -108,6 +109,7 @@ fn garbage_and_forged_entries_in_sqlite_are_counted_misses() {
 
 #[test]
 fn a_locked_shared_tier_fails_open_and_the_breaker_stops_calling_it() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let cache = Cache::builder()
@@ -153,6 +155,7 @@ fn a_locked_shared_tier_fails_open_and_the_breaker_stops_calling_it() {
 
 #[test]
 fn concurrent_blocking_misses_compute_once() {
+    let _timed = crate::common::timed();
     let cache = Cache::builder().local(100).build().unwrap();
     let space = KeySpace::new("flight", 1).unwrap();
     let calls = AtomicU32::new(0);
@@ -174,6 +177,7 @@ fn concurrent_blocking_misses_compute_once() {
 
 #[test]
 fn concurrent_errors_are_shared_not_cached() {
+    let _timed = crate::common::timed();
     let cache = Cache::builder().local(100).build().unwrap();
     let space = KeySpace::new("flight_err", 1).unwrap();
     let calls = AtomicU32::new(0);
@@ -198,6 +202,7 @@ fn concurrent_errors_are_shared_not_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_leader_does_not_wedge_waiters() {
+    let _timed = crate::common::timed();
     let cache = Cache::builder().local(100).build().unwrap();
     let space = KeySpace::new("cancel", 1).unwrap();
     let c2 = cache.clone();
@@ -223,6 +228,7 @@ async fn a_cancelled_leader_does_not_wedge_waiters() {
 
 #[test]
 fn ttl_expiry_recomputes() {
+    let _timed = crate::common::timed();
     let cache = Cache::builder().local(100).ttl_jitter(0.0).build().unwrap();
     let space = KeySpace::new("ttl", 1).unwrap();
     let calls = AtomicU32::new(0);
@@ -239,6 +245,7 @@ fn ttl_expiry_recomputes() {
 
 #[test]
 fn xfetch_refreshes_a_hot_key_before_it_expires() {
+    let _timed = crate::common::timed();
     let space = KeySpace::new("xfetch", 1).unwrap();
     // δ = 50 ms against a 10 s TTL: with β = 10^6 the early-refresh gap is far beyond the TTL,
     // so the next read refreshes (probability of not doing so: about 10^-5).
@@ -266,6 +273,7 @@ fn xfetch_refreshes_a_hot_key_before_it_expires() {
 
 #[test]
 fn xfetch_on_the_shared_tier() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let space = KeySpace::new("xfetch_shared", 1).unwrap();
@@ -287,6 +295,7 @@ fn xfetch_on_the_shared_tier() {
 
 #[test]
 fn fail_safe_serves_the_last_value_when_the_function_fails() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let cache = Cache::builder()
@@ -315,6 +324,7 @@ fn fail_safe_serves_the_last_value_when_the_function_fails() {
 
 #[test]
 fn oversize_values_are_returned_but_not_stored() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let cache = Cache::builder()
@@ -340,6 +350,7 @@ fn oversize_values_are_returned_but_not_stored() {
 
 #[test]
 fn set_get_invalidate_across_caches_on_one_file() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let a = sqlite_cache(&db, true);
@@ -362,6 +373,7 @@ fn set_get_invalidate_across_caches_on_one_file() {
 
 #[test]
 fn nan_keys_compute_without_caching() {
+    let _timed = crate::common::timed();
     let cache = Cache::builder().local(100).build().unwrap();
     let space = KeySpace::new("nan", 1).unwrap();
     let calls = AtomicU32::new(0);
@@ -375,6 +387,7 @@ fn nan_keys_compute_without_caching() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_api_against_sqlite_single_flights_many_tasks() {
+    let _timed = crate::common::timed();
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(sqlite_cache(&dir.path().join("c.db"), true));
     let space = KeySpace::new("async_sqlite", 1).unwrap();
@@ -402,6 +415,7 @@ async fn async_api_against_sqlite_single_flights_many_tasks() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn blocking_api_works_inside_a_runtime() {
+    let _timed = crate::common::timed();
     // A sync memoized function called from async code: tier calls must not try to start a
     // runtime inside this one (they run on a helper thread instead).
     let dir = tempfile::tempdir().unwrap();

@@ -1,18 +1,31 @@
 //! The Redis tiers against real servers: one conformance suite run on a single server over
 //! TCP, over a unix socket, and on a 3-node Redis Cluster; plus cluster key placement.
-#![cfg(feature = "redis")]
-
-mod redis_common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::redis::{conformance, raw_single, tier, wait_subscribed};
 use larder_cache::redis::{connect, RedisOptions};
 use larder_cache::{Lease, SharedTier};
 use larder_testkit::redis::{RedisCluster, RedisServer};
-use redis_common::{conformance, raw_cluster, raw_single, tier};
+
+/// Raw commands for a cluster: sent to whichever node owns the key.
+pub fn raw_cluster(cluster: &RedisCluster) -> impl Fn(&[&str]) -> String + '_ {
+    move |args| {
+        let mut last = String::new();
+        for node in cluster.nodes() {
+            let reply = node.command(args);
+            if !reply.starts_with("ERR:MOVED") {
+                return reply;
+            }
+            last = reply;
+        }
+        panic!("no node accepted {args:?}: {last}")
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_single_server_tcp() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start();
     let raw = raw_single(&server);
     conformance(&server.url(), &raw).await;
@@ -21,6 +34,7 @@ async fn conformance_single_server_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_single_server_unix_socket() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start_unix();
     assert!(server.url().starts_with("redis+unix://"));
     let raw = raw_single(&server);
@@ -29,6 +43,7 @@ async fn conformance_single_server_unix_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_cluster() {
+    let _timed = crate::common::timed();
     let cluster = RedisCluster::start(3);
     let raw = raw_cluster(&cluster);
     conformance(&cluster.url(), &raw).await;
@@ -37,6 +52,7 @@ async fn conformance_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_spreads_keys_over_every_node_and_keeps_leases_with_values() {
+    let _timed = crate::common::timed();
     let cluster = RedisCluster::start(3);
     let t = tier(&cluster.url());
     let raw = raw_cluster(&cluster);
@@ -63,6 +79,7 @@ async fn cluster_spreads_keys_over_every_node_and_keeps_leases_with_values() {
 
 #[test]
 fn bad_urls_and_options_are_config_errors() {
+    let _timed = crate::common::timed();
     for url in ["", "http://localhost", "memcached://x", "redis+cluster://", "redis://[::1"] {
         match connect(url, RedisOptions::default()) {
             Err(larder_cache::TierError::Config(_)) => {}
@@ -81,6 +98,7 @@ fn bad_urls_and_options_are_config_errors() {
 
 #[test]
 fn created_outside_a_runtime_and_used_from_one() {
+    let _timed = crate::common::timed();
     // Building the tier needs no runtime (it starts its own for background work).
     let server = RedisServer::start();
     let t = tier(&server.url());
@@ -94,6 +112,7 @@ fn created_outside_a_runtime_and_used_from_one() {
 
 #[tokio::test]
 async fn unreachable_server_is_an_error_within_the_timeout() {
+    let _timed = crate::common::timed();
     // A port nobody listens on: refused at once, or timed out — never a hang, never Ok.
     let port = larder_testkit::free_port();
     let t = connect(&format!("redis://127.0.0.1:{port}"), RedisOptions::default()).unwrap();
@@ -107,6 +126,7 @@ async fn unreachable_server_is_an_error_within_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
+    let _timed = crate::common::timed();
     let mut cluster = RedisCluster::start(3);
     let t = tier(&cluster.url());
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
@@ -114,7 +134,7 @@ async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
     assert!(
         t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())))
     );
-    redis_common::wait_subscribed(&t).await;
+    wait_subscribed(&t).await;
     // Which node holds the listener's connection (a client subscribed to 2 channels)?
     let listener_node = cluster
         .nodes()
@@ -138,6 +158,7 @@ async fn cluster_backplane_listener_moves_to_another_node_when_its_node_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_invalidation_handler_does_not_stop_the_backplane() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start();
     let t = tier(&server.url());
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
@@ -148,7 +169,7 @@ async fn a_panicking_invalidation_handler_does_not_stop_the_backplane() {
     }));
     let s2 = std::sync::Arc::clone(&seen);
     t.subscribe_invalidations(std::sync::Arc::new(move |k: &str| s2.lock().unwrap().push(k.to_string())));
-    redis_common::wait_subscribed(&t).await;
+    wait_subscribed(&t).await;
     t.publish_invalidation("boom").await.unwrap();
     t.publish_invalidation("after").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

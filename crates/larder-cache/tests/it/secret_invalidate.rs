@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::test_path;
 use larder_cache::{default_cache, memoize, KeySecret, KeySpace};
 
 const ROLE_ENV: &str = "LARDER_SECRET_TEST_ROLE";
@@ -74,7 +75,11 @@ struct Worker {
 impl Worker {
     fn spawn(db: &Path, gen_file: &Path) -> Worker {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["two_processes_share_one_keyed_space_and_invalidate_it", "--exact", "--nocapture"])
+            .args([
+                &test_path(module_path!(), "two_processes_share_one_keyed_space_and_invalidate_it"),
+                "--exact",
+                "--nocapture",
+            ])
             .env(ROLE_ENV, "1")
             .env(GEN_ENV, gen_file)
             .env("LARDER_KEY_SECRET", SECRET_HEX)

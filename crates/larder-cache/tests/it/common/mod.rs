@@ -1,8 +1,7 @@
-#![allow(dead_code)] // Each test binary uses part of the harness.
-//! The multi-process scenario harness, shared by the SQLite tests in this crate
-//! (`tests/sqlite_processes.rs`) and the Redis tests (`tests/redis_*.rs`): put `mod common;`
-//! in the test file and call `common::worker_main_if_requested()` first in each test that
-//! spawns workers.
+//! What the integration tests share: the multi-process scenario harness used by
+//! `sqlite_processes.rs` and `redis_processes.rs` (call `common::worker_main_if_requested()`
+//! first in each test that spawns workers), [`test_path`] for re-running one test of this
+//! binary in a child process, and the Redis conformance suite ([`redis`]).
 //!
 //! A test binary re-invokes itself as worker processes: the test function calls
 //! [`worker_main_if_requested`] first; in a worker (the environment variable [`WORKER_ENV`]
@@ -16,7 +15,7 @@
 //!     common::worker_main_if_requested();
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let spec = format!("local:1000,sqlite:{}", dir.path().join("c.db").display());
-//!     let report = common::Scenario::seed(&spec, dir.path()).run("seed_scenario");
+//!     let report = common::Scenario::seed(&spec, dir.path()).run(&common::test_path(module_path!(), "seed_scenario"));
 //!     assert_eq!(report.computations, 50);
 //! }
 //! ```
@@ -26,9 +25,88 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_cache::{Cache, KeySpace};
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// Who is running, for [`alone`] and [`timed`]: the tests that load the machine (fleets of
+/// worker processes) or need it quiet (TLS handshakes to a cluster within a 250 ms call bound)
+/// run alone; the other tests whose calls have short timeouts run together, never beside
+/// those. So four busy workers on a two-core machine cannot push a 250 ms call past its bound,
+/// as when each file was its own binary and ran alone. Tests with no timing in them take no
+/// slot and run freely.
+///
+/// A slot is a count under a mutex, not a held lock guard, so an async test may keep its slot
+/// across `.await`s.
+struct Slots {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+struct SlotState {
+    timed: usize,
+    alone: bool,
+    alone_waiting: usize,
+}
+
+static SLOTS: Slots = Slots {
+    state: Mutex::new(SlotState { timed: 0, alone: false, alone_waiting: 0 }),
+    changed: Condvar::new(),
+};
+
+/// A test's place in [`SLOTS`], given back when dropped.
+#[must_use = "the slot is given back when this is dropped"]
+pub struct Slot {
+    alone: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.alone {
+            s.alone = false;
+        } else {
+            s.timed -= 1;
+        }
+        SLOTS.changed.notify_all();
+    }
+}
+
+/// For a test that loads the machine or needs it quiet: waits until no other slot is taken.
+pub fn alone() -> Slot {
+    let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.alone_waiting += 1;
+    while s.alone || s.timed > 0 {
+        s = SLOTS.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+    }
+    s.alone_waiting -= 1;
+    s.alone = true;
+    Slot { alone: true }
+}
+
+/// For a test with short timeouts: waits until no [`alone`] test runs or waits.
+pub fn timed() -> Slot {
+    let mut s = SLOTS.state.lock().unwrap_or_else(PoisonError::into_inner);
+    while s.alone || s.alone_waiting > 0 {
+        s = SLOTS.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+    }
+    s.timed += 1;
+    Slot { alone: false }
+}
+
+/// The name the test harness gives test `name` of module `module` (pass `module_path!()`):
+/// `sqlite_processes::seed_scenario`, the crate's own name left out. A child process runs
+/// exactly that test with `--exact`.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
+}
 
 /// Set in a worker process's environment; holds the worker's parameters.
 pub const WORKER_ENV: &str = "LARDER_CACHE_TEST_WORKER";

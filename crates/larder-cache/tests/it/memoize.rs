@@ -173,7 +173,7 @@ fn arc_errors_are_shareable() {
     assert!(r.is_err());
 }
 
-// ---- companions (`handles`) in one process; across processes: tests/handles.rs ----
+// ---- companions (`handles`) in one process; across processes: tests/it/handles.rs ----
 
 static LIMIT_CALLS: AtomicU32 = AtomicU32::new(0);
 static LIMIT_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

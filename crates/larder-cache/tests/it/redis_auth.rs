@@ -1,8 +1,7 @@
 //! Production Redis URLs against real servers: a password (`requirepass`), ACL users, a key
 //! prefix, a connection pool and timeouts in the URL; wrong credentials or a missing
 //! permission fail the build with a typed error, a server that is only down does not.
-//! (TLS: `tests/redis_tls_url.rs`.)
-#![cfg(feature = "redis")]
+//! (TLS: `tests/it/redis_tls_url.rs`.)
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -65,6 +64,7 @@ fn expect_refused(url: &str, what: &str) -> TierError {
 
 #[test]
 fn requirepass_password_in_url_prefix_pool_and_timeout() {
+    let _timed = crate::common::timed();
     let server = server_with_password();
     let p = port(&server);
     let url = format!("redis://:{ADMIN_PW_URL}@127.0.0.1:{p}?prefix=app1:&connections=3&timeout=500ms");
@@ -82,6 +82,7 @@ fn requirepass_password_in_url_prefix_pool_and_timeout() {
 
 #[test]
 fn acl_users_and_their_key_patterns() {
+    let _timed = crate::common::timed();
     let server = server_with_password();
     let p = port(&server);
     // A user that may only touch keys and channels under `app2:`.
@@ -107,6 +108,7 @@ fn acl_users_and_their_key_patterns() {
 
 #[test]
 fn a_server_that_is_down_does_not_stop_the_build() {
+    let _timed = crate::common::timed();
     let mut server = RedisServer::start();
     let url = format!("{}?timeout=300ms", server.url());
     server.kill9();
@@ -131,6 +133,7 @@ fn a_server_that_is_down_does_not_stop_the_build() {
 
 #[test]
 fn bad_url_parameters_are_config_errors() {
+    let _timed = crate::common::timed();
     for (url, why) in [
         ("redis://127.0.0.1:1?timeout=banana", "timeout"),
         ("redis://127.0.0.1:1?timeout=0ms", "timeout"),
@@ -155,6 +158,7 @@ fn bad_url_parameters_are_config_errors() {
 
 #[test]
 fn unix_socket_with_password_parameter() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start_with(RedisOptions {
         unix_socket: true,
         password: Some(ADMIN_PW.into()),

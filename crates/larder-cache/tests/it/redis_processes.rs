@@ -4,10 +4,7 @@
 //! Redis again after the restart), and the invalidation backplane between processes.
 //!
 //! Each test re-invokes this binary as workers: the seed scenario through the shared harness
-//! in `tests/common`, the other roles through [`role_main_if_requested`].
-#![cfg(feature = "redis")]
-
-mod common;
+//! in `tests/it/common`, the other roles through [`role_main_if_requested`].
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -15,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{expected_value, unix_ms, Scenario};
+use crate::common::{self, expected_value, test_path, unix_ms, Scenario};
 use larder_cache::redis::value_key;
 use larder_cache::{Cache, KeySpace};
 use larder_testkit::redis::{RedisCluster, RedisServer};
@@ -53,21 +50,24 @@ fn check_seed_report(what: &str, report: &common::Report) {
 #[test]
 fn seed_scenario_on_redis_computes_each_input_once() {
     worker_entry();
+    let _alone = common::alone();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,{}", with_secret(&server.url()));
-    let report = Scenario::seed(&spec, dir.path()).run("seed_scenario_on_redis_computes_each_input_once");
+    let report = Scenario::seed(&spec, dir.path())
+        .run(&test_path(module_path!(), "seed_scenario_on_redis_computes_each_input_once"));
     check_seed_report("redis", &report);
 }
 
 #[test]
 fn seed_scenario_on_redis_cluster_computes_each_input_once() {
     worker_entry();
+    let _alone = common::alone();
     let cluster = RedisCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("local:1000,{}", with_secret(&cluster.url()));
-    let report =
-        Scenario::seed(&spec, dir.path()).run("seed_scenario_on_redis_cluster_computes_each_input_once");
+    let report = Scenario::seed(&spec, dir.path())
+        .run(&test_path(module_path!(), "seed_scenario_on_redis_cluster_computes_each_input_once"));
     check_seed_report("redis cluster", &report);
     // The 50 values are spread over every node.
     let sizes = cluster.dbsizes();
@@ -182,7 +182,11 @@ fn computation_times(count_file: &Path) -> Vec<u64> {
 #[test]
 fn redis_killed_mid_load_every_call_right_and_cache_used_again_after_restart() {
     worker_entry();
-    let test_name = "redis_killed_mid_load_every_call_right_and_cache_used_again_after_restart";
+    let _alone = common::alone();
+    let test_name = &test_path(
+        module_path!(),
+        "redis_killed_mid_load_every_call_right_and_cache_used_again_after_restart",
+    );
     let mut server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let count_file: PathBuf = dir.path().join("computations.log");
@@ -278,9 +282,10 @@ fn backplane_between_processes(test_name: &str, url: &str, del: &dyn Fn(&str) ->
 #[test]
 fn invalidation_in_one_process_clears_another_process_local_tier() {
     worker_entry();
+    let _alone = common::alone();
     let server = RedisServer::start();
     backplane_between_processes(
-        "invalidation_in_one_process_clears_another_process_local_tier",
+        &test_path(module_path!(), "invalidation_in_one_process_clears_another_process_local_tier"),
         &server.url(),
         &|name| server.command(&["DEL", name]),
     );
@@ -289,6 +294,7 @@ fn invalidation_in_one_process_clears_another_process_local_tier() {
 #[test]
 fn invalidation_across_processes_on_the_cluster() {
     worker_entry();
+    let _alone = common::alone();
     let cluster = RedisCluster::start(3);
     // DEL on whichever node owns the slot (the others answer MOVED).
     let del = |name: &str| {
@@ -299,13 +305,18 @@ fn invalidation_across_processes_on_the_cluster() {
             .find(|r| !r.starts_with("ERR:MOVED"))
             .unwrap_or_default()
     };
-    backplane_between_processes("invalidation_across_processes_on_the_cluster", &cluster.url(), &del);
+    backplane_between_processes(
+        &test_path(module_path!(), "invalidation_across_processes_on_the_cluster"),
+        &cluster.url(),
+        &del,
+    );
 }
 
 #[test]
 fn killed_lease_holder_on_redis_is_taken_over_within_lease_ttl() {
     worker_entry();
-    let name = "killed_lease_holder_on_redis_is_taken_over_within_lease_ttl";
+    let _alone = common::alone();
+    let name = &test_path(module_path!(), "killed_lease_holder_on_redis_is_taken_over_within_lease_ttl");
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let count_file = dir.path().join("count.log");

@@ -2,7 +2,6 @@
 //! ours — garbage, truncated, forged (valid frame, wrong MAC), moved from another key, of an
 //! unknown version — are counted misses and never returned; a Redis crash mid-use is answered
 //! by computing, and the same cache uses Redis again after the restart.
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -116,18 +115,21 @@ async fn foreign_entries_are_counted_misses(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_entries_are_misses_on_a_single_server() {
+    let _timed = crate::common::timed();
     let server = RedisServer::start();
     foreign_entries_are_counted_misses(&server.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_entries_are_misses_on_the_cluster() {
+    let _timed = crate::common::timed();
     let cluster = RedisCluster::start(3);
     foreign_entries_are_counted_misses(&cluster.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_answered_by_computing_and_the_cache_comes_back() {
+    let _timed = crate::common::timed();
     let mut server = RedisServer::start();
     let space = KeySpace::new("outage", 1).unwrap();
     let c = Cache::builder()

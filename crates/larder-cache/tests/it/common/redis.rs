@@ -1,13 +1,13 @@
-#![allow(dead_code)] // Each test binary uses part of it.
-//! The Redis tier conformance suite, shared by `redis_tier.rs` (TCP, unix socket, cluster) and
-//! `redis_tls.rs` (`rediss://`): one function every deployment mode must pass unchanged.
+//! The Redis tier conformance suite, shared by `it/redis_tier.rs` (TCP, unix socket, cluster) and
+//! the separate `tests/redis_tls.rs` binary (`rediss://`, which includes this file by path): one
+//! function every deployment mode must pass unchanged. Everything here is used by both.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use larder_cache::redis::{connect, listener_subscribed, RedisOptions, RedisTier};
 use larder_cache::{Lease, SharedTier};
-use larder_testkit::redis::{RedisCluster, RedisServer};
+use larder_testkit::redis::RedisServer;
 
 /// Sends a raw command to whichever node owns the key (a single server has just one).
 pub type Raw<'a> = &'a dyn Fn(&[&str]) -> String;
@@ -21,20 +21,6 @@ pub fn raw_single(server: &RedisServer) -> impl Fn(&[&str]) -> String + '_ {
         } else {
             server.command(args)
         }
-    }
-}
-
-pub fn raw_cluster(cluster: &RedisCluster) -> impl Fn(&[&str]) -> String + '_ {
-    move |args| {
-        let mut last = String::new();
-        for node in cluster.nodes() {
-            let reply = node.command(args);
-            if !reply.starts_with("ERR:MOVED") {
-                return reply;
-            }
-            last = reply;
-        }
-        panic!("no node accepted {args:?}: {last}")
     }
 }
 

@@ -2,7 +2,6 @@
 //! throwaway CA given in the URL): values shared between two caches and spread over the
 //! nodes, invalidations reaching the other cache's local tier through the backplane, and
 //! wrong credentials or an untrusted certificate refused when the cache is built.
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +54,7 @@ fn backplane_reaches(a: &Cache, b: &Cache) {
 
 #[test]
 fn cluster_with_password_and_over_tls() {
+    let _alone = crate::common::alone();
     // Password, plaintext.
     let plain = RedisCluster::start_with(3, ClusterOptions { password: Some(PW.into()), tls: false });
     let hosts = plain.url().strip_prefix("redis+cluster://").unwrap().to_owned();

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::common::test_path;
 use larder_cache::{memoize, Cache, KeySecret, KeySpace};
 
 const STEP_ENV: &str = "LARDER_HANDLES_STEP";
@@ -119,7 +120,7 @@ const TEST: &str = "handles_reach_the_call_paths_entries_across_processes";
 /// Runs one step in a child process; returns its stdout.
 fn run_step(step: &str, db: &Path, count: &Path) -> String {
     let out = Command::new(std::env::current_exe().expect("test executable"))
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&test_path(module_path!(), TEST), "--exact", "--nocapture", "--test-threads=1"])
         .env(STEP_ENV, step)
         .env(DB_ENV, db)
         .env(COUNT_ENV, count)

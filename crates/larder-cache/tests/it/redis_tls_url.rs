@@ -2,7 +2,6 @@
 //! server refused when the cache is built (never a silent plaintext fallback, never a cache
 //! that computes forever). The server is a real `redis-server --tls-port` with a certificate
 //! from a throwaway CA the test makes (`larder_testkit::redis::RedisServer::start_tls_with`).
-#![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ fn with_secret(url: &str) -> String {
 
 #[test]
 fn rediss_with_ca_in_url_and_password_shares_values_and_untrusted_is_refused() {
+    let _alone = crate::common::alone();
     let server = RedisServer::start_tls_with(RedisOptions {
         password: Some("tls-pw".into()),
         ..RedisOptions::default()
@@ -66,6 +66,7 @@ fn rediss_with_ca_in_url_and_password_shares_values_and_untrusted_is_refused() {
 
 #[test]
 fn mutual_tls_with_client_certificate_in_url() {
+    let _alone = crate::common::alone();
     let server = RedisServer::start_tls_with(RedisOptions {
         extra_args: vec!["--tls-auth-clients".into(), "yes".into()],
         ..RedisOptions::default()

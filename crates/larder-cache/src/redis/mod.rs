@@ -72,75 +72,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisError, Script, Value};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::tier::{BoxFuture, InvalidationHandler, Lease, SharedTier, TierError};
 
-/// How long [`RedisTier::verify`] waits for a server at least (a TLS handshake in a debug
-/// build can take longer than a call's timeout).
-pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+mod inventory;
+mod listener;
+mod options;
+mod url;
 
-/// Tuning of a [`RedisTier`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// Upper bound of every call (connect included). Default 250 ms.
-    pub timeout: Duration,
-    /// Prefix of every key and channel name; must not contain `{` or `}` (it would change the
-    /// cluster hash tag). Default `larder:`.
-    pub prefix: String,
-    /// How often a waiter re-checks when no notification arrives. Default 50 ms.
-    pub poll_interval: Duration,
-    /// Bound of one connection attempt (background reconnects included). Default: `timeout`.
-    pub connect_timeout: Option<Duration>,
-    /// Multiplexed connections per server, used in turn (each pipelines every task's
-    /// commands). Default 1; more spreads the work of many threads over several sockets.
-    pub connections: usize,
-    /// Reconnection attempts redis-rs makes inside one call. Default 1.
-    pub retries: u32,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            timeout: Duration::from_millis(250),
-            prefix: "larder:".to_string(),
-            poll_interval: Duration::from_millis(50),
-            connect_timeout: None,
-            connections: 1,
-            retries: 1,
-        }
-    }
-}
-
-impl RedisOptions {
-    /// Sets [`timeout`](Self::timeout).
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets [`prefix`](Self::prefix).
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// Sets [`poll_interval`](Self::poll_interval).
-    #[must_use]
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = every;
-        self
-    }
-}
+use listener::{Hub, Listener};
+pub use options::{RedisOptions, VERIFY_TIMEOUT};
+use url::{config_err, RedisUrl};
 
 /// The Redis name holding the value of key text `key` (`<prefix>{#key}`).
 pub fn value_key(prefix: &str, key: &str) -> String {
@@ -191,179 +139,6 @@ pub fn connect(url: &str, options: RedisOptions) -> Result<RedisTier, TierError>
     RedisTier::open(url, options)
 }
 
-/// A Redis URL split into the node URLs redis-rs reads and larder's own parameters.
-struct RedisUrl {
-    cluster: bool,
-    tls: bool,
-    node_urls: Vec<String>,
-    params: Vec<(String, String)>,
-}
-
-const OWN_PARAMS: &[&str] =
-    &["prefix", "timeout", "connect_timeout", "connections", "retries", "ca", "client_cert", "client_key"];
-const PASSED_PARAMS: &[&str] = &["db", "user", "pass", "protocol"];
-
-impl RedisUrl {
-    fn parse(url: &str) -> Result<Self, TierError> {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, q),
-            None => (url, ""),
-        };
-        let mut params = Vec::new();
-        let mut passed = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if OWN_PARAMS.contains(&k) {
-                params.push((k.to_owned(), percent_decode(v)?));
-            } else if PASSED_PARAMS.contains(&k) {
-                passed.push(pair);
-            } else {
-                return Err(config_err(format!(
-                    "unknown redis URL parameter `{k}` (known: {}, {})",
-                    OWN_PARAMS.join(", "),
-                    PASSED_PARAMS.join(", ")
-                )));
-            }
-        }
-        let passed = if passed.is_empty() { String::new() } else { format!("?{}", passed.join("&")) };
-        let (cluster, tls, rest) = if let Some(r) = base.strip_prefix("rediss+cluster://") {
-            (true, true, r)
-        } else if let Some(r) = base.strip_prefix("redis+cluster://") {
-            (true, false, r)
-        } else if base.starts_with("rediss://") {
-            (false, true, base)
-        } else if base.starts_with("redis://")
-            || base.starts_with("redis+unix://")
-            || base.starts_with("unix://")
-        {
-            (false, false, base)
-        } else {
-            return Err(config_err(
-                "not a redis URL (redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://)",
-            ));
-        };
-        let node_urls = if cluster {
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((a, h)) => (format!("{a}@"), h),
-                None => (String::new(), rest),
-            };
-            let scheme = if tls { "rediss" } else { "redis" };
-            let urls: Vec<String> = hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(|h| format!("{scheme}://{auth}{h}{passed}"))
-                .collect();
-            if urls.is_empty() {
-                return Err(config_err("a redis cluster URL needs at least one host:port"));
-            }
-            urls
-        } else {
-            vec![format!("{rest}{passed}")]
-        };
-        Ok(RedisUrl { cluster, tls, node_urls, params })
-    }
-
-    fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    /// `options` with the URL's parameters applied.
-    fn apply(&self, mut o: RedisOptions) -> Result<RedisOptions, TierError> {
-        let dur = |name: &str| -> Result<Option<Duration>, TierError> {
-            self.param(name)
-                .map(|v| {
-                    crate::config::parse_duration(v)
-                        .map_err(|e| config_err(format!("redis URL `{name}`: {e}")))
-                })
-                .transpose()
-        };
-        let int = |name: &str, max: u64| -> Result<Option<u64>, TierError> {
-            self.param(name)
-                .map(|v| match v.parse::<u64>() {
-                    Ok(n) if n <= max => Ok(n),
-                    _ => Err(config_err(format!(
-                        "redis URL `{name}={v}`: expected a whole number up to {max}"
-                    ))),
-                })
-                .transpose()
-        };
-        if let Some(p) = self.param("prefix") {
-            o.prefix = p.to_owned();
-        }
-        if let Some(t) = dur("timeout")? {
-            o.timeout = t;
-        }
-        if let Some(t) = dur("connect_timeout")? {
-            o.connect_timeout = Some(t);
-        }
-        if let Some(n) = int("connections", 64)? {
-            if n == 0 {
-                return Err(config_err("redis URL `connections=0`: at least one connection is needed"));
-            }
-            o.connections = n as usize;
-        }
-        if let Some(n) = int("retries", 100)? {
-            o.retries = n as u32;
-        }
-        Ok(o)
-    }
-
-    /// The CA and client certificates named by `ca`, `client_cert`, `client_key`, read now.
-    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, TierError> {
-        let (ca, cert, key) = (self.param("ca"), self.param("client_cert"), self.param("client_key"));
-        if ca.is_none() && cert.is_none() && key.is_none() {
-            return Ok(None);
-        }
-        if !self.tls {
-            return Err(config_err(
-                "`ca`, `client_cert` and `client_key` need a TLS URL (rediss://, rediss+cluster://)",
-            ));
-        }
-        let read = |name: &str, path: &str| {
-            std::fs::read(path)
-                .map_err(|e| config_err(format!("redis URL `{name}`: cannot read {path}: {e}")))
-        };
-        let client_tls = match (cert, key) {
-            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
-                client_cert: read("client_cert", c)?,
-                client_key: read("client_key", k)?,
-            }),
-            (None, None) => None,
-            _ => return Err(config_err("redis URL: give both `client_cert` and `client_key`, or neither")),
-        };
-        let root_cert = ca.map(|c| read("ca", c)).transpose()?;
-        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, TierError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let v = hex
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| config_err("bad percent-encoding in a redis URL parameter"))?;
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| config_err("a redis URL parameter is not UTF-8"))
-}
-
 // KEYS[1] = lease, ARGV[1] = token, ARGV[2] = release channel, ARGV[3] = key text.
 const RELEASE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -392,68 +167,6 @@ enum Backend {
         /// One plain client per configured node, for the pub/sub listener.
         nodes: Vec<redis::Client>,
     },
-}
-
-/// State shared with the background listener.
-struct Hub {
-    waiters: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
-    handlers: Mutex<Vec<InvalidationHandler>>,
-    started: AtomicBool,
-    /// True while the listener is subscribed.
-    subscribed: watch::Sender<bool>,
-}
-
-impl Hub {
-    fn register(self: &Arc<Self>, key: &str) -> WaiterGuard {
-        let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(key.to_string()).or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        WaiterGuard { hub: Arc::clone(self), key: key.to_string(), notify: Arc::clone(&entry.0) }
-    }
-
-    fn wake(&self, key: &str) {
-        let map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, _)) = map.get(key) {
-            n.notify_waiters();
-        }
-    }
-
-    fn wake_all(&self) {
-        let map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for (n, _) in map.values() {
-            n.notify_waiters();
-        }
-    }
-
-    fn dispatch_invalidation(&self, key: &str) {
-        let handlers: Vec<InvalidationHandler> =
-            self.handlers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for h in handlers {
-            // A panicking handler must not take the listener (and every later invalidation)
-            // down with it.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(key))).is_err() {
-                tracing::error!("an invalidation handler panicked; the listener goes on");
-            }
-        }
-    }
-}
-
-struct WaiterGuard {
-    hub: Arc<Hub>,
-    key: String,
-    notify: Arc<Notify>,
-}
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        let mut map = self.hub.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = map.get_mut(&self.key) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// Keeps a runtime the tier had to start itself; shut down without blocking on drop.
@@ -489,10 +202,6 @@ impl fmt::Debug for RedisTier {
         // The URL may carry a password: only the mode is shown.
         f.debug_struct("RedisTier").field("name", &self.name()).field("options", &self.options).finish()
     }
-}
-
-fn config_err(e: impl fmt::Display) -> TierError {
-    TierError::Config(e.to_string())
 }
 
 fn map_err(e: RedisError) -> TierError {
@@ -836,83 +545,11 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
-/// The background task owning the pub/sub connection.
-struct Listener {
-    hub: Arc<Hub>,
-    clients: Vec<redis::Client>,
-    release_channel: String,
-    invalidate_channel: String,
-    timeout: Duration,
-    shutdown: watch::Receiver<()>,
-}
-
-impl Listener {
-    async fn run(mut self) {
-        let mut backoff = Duration::from_millis(20);
-        let mut node = 0usize;
-        loop {
-            if self.shutdown.has_changed().is_err() {
-                return;
-            }
-            let client = &self.clients[node % self.clients.len()];
-            let connected = tokio::time::timeout(self.timeout, async {
-                let mut ps = client.get_async_pubsub().await?;
-                ps.subscribe(&[self.release_channel.as_str(), self.invalidate_channel.as_str()]).await?;
-                Ok::<_, RedisError>(ps)
-            })
-            .await;
-            match connected {
-                Ok(Ok(ps)) => {
-                    backoff = Duration::from_millis(20);
-                    self.hub.subscribed.send_replace(true);
-                    // Notifications may have been lost while disconnected: let waiters re-check.
-                    self.hub.wake_all();
-                    let mut stream = ps.into_on_message();
-                    loop {
-                        tokio::select! {
-                            msg = stream.next() => match msg {
-                                Some(msg) => {
-                                    let Ok(key) = std::str::from_utf8(msg.get_payload_bytes()) else {
-                                        continue;
-                                    };
-                                    if msg.get_channel_name() == self.release_channel {
-                                        self.hub.wake(key);
-                                    } else {
-                                        self.hub.dispatch_invalidation(key);
-                                    }
-                                }
-                                None => break,
-                            },
-                            changed = self.shutdown.changed() => {
-                                if changed.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    self.hub.subscribed.send_replace(false);
-                    tracing::debug!("redis pub/sub connection lost; reconnecting");
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "redis pub/sub connect failed");
-                    node += 1;
-                }
-                Err(_) => node += 1,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-        }
-    }
-}
-
 impl SharedTier for RedisTier {
+    fn call_timeout(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
+
     fn name(&self) -> &'static str {
         match self.backend {
             Backend::Single { .. } => "redis",
@@ -1022,72 +659,6 @@ impl SharedTier for RedisTier {
         self.hub.handlers.lock().unwrap_or_else(|p| p.into_inner()).push(handler);
         self.ensure_listener();
         true
-    }
-}
-
-impl RedisTier {
-    /// What the server holds under this tier's prefix, by namespace: `SCAN` over
-    /// `<prefix>{#*` and `STRLEN` of each value. On a cluster, every node named in the URL is
-    /// scanned (name every primary to count them all). Each `SCAN` batch is one bounded call.
-    pub async fn inventory(&self) -> Result<crate::tier::Inventory, TierError> {
-        let clients: Vec<&redis::Client> = match &self.backend {
-            Backend::Single { client, .. } => vec![&**client],
-            Backend::Cluster { nodes, .. } => nodes.iter().collect(),
-        };
-        let pattern = format!("{}{{#*", self.options.prefix);
-        let head = format!("{}{{#", self.options.prefix);
-        let bound = self.options.timeout.max(VERIFY_TIMEOUT);
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(bound))
-            .set_response_timeout(Some(bound));
-        let mut inv = crate::tier::Inventory::default();
-        for client in clients {
-            let mut conn =
-                tokio::time::timeout(bound, client.get_multiplexed_async_connection_with_config(&config))
-                    .await
-                    .map_err(|_| TierError::Timeout)?
-                    .map_err(map_err)?;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, names): (u64, Vec<String>) = tokio::time::timeout(
-                    bound,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await
-                .map_err(|_| TierError::Timeout)?
-                .map_err(map_err)?;
-                let mut pipe = redis::pipe();
-                let mut values = Vec::new();
-                for name in names {
-                    if name.ends_with("}:lease") {
-                        inv.leases += 1;
-                    } else if let Some(text) = name.strip_prefix(&head).and_then(|t| t.strip_suffix('}')) {
-                        pipe.cmd("STRLEN").arg(&name);
-                        values.push(text.to_owned());
-                    }
-                }
-                if !values.is_empty() {
-                    let lens: Vec<u64> = tokio::time::timeout(bound, pipe.query_async(&mut conn))
-                        .await
-                        .map_err(|_| TierError::Timeout)?
-                        .map_err(map_err)?;
-                    for (text, len) in values.iter().zip(lens) {
-                        inv.add(text, len, false);
-                    }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(inv)
     }
 }
 

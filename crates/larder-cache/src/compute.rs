@@ -1,0 +1,693 @@
+//! A call that missed the local tier, finished: [`Cache::lookup`] and [`Pending`], the
+//! single-flight join, computing (async and blocking) and the one settle step both share.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use larder_key::{KeySpace, StableKey};
+use tracing::Instrument;
+
+use crate::cache::{size_of_payload, unix_ms, Cache, CacheValue, Inner};
+use crate::fetch::Fetched;
+use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
+use crate::frame::FrameMeta;
+use crate::local::{self as local_clock, LocalKey};
+use crate::runtime::{block_on, note_blocking_on_runtime};
+use crate::stats::Event;
+
+/// The result of [`Cache::lookup`]: a fresh local hit, or what is needed to finish the call.
+pub enum Lookup<V> {
+    /// Found in the local tier.
+    Hit(V),
+    /// Not found locally: finish with [`Pending::compute`] or [`Pending::compute_blocking`].
+    Miss(Pending),
+}
+
+/// A call that missed the local tier: the key, already encoded, and the cache.
+pub struct Pending {
+    cache: Cache,
+    space: KeySpace,
+    /// `None` when the arguments could not be encoded (NaN, too large): compute, store nothing.
+    key: Option<LocalKey>,
+    ttl: Duration,
+    /// A still-fresh local value whose early refresh this caller claimed.
+    fallback: Option<Box<dyn Any + Send + Sync>>,
+    /// The TTL chosen from the value ([`Pending::ttl_by`]); `None`: `ttl` for every value.
+    ttl_of: Option<TtlOf>,
+}
+
+/// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
+type TtlOf = Box<dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync>;
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").field("space", &self.space).field("ttl", &self.ttl).finish()
+    }
+}
+
+impl Cache {
+    /// Looks `args` up in the local tier only. A hit costs an encoding, an in-process hash and
+    /// a clone of the value — never a digest. On a miss, finish the call with the returned
+    /// [`Pending`].
+    #[inline]
+    pub fn lookup<A, V>(&self, space: &KeySpace, args: &A, ttl: Duration) -> Lookup<V>
+    where
+        A: StableKey + ?Sized,
+        V: Clone + Send + Sync + 'static,
+    {
+        let local = self.inner.local.as_ref();
+        let prefix = space.prefix();
+        let r = larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            let hash = local_clock::hash_parts(prefix, enc);
+            let found = local.map(|l| {
+                l.with_entry(hash, prefix, enc, |entry| {
+                    let entry = entry?;
+                    let now = local_clock::now();
+                    let v = entry.fresh::<V>(now)?;
+                    Some((v, entry.claim_refresh(now)))
+                })
+            });
+            match found.flatten() {
+                Some((v, false)) => Ok(v),
+                Some((v, true)) => Err((LocalKey::with_hash(hash, prefix, enc), Some(v))),
+                None => Err((LocalKey::with_hash(hash, prefix, enc), None)),
+            }
+        });
+        match r {
+            Ok(Ok(v)) => {
+                self.inner.record(Event::LocalHit);
+                Lookup::Hit(v)
+            }
+            Ok(Err((key, fallback))) => {
+                if local.is_some() {
+                    self.inner.record(Event::LocalMiss);
+                }
+                if fallback.is_some() {
+                    self.inner.record(Event::EarlyRefresh);
+                }
+                Lookup::Miss(Pending {
+                    cache: self.clone(),
+                    space: space.clone(),
+                    key: Some(key),
+                    ttl,
+                    fallback: fallback.map(|v| Box::new(v) as Box<dyn Any + Send + Sync>),
+                    ttl_of: None,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
+                Lookup::Miss(Pending {
+                    cache: self.clone(),
+                    space: space.clone(),
+                    key: None,
+                    ttl,
+                    fallback: None,
+                    ttl_of: None,
+                })
+            }
+        }
+    }
+
+    /// Returns the cached value for `args` in `space`, or runs `f` once (across this
+    /// process's concurrent callers, and across processes when the shared tier has leases),
+    /// stores its result for `ttl`, and returns it.
+    ///
+    /// Never fails because of the cache: if the shared tier is down, slow or holds a corrupt
+    /// entry, the value is computed. The arguments are encoded before this returns, so the
+    /// future does not borrow them.
+    pub fn get_or_compute<A, V, F, Fut>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> impl Future<Output = V> + use<A, V, F, Fut>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let looked = self.lookup::<A, V>(space, args, ttl);
+        async move {
+            match looked {
+                Lookup::Hit(v) => v,
+                Lookup::Miss(p) => p.compute(f).await,
+            }
+        }
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute) for a fallible function: only `Ok` is
+    /// cached; concurrent callers in this process share the leader's `Err` (hence `E: Clone`;
+    /// wrap non-`Clone` errors in an `Arc`).
+    pub fn try_get_or_compute<A, V, E, F, Fut>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<V, E>> + use<A, V, E, F, Fut>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let looked = self.lookup::<A, V>(space, args, ttl);
+        async move {
+            match looked {
+                Lookup::Hit(v) => Ok(v),
+                Lookup::Miss(p) => p.try_compute(f).await,
+            }
+        }
+    }
+
+    /// The blocking twin of [`get_or_compute`](Self::get_or_compute), for sync code. `f` runs
+    /// on the calling thread.
+    pub fn get_or_compute_blocking<A, V, F>(&self, space: &KeySpace, args: &A, ttl: Duration, f: F) -> V
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.lookup::<A, V>(space, args, ttl) {
+            Lookup::Hit(v) => v,
+            Lookup::Miss(p) => p.compute_blocking(f),
+        }
+    }
+
+    /// The blocking twin of [`try_get_or_compute`](Self::try_get_or_compute).
+    pub fn try_get_or_compute_blocking<A, V, E, F>(
+        &self,
+        space: &KeySpace,
+        args: &A,
+        ttl: Duration,
+        f: F,
+    ) -> Result<V, E>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        match self.lookup::<A, V>(space, args, ttl) {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(p) => p.try_compute_blocking(f),
+        }
+    }
+
+    /// The cached value, if a tier has a fresh one (no computation, no lease).
+    pub fn get<A, V>(&self, space: &KeySpace, args: &A) -> impl Future<Output = Option<V>> + Send + use<A, V>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        let looked = self.lookup::<A, V>(space, args, Duration::ZERO);
+        let owned = match &looked {
+            Lookup::Hit(_) => None,
+            Lookup::Miss(_) => Self::owned_key(space, args),
+        };
+        let this = self.clone();
+        async move {
+            let (key, text) = match looked {
+                Lookup::Hit(v) => return Some(v),
+                Lookup::Miss(_) => owned?,
+            };
+            let (v, meta, size) = this.inner.shared_get::<V>(&text).await?;
+            if unix_ms() >= meta.expires_ms() {
+                return None;
+            }
+            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap);
+            Some(v)
+        }
+    }
+
+    /// Blocking twin of [`get`](Self::get).
+    pub fn get_blocking<A, V>(&self, space: &KeySpace, args: &A) -> Option<V>
+    where
+        A: StableKey + ?Sized,
+        V: CacheValue,
+    {
+        block_on(self.get(space, args))
+    }
+
+    /// A [`Pending`] call for `args` that skips the local lookup: finish it with
+    /// [`Pending::refresh`] (compute now and overwrite the entry everywhere) or, like a miss,
+    /// with [`Pending::compute`]. The arguments are encoded here, so the function given to
+    /// the `Pending` may take them by value.
+    pub fn pending<A>(&self, space: &KeySpace, args: &A, ttl: Duration) -> Pending
+    where
+        A: StableKey + ?Sized,
+    {
+        let key = match larder_key::with_encoding(args, space.max_encoded_len(), |enc| {
+            LocalKey::new(space.prefix(), enc)
+        }) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::debug!(namespace = space.namespace(), error = %e, "cache key refused; computing without the cache");
+                None
+            }
+        };
+        Pending { cache: self.clone(), space: space.clone(), key, ttl, fallback: None, ttl_of: None }
+    }
+}
+
+/// How a caller that waited for a failed leader gets its own error from the leader's; `None`:
+/// it cannot, and computes itself. See [`Pending::try_compute_with`].
+pub type Share<E> = fn(&E) -> Option<E>;
+
+/// The error a waiting caller gets when the computation it waited for failed and the error
+/// type cannot be cloned: convert it into yours with `From<LeaderFailed>` (`#[memoize]` does
+/// this by itself for error types that implement it and not `Clone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderFailed {
+    error_type: &'static str,
+}
+
+impl LeaderFailed {
+    /// The failure of a computation that returned an error of type `E`.
+    pub fn of<E>() -> Self {
+        LeaderFailed { error_type: std::any::type_name::<E>() }
+    }
+
+    /// The type name of the leader's error.
+    pub fn error_type(&self) -> &'static str {
+        self.error_type
+    }
+}
+
+impl fmt::Display for LeaderFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the computation this call waited for (in the same process) failed with a `{}`",
+            self.error_type
+        )
+    }
+}
+
+impl std::error::Error for LeaderFailed {}
+
+/// What a waiter does next.
+enum Next<V, E> {
+    /// The leader's outcome.
+    Return(Result<V, E>),
+    /// The leader gave up: join again (perhaps as the new leader).
+    Retry,
+    /// The leader produced another type under the same key: compute without the flight.
+    Alone,
+}
+
+impl Pending {
+    /// Finishes a missed call with an infallible async function.
+    pub async fn compute<V, F, Fut>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        match self.try_compute(|| async move { Ok::<V, Infallible>(f().await) }).await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Finishes a missed call with an infallible blocking function.
+    pub fn compute_blocking<V, F>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.try_compute_blocking(|| Ok::<V, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Chooses each value's TTL from the value itself (for example a short one for an empty
+    /// result): `ttl(&value)` replaces the TTL this call was given. Jitter still applies.
+    pub fn ttl_by<V: CacheValue>(mut self, ttl: impl Fn(&V) -> Duration + Send + Sync + 'static) -> Self {
+        self.ttl_of = Some(Box::new(move |v: &dyn Any| v.downcast_ref::<V>().map(&ttl)));
+        self
+    }
+
+    /// The TTL for `v`.
+    fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
+        self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
+    }
+
+    /// Runs `f` now, whatever is cached, and stores its value in every tier (replacing the
+    /// entry; other processes drop their local copies through the backplane). No lease is
+    /// taken: a computation of the same key already running elsewhere may store its value
+    /// after this one.
+    pub async fn refresh<V, F, Fut>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        match self.try_refresh(|| async move { Ok::<V, Infallible>(f().await) }).await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`refresh`](Self::refresh) for a fallible function: an `Ok` replaces the entry,
+    /// an `Err` is returned and leaves the entry as it was.
+    pub async fn try_refresh<V, E, F, Fut>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let start = Instant::now();
+        let r = f()
+            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+            .await;
+        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+            w.run(&self.cache.inner).await;
+        }
+        r
+    }
+
+    /// Blocking twin of [`refresh`](Self::refresh): `f` runs on the calling thread.
+    pub fn refresh_blocking<V, F>(self, f: F) -> V
+    where
+        V: CacheValue,
+        F: FnOnce() -> V,
+    {
+        match self.try_refresh_blocking(|| Ok::<V, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Blocking twin of [`try_refresh`](Self::try_refresh).
+    pub fn try_refresh_blocking<V, E, F>(mut self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let start = Instant::now();
+        let r = f();
+        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+            block_on(w.run(&self.cache.inner));
+        }
+        r
+    }
+
+    /// The synchronous part of a refresh (both paths): count the computation, store an `Ok`
+    /// in the local tier, and return what is left for the shared tier (`None`: nothing).
+    fn settle_refresh<V: CacheValue, E>(&mut self, r: &Result<V, E>, took: Duration) -> Option<WriteBack> {
+        let inner = &self.cache.inner;
+        inner.record(Event::Computed(took));
+        let (Ok(v), Some(key)) = (r, self.key.take()) else { return None };
+        let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+        let prepared = inner.prepare(v, self.ttl_for(v), delta_of(took));
+        if let Some((payload, meta)) = &prepared {
+            inner.insert_local(key, Some(&text), v, meta, size_of_payload(payload), self.cache.local_cap);
+        }
+        inner.shared().is_some().then_some(WriteBack { text, store: prepared, lease: None, publish: true })
+    }
+
+    fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
+        self.fallback.take().and_then(|b| b.downcast::<V>().ok()).map(|b| *b)
+    }
+
+    fn waited<V: CacheValue, E: Send + Sync + 'static>(&self, w: Waited, share: Share<E>) -> Next<V, E> {
+        match w {
+            Waited::Done(Outcome::Value(a)) => match a.downcast_ref::<V>() {
+                Some(v) => Next::Return(Ok(v.clone())),
+                None => Next::Alone,
+            },
+            // The leader failed: this waiter gets the error as `share` makes it, or (when it
+            // cannot) joins again and computes as the new leader.
+            Waited::Done(Outcome::Error(a)) => match a.downcast_ref::<Option<E>>() {
+                Some(Some(e)) => match share(e) {
+                    Some(e) => Next::Return(Err(e)),
+                    None => Next::Retry,
+                },
+                Some(None) => Next::Retry,
+                None => Next::Alone,
+            },
+            Waited::Abandoned => Next::Retry,
+        }
+    }
+
+    /// Finishes a missed call with a fallible async function (only `Ok` is stored).
+    /// Concurrent callers in this process that waited for this one get a clone of its `Err`.
+    pub async fn try_compute<V, E, F, Fut>(self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.try_compute_with(f, |e: &E| Some(e.clone())).await
+    }
+
+    /// [`try_compute`](Self::try_compute) for any error type: `share` makes the error a
+    /// waiting caller gets from the leader's (`|e| Some(e.clone())`,
+    /// `|_| Some(MyError::from(LeaderFailed::of::<MyError>()))`, …). When it returns `None`,
+    /// the waiter computes itself instead (one at a time: it joins the flight again as its
+    /// leader).
+    pub async fn try_compute_with<V, E, F, Fut>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let inner = self.cache.inner.clone();
+        let Some(key) = self.key.take() else {
+            let start = Instant::now();
+            let r = f().await;
+            inner.record(Event::Computed(start.elapsed()));
+            return r;
+        };
+        let fallback = self.take_fallback::<V>();
+        let flights = inner.flights();
+        let guard = loop {
+            match flights.join(&key) {
+                Joined::Leader(g) => break Some(g),
+                Joined::Waiter(flight) => {
+                    inner.record(Event::Coalesced);
+                    if let Some(v) = &fallback {
+                        // This caller claimed an early refresh but someone is already computing.
+                        return Ok(v.clone());
+                    }
+                    match self.waited::<V, E>(flight.wait().await, share) {
+                        Next::Return(r) => return r,
+                        Next::Retry => continue,
+                        Next::Alone => break None,
+                    }
+                }
+            }
+        };
+        let fetched = match &guard {
+            Some(_) => inner.fetch::<V>(&self.space, &key, self.cache.local_cap).await,
+            None => Fetched::Compute { key_text: None, lease: None, stale: None },
+        };
+        let (text, lease, stale) = match fetched {
+            Fetched::Value(v) => {
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                return Ok(v);
+            }
+            Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
+        };
+        let start = Instant::now();
+        let r = f()
+            .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
+            .await;
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        if let Some(w) = settled.write_back.take() {
+            w.run(&inner).await;
+        }
+        settled.done()
+    }
+
+    /// Finishes a missed call with a fallible blocking function (only `Ok` is stored). The
+    /// function runs on the calling thread; tier calls run on the cache's runtime.
+    pub fn try_compute_blocking<V, E, F>(self, f: F) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.try_compute_blocking_with(f, |e: &E| Some(e.clone()))
+    }
+
+    /// Blocking twin of [`try_compute_with`](Self::try_compute_with).
+    pub fn try_compute_blocking_with<V, E, F>(mut self, f: F, share: Share<E>) -> Result<V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E>,
+    {
+        let inner = self.cache.inner.clone();
+        let Some(key) = self.key.take() else {
+            let start = Instant::now();
+            let r = f();
+            inner.record(Event::Computed(start.elapsed()));
+            return r;
+        };
+        let fallback = self.take_fallback::<V>();
+        let flights = inner.flights();
+        let guard = loop {
+            match flights.join(&key) {
+                Joined::Leader(g) => break Some(g),
+                Joined::Waiter(flight) => {
+                    inner.record(Event::Coalesced);
+                    if let Some(v) = &fallback {
+                        return Ok(v.clone());
+                    }
+                    note_blocking_on_runtime();
+                    match self.waited::<V, E>(flight.wait_blocking(), share) {
+                        Next::Return(r) => return r,
+                        Next::Retry => continue,
+                        Next::Alone => break None,
+                    }
+                }
+            }
+        };
+        // Without a shared tier nothing below touches a runtime.
+        let fetched = match &guard {
+            Some(_) if inner.shared().is_some() => {
+                block_on(inner.fetch::<V>(&self.space, &key, self.cache.local_cap))
+            }
+            _ => Fetched::Compute { key_text: None, lease: None, stale: None },
+        };
+        let (text, lease, stale) = match fetched {
+            Fetched::Value(v) => {
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                return Ok(v);
+            }
+            Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
+        };
+        let start = Instant::now();
+        let r = f();
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        if let Some(w) = settled.write_back.take() {
+            block_on(w.run(&inner));
+        }
+        settled.done()
+    }
+
+    /// The one settle step of a computation, shared by the async and blocking paths, and
+    /// synchronous: count it, put an `Ok` in the local tier and release this process's
+    /// waiters, or on an `Err` serve the stale value (fail-safe) or hand waiters the error.
+    /// What is left for the shared tier (write the value, release the lease) is returned for
+    /// the caller to await or block on; after a failure the waiters are released only once
+    /// that is done ([`Settled::done`]), so one that computes next finds the lease free.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<'g, V, E>(
+        &self,
+        guard: Option<LeaderGuard<'g>>,
+        key: &LocalKey,
+        text: Option<String>,
+        lease: Option<[u8; 16]>,
+        stale: Option<V>,
+        r: Result<V, E>,
+        took: Duration,
+        share: Share<E>,
+    ) -> Settled<'g, V, E>
+    where
+        V: CacheValue,
+        E: Send + Sync + 'static,
+    {
+        let inner = &self.cache.inner;
+        inner.record(Event::Computed(took));
+        match r {
+            Ok(v) => {
+                let prepared = inner.prepare(&v, self.ttl_for(&v), delta_of(took));
+                if let Some((payload, meta)) = &prepared {
+                    let size = size_of_payload(payload);
+                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
+                }
+                // Waiters in this process are released before the shared write.
+                complete(guard, Outcome::Value(Arc::new(v.clone())));
+                let write_back = text
+                    .map(|text| WriteBack { text, store: prepared, lease, publish: false })
+                    .filter(WriteBack::has_work);
+                Settled { result: Ok(v), write_back, then: None }
+            }
+            Err(e) => {
+                let write_back = text
+                    .map(|text| WriteBack { text, store: None, lease, publish: false })
+                    .filter(WriteBack::has_work);
+                let (result, outcome) = match stale {
+                    Some(v) => {
+                        inner.record(Event::FailSafeServed);
+                        let o = Outcome::Value(Arc::new(v.clone()));
+                        (Ok(v), o)
+                    }
+                    None => {
+                        let o = Outcome::Error(Arc::new(share(&e)));
+                        (Err(e), o)
+                    }
+                };
+                Settled { result, write_back, then: guard.map(|g| (g, outcome)) }
+            }
+        }
+    }
+}
+
+/// A settled computation: its result, the shared-tier work left, and (after a failure) the
+/// waiters to release once that work is done.
+struct Settled<'g, V, E> {
+    result: Result<V, E>,
+    write_back: Option<WriteBack>,
+    then: Option<(LeaderGuard<'g>, Outcome)>,
+}
+
+impl<V, E> Settled<'_, V, E> {
+    /// Releases the waiters still held and returns the result.
+    fn done(self) -> Result<V, E> {
+        if let Some((g, outcome)) = self.then {
+            g.complete(outcome);
+        }
+        self.result
+    }
+}
+
+/// What a settled computation leaves for the shared tier, in order: write the value, release
+/// the lease, publish the invalidation (a refresh). The async path awaits [`WriteBack::run`],
+/// the blocking path blocks on it.
+struct WriteBack {
+    text: String,
+    store: Option<(Vec<u8>, FrameMeta)>,
+    lease: Option<[u8; 16]>,
+    publish: bool,
+}
+
+impl WriteBack {
+    fn has_work(&self) -> bool {
+        self.store.is_some() || self.lease.is_some() || self.publish
+    }
+
+    async fn run(self, inner: &Inner) {
+        if let Some((payload, meta)) = &self.store {
+            inner.store_shared(&self.text, payload, *meta).await;
+        }
+        inner.release(Some(&self.text), self.lease).await;
+        if self.publish {
+            inner.publish(&self.text).await;
+        }
+    }
+}
+
+/// A computation's duration as the frame's δ (ms), for XFetch.
+fn delta_of(took: Duration) -> u32 {
+    u32::try_from(took.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn complete(guard: Option<LeaderGuard<'_>>, outcome: Outcome) {
+    if let Some(g) = guard {
+        g.complete(outcome);
+    }
+}
