@@ -7,7 +7,6 @@ use larder_key::KeySpace;
 use tracing::Instrument;
 
 use crate::cache::{ms, rand_unit, unix_ms, CacheValue, Inner};
-use crate::frame;
 use crate::local::LocalKey;
 use crate::stats::Event;
 use crate::tier::Lease;
@@ -56,13 +55,13 @@ impl Inner {
         let mut fresh_but_due: Option<V> = None;
         let mut stale: Option<V> = None;
         match self.shared_get::<V>(&text).await {
-            Some((v, meta, size)) => {
+            Some((v, meta, size, stamp)) => {
                 let now = unix_ms();
                 let expires = meta.expires_ms();
                 if now < expires {
                     if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
                         self.record(Event::SharedHit);
-                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                         return Fetched::Value(v);
                     }
                     self.record(Event::EarlyRefresh);
@@ -97,15 +96,13 @@ impl Inner {
                     // counted as corrupt.)
                     if fresh_but_due.is_none() {
                         if let Ok(Some(bytes)) = self.tier_call(tier.as_ref(), tier.get(&text)).await {
-                            if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
-                                if let Ok(v) = crate::codec::decode::<V>(fr.flags, fr.payload) {
-                                    if unix_ms() < fr.meta.expires_ms() {
-                                        let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
-                                        self.release(Some(&text), Some(token)).await;
-                                        self.record(Event::SharedHit);
-                                        self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
-                                        return Fetched::Value(v);
-                                    }
+                            if let Some((v, meta, size, stamp)) = self.accept::<V>(&text, &bytes, true).await
+                            {
+                                if unix_ms() < meta.expires_ms() {
+                                    self.release(Some(&text), Some(token)).await;
+                                    self.record(Event::SharedHit);
+                                    self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
+                                    return Fetched::Value(v);
                                 }
                             }
                         }
@@ -135,7 +132,7 @@ impl Inner {
                             .instrument(tracing::debug_span!("larder_cache.lease_wait", key = %text))
                             .await;
                     let got = match waited {
-                        Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
+                        Ok(Ok(Some(bytes))) => self.accept::<V>(&text, &bytes, false).await,
                         Ok(Ok(None)) => None,
                         Ok(Err(e)) => {
                             self.tier_result::<()>(&Err(e));
@@ -143,10 +140,10 @@ impl Inner {
                         }
                         Err(_) => break,
                     };
-                    if let Some((v, meta, size)) = got {
+                    if let Some((v, meta, size, stamp)) = got {
                         if unix_ms() < meta.expires_ms() {
                             self.record(Event::SharedHit);
-                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                             return Fetched::Value(v);
                         }
                     }

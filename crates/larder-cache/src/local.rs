@@ -121,7 +121,7 @@ pub(crate) struct LocalEntry {
     /// Approximate weight in bytes (the frame payload size when known).
     pub(crate) weight: u32,
     /// The entry's tags and the generation tokens it was stored with (`crate::tags`).
-    pub(crate) tags: Option<Arc<crate::tags::Stamp>>,
+    pub(crate) tags: Option<Arc<crate::tags::stamp::Stamp>>,
 }
 
 impl LocalEntry {

@@ -21,6 +21,7 @@ pub(crate) struct Options {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) codec: crate::codec::ValueCodec,
+    pub(crate) tag_recheck: Duration,
 }
 
 impl Default for Options {
@@ -38,6 +39,7 @@ impl Default for Options {
             breaker_cooldown: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
             codec: crate::codec::ValueCodec::Postcard,
+            tag_recheck: crate::tags::DEFAULT_RECHECK,
         }
     }
 }

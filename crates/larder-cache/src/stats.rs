@@ -77,6 +77,9 @@ pub struct CacheStats {
     pub shared_writes: u64,
     /// Entries dropped from the local tier by invalidation messages.
     pub invalidations_received: u64,
+    /// Tagged entries read from the shared tier and refused because a tag of theirs was
+    /// invalidated (or its record is missing or unreadable) since they were stored.
+    pub tag_stale: u64,
 }
 
 /// Something the core counts (see [`Counters::record`]).
@@ -118,6 +121,9 @@ pub(crate) enum Event {
     Oversize,
     /// A local entry dropped by another process's invalidation.
     InvalidationReceived,
+    /// A tagged entry read from the shared tier and refused: a tag of it was invalidated
+    /// since it was stored (or the tag's record is missing or unreadable).
+    TagStale,
 }
 
 pub(crate) struct Counters {
@@ -137,6 +143,7 @@ pub(crate) struct Counters {
     fail_safe_served: AtomicU64,
     shared_writes: AtomicU64,
     invalidations_received: AtomicU64,
+    tag_stale: AtomicU64,
     m: Metrics,
 }
 
@@ -155,6 +162,7 @@ struct Metrics {
     oversize: Counter,
     early_refresh: Counter,
     fail_safe: Counter,
+    tag_stale: Counter,
     breaker_open: Gauge,
 }
 
@@ -174,6 +182,7 @@ impl Metrics {
             oversize: metrics::counter!("larder_cache_oversize_values_total"),
             early_refresh: metrics::counter!("larder_cache_early_refreshes_total"),
             fail_safe: metrics::counter!("larder_cache_fail_safe_served_total"),
+            tag_stale: metrics::counter!("larder_cache_tag_stale_total", "tier" => shared),
             breaker_open: metrics::gauge!("larder_cache_breaker_open", "tier" => shared),
         }
     }
@@ -198,6 +207,7 @@ impl Counters {
             fail_safe_served: AtomicU64::new(0),
             shared_writes: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
+            tag_stale: AtomicU64::new(0),
             m: Metrics::new(shared),
         }
     }
@@ -263,6 +273,10 @@ impl Counters {
                 m.oversize.increment(1);
             }
             Event::InvalidationReceived => bump(&self.invalidations_received),
+            Event::TagStale => {
+                bump(&self.tag_stale);
+                m.tag_stale.increment(1);
+            }
         }
     }
 
@@ -285,6 +299,7 @@ impl Counters {
             fail_safe_served: l(&self.fail_safe_served),
             shared_writes: l(&self.shared_writes),
             invalidations_received: l(&self.invalidations_received),
+            tag_stale: l(&self.tag_stale),
         }
     }
 }

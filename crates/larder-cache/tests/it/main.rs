@@ -37,3 +37,5 @@ mod secret_invalidate;
 mod sqlite_processes;
 mod store_secret;
 mod sync_async;
+#[cfg(all(feature = "sqlite", feature = "redis"))]
+mod tags;
