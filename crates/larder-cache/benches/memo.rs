@@ -3,7 +3,9 @@
 //! * a local-tier hit through `#[memoize]` (a `LoanQuote` argument), beside a bare get on
 //!   quick_cache and on moka (`u64` keys), and the `cached` crate's `#[cached]` hit,
 //!   single-threaded and with 2 threads (time per op per thread);
-//! * the SQLite tier: a hit (no local tier) and a miss + store.
+//! * the SQLite tier: a hit (no local tier) and a miss + store;
+//! * tags (`tags` group): a local hit and a SQLite hit of an entry with one tag beside the same
+//!   without tags, and `invalidate_tag` on SQLite.
 //!
 //! The local-hit group first prints an interleaved measurement (batches of memoized hits and
 //! bare quick_cache gets, alternated): the ratio to trust on a loaded machine.
@@ -205,5 +207,43 @@ fn components(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, local_hits, components, sqlite_tier);
+/// What a tag costs: the same calls with and without one tag, side by side.
+fn tags(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("tags.db").display());
+    let ttl = Duration::from_secs(3600);
+    let space = KeySpace::new("bench_tags", 1).unwrap();
+    let call = |cache: &Cache, k: u64, tagged: bool| match cache.lookup::<u64, u64>(&space, &k, ttl) {
+        larder_cache::Lookup::Hit(v) => v,
+        larder_cache::Lookup::Miss(p) if tagged => p.tags(["user:7"]).compute_blocking(|| k),
+        larder_cache::Lookup::Miss(p) => p.compute_blocking(|| k),
+    };
+    // Local tier in front of SQLite; a long tag_recheck so every call is a local hit (with
+    // the default 1 s, one call per second per tag also reads the tag's record).
+    let local = Cache::builder()
+        .local(10_000)
+        .shared_url(&url)
+        .tag_recheck(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    // SQLite only: every call reads the entry (and, tagged, its tag's record).
+    let shared = Cache::builder().shared_url(&url).xfetch_beta(0.0).build().unwrap();
+    for cache in [&local, &shared] {
+        call(cache, 1, false);
+        call(cache, 2, true);
+    }
+    let mut g = c.benchmark_group("tags");
+    g.bench_function("local_hit_untagged", |b| b.iter(|| black_box(call(&local, black_box(1), false))));
+    g.bench_function("local_hit_1_tag", |b| b.iter(|| black_box(call(&local, black_box(2), true))));
+    g.bench_function("sqlite_hit_untagged", |b| b.iter(|| black_box(call(&shared, black_box(1), false))));
+    g.bench_function("sqlite_hit_1_tag", |b| b.iter(|| black_box(call(&shared, black_box(2), true))));
+    g.bench_function("sqlite_invalidate_tag", |b| {
+        b.iter(|| shared.invalidate_tag_blocking(black_box("user:8")).unwrap())
+    });
+    g.finish();
+    let computed = local.stats().computations + shared.stats().computations;
+    assert_eq!(computed, 2, "every measured call was a hit");
+}
+
+criterion_group!(benches, local_hits, components, sqlite_tier, tags);
 criterion_main!(benches);

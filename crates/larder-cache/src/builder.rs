@@ -202,6 +202,15 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a process serves a tagged local entry before confirming its tags against the
+    /// shared tier again (default 1 s): the bound on how late another process's
+    /// [`Cache::invalidate_tag`] reaches this process's local tier when the backplane message
+    /// is lost or there is no backplane (SQLite). The calling process sees it at once.
+    pub fn tag_recheck(mut self, t: Duration) -> Self {
+        self.opts.tag_recheck = t;
+        self
+    }
+
     /// Opens the tiers and builds the cache.
     pub fn build(self) -> Result<Cache, CacheError> {
         // The MAC secret: never a silent public default for a shared tier (store_secret.rs).

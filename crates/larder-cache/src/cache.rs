@@ -1,7 +1,8 @@
 //! The cache core: [`Cache`], its per-process state (rebuilt after `fork()`), and the tier
 //! plumbing every path shares — bounded tier calls and the circuit breaker, frame decoding,
-//! local inserts with XFetch sampling, stores, invalidation. Lookups and computations are in
-//! `compute.rs`, the lease loop in `fetch.rs`, the builder in `builder.rs`.
+//! local inserts with XFetch sampling, stores, invalidation (by key, and by tag through
+//! `tags.rs`). Lookups and computations are in `compute.rs`, the lease loop in `fetch.rs`,
+//! the builder in `builder.rs`.
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +23,8 @@ use crate::open::open_url;
 use crate::options::{Options, SharedSpec};
 use crate::runtime::block_on;
 use crate::stats::{CacheStats, Counters, Event};
+use crate::tags::stamp::Stamp;
+use crate::tags::TagTable;
 use crate::tier::{SharedTier, TierError};
 
 /// The local tier's cap on an entry's life when the shared tier cannot broadcast
@@ -50,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) breaker: Breaker,
     pub(crate) mac: MacKey,
     pub(crate) counters: Counters,
+    /// This process's view of tag tokens (`crate::tags`).
+    pub(crate) tags: TagTable,
     pub(crate) opts: Options,
 }
 
@@ -91,6 +96,9 @@ pub(crate) fn rand_unit() -> f64 {
     larder_fork::unit_f64()
 }
 
+/// A frame read from the shared tier: value, metadata, payload size, tags.
+pub(crate) type Got<V> = (V, FrameMeta, u32, Option<Arc<Stamp>>);
+
 /// A payload's length as a local-tier weight.
 pub(crate) fn size_of_payload(p: &[u8]) -> u32 {
     u32::try_from(p.len()).unwrap_or(u32::MAX)
@@ -102,6 +110,10 @@ pub(crate) fn subscribe(me: &Weak<Inner>, tier: &dyn SharedTier) -> bool {
     let weak = me.clone();
     tier.subscribe_invalidations(Arc::new(move |key_text: &str| {
         if let Some(inner) = weak.upgrade() {
+            if inner.on_tag_message(key_text) {
+                inner.record(Event::InvalidationReceived);
+                return;
+            }
             if let Some(local) = &inner.local {
                 if local.remove_by_text(key_text) {
                     inner.record(Event::InvalidationReceived);
@@ -137,6 +149,7 @@ impl Cache {
             breaker: Breaker::new(opts.breaker_threshold, opts.breaker_cooldown),
             mac: MacKey::from_secret(secret),
             counters: Counters::new(shared_name, opts.metric_namespaces),
+            tags: TagTable::new(opts.tag_recheck, shared.is_none()),
             opts: opts.clone(),
         });
         let mut local_cap = opts.local_max_ttl;
@@ -230,6 +243,34 @@ impl Cache {
             }
             this.inner.publish(&text).await;
         }
+    }
+
+    /// Retires every entry stored under `tag` (see [`Pending::tags`]), in every tier and
+    /// every process, by writing a new generation for the tag to the shared tier (one write,
+    /// however many entries carry it) and announcing it on the backplane.
+    ///
+    /// When this returns `Ok`, no process serves an entry stored before it under `tag` from
+    /// the shared tier, this process's local tier stops serving them at once, and other
+    /// processes' local tiers within [`CacheBuilder::tag_recheck`] (sooner when the backplane
+    /// delivers the announcement). A computation that read the tag before this call and
+    /// stores its value after it is refused too. Errors: an invalid tag
+    /// ([`CacheError::Config`]), or the shared tier did not take the write
+    /// ([`CacheError::Tier`]: nothing was invalidated).
+    ///
+    /// [`Pending::tags`]: crate::Pending::tags
+    /// [`CacheBuilder::tag_recheck`]: crate::CacheBuilder::tag_recheck
+    pub fn invalidate_tag(&self, tag: &str) -> impl Future<Output = Result<(), CacheError>> + Send + use<> {
+        let this = self.clone();
+        let tag = tag.to_owned();
+        async move { this.inner.invalidate_tag(&tag).await }
+    }
+
+    /// Blocking twin of [`invalidate_tag`](Self::invalidate_tag).
+    pub fn invalidate_tag_blocking(&self, tag: &str) -> Result<(), CacheError> {
+        if self.inner.shared().is_none() {
+            return self.inner.invalidate_tag_local(tag);
+        }
+        block_on(self.invalidate_tag(tag))
     }
 
     /// Blocking twin of [`invalidate`](Self::invalidate).
@@ -339,23 +380,40 @@ impl Inner {
     }
 
     /// Reads, verifies and decodes an entry (fresh or not) from the shared tier.
-    pub(crate) async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<(V, FrameMeta, u32)> {
+    pub(crate) async fn shared_get<V: CacheValue>(&self, text: &str) -> Option<Got<V>> {
         let tier = self.shared()?;
         let bytes = self.tier_call(tier.as_ref(), tier.get(text)).await.ok()??;
-        self.decode(text, &bytes)
+        self.accept(text, &bytes, false).await
     }
 
-    pub(crate) fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8]) -> Option<(V, FrameMeta, u32)> {
-        match frame::open(&self.mac, text, bytes) {
-            Ok(fr) => match crate::codec::decode::<V>(fr.flags, fr.payload) {
-                Ok(v) => Some((v, fr.meta, u32::try_from(fr.payload.len()).unwrap_or(u32::MAX))),
-                Err(e) => {
-                    self.corrupt(text, &e.to_string());
-                    None
-                }
-            },
+    /// Verifies and decodes a frame read from the shared tier; a tagged one only while its
+    /// tags are current. `quiet`: a refusal is not counted (already counted by the caller).
+    pub(crate) async fn accept<V: CacheValue>(
+        &self,
+        text: &str,
+        bytes: &[u8],
+        quiet: bool,
+    ) -> Option<Got<V>> {
+        let got = self.decode::<V>(text, bytes, quiet)?;
+        match &got.3 {
+            Some(stamp) if !self.tags_current(stamp).await => None,
+            _ => Some(got),
+        }
+    }
+
+    fn decode<V: CacheValue>(&self, text: &str, bytes: &[u8], quiet: bool) -> Option<Got<V>> {
+        let r = frame::open(&self.mac, text, bytes).map_err(|e| e.to_string()).and_then(|fr| {
+            crate::codec::decode::<V>(fr.flags, fr.payload).map(|v| {
+                let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
+                (v, fr.meta, size, Stamp::from_frame(fr.tags))
+            })
+        });
+        match r {
+            Ok(got) => Some(got),
             Err(e) => {
-                self.corrupt(text, &e.to_string());
+                if !quiet {
+                    self.corrupt(text, &e);
+                }
                 None
             }
         }
@@ -366,6 +424,7 @@ impl Inner {
         tracing::warn!(key = text, reason = why, "refused a cache entry; treating it as a miss");
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert_local<V: CacheValue>(
         &self,
         key: LocalKey,
@@ -374,6 +433,7 @@ impl Inner {
         meta: &FrameMeta,
         size: u32,
         cap: Option<Duration>,
+        tags: Option<Arc<Stamp>>,
     ) {
         let Some(local) = &self.local else { return };
         let now_ms = unix_ms();
@@ -403,6 +463,7 @@ impl Inner {
                 refresh_at,
                 refreshing: AtomicBool::new(false),
                 weight: size,
+                tags,
             },
         );
     }
@@ -438,10 +499,20 @@ impl Inner {
     }
 
     /// Frames and writes a prepared value to the shared tier (failures counted, not raised).
-    pub(crate) async fn store_shared(&self, text: &str, payload: &[u8], meta: FrameMeta) {
+    pub(crate) async fn store_shared(
+        &self,
+        text: &str,
+        payload: &[u8],
+        meta: FrameMeta,
+        tags: Option<&Stamp>,
+    ) {
         let Some(tier) = self.shared() else { return };
-        let Ok(framed) = frame::seal_with_flags(&self.mac, text, meta, self.opts.codec.flags(), payload)
-        else {
+        let flags = self.opts.codec.flags();
+        let framed = match tags {
+            None => frame::seal_with_flags(&self.mac, text, meta, flags, payload),
+            Some(t) => frame::seal_tagged(&self.mac, text, meta, flags, &t.pairs(), payload),
+        };
+        let Ok(framed) = framed else {
             return;
         };
         let keep = Duration::from_millis(meta.ttl_ms) + self.opts.keep_past_expiry();
@@ -450,7 +521,8 @@ impl Inner {
         }
     }
 
-    /// Stores a value in both tiers.
+    /// Stores a value in both tiers, untagged ([`Cache::set`]; tagged values are stored by
+    /// the settle steps in `compute.rs`).
     pub(crate) async fn store<V: CacheValue>(
         &self,
         key: &LocalKey,
@@ -461,9 +533,9 @@ impl Inner {
         cap: Option<Duration>,
     ) {
         let Some((payload, meta)) = self.prepare(v, ttl, delta_ms) else { return };
-        self.insert_local(key.clone(), text, v, &meta, size_of_payload(&payload), cap);
+        self.insert_local(key.clone(), text, v, &meta, size_of_payload(&payload), cap, None);
         if let Some(text) = text {
-            self.store_shared(text, &payload, meta).await;
+            self.store_shared(text, &payload, meta, None).await;
         }
     }
 

@@ -49,6 +49,9 @@ impl ValueCodec {
 
 /// Deserializes a verified frame's payload according to its flags.
 pub fn decode<V: DeserializeOwned>(flags: u8, payload: &[u8]) -> Result<V, String> {
+    if flags & frame::FLAG_TAG_RECORD != 0 {
+        return Err("a tag record, not a value".into());
+    }
     if flags & frame::FLAG_CBOR != 0 {
         #[cfg(feature = "cbor")]
         {

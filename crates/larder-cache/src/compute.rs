@@ -19,6 +19,8 @@ use crate::frame::FrameMeta;
 use crate::local::{self as local_clock, LocalKey};
 use crate::runtime::{block_on, note_blocking_on_runtime};
 use crate::stats::{Answer, Event};
+use crate::tags::stamp::{Stamp, Stamped};
+use crate::tags::TagSet;
 
 /// The result of [`Cache::lookup`]: a fresh local hit, or what is needed to finish the call.
 pub enum Lookup<V> {
@@ -45,6 +47,8 @@ pub struct Pending {
     pub(crate) soft: Option<Duration>,
     /// This call's hard timeout ([`Pending::hard_timeout`]); `None`: the cache's.
     pub(crate) hard: Option<Duration>,
+    /// The tags the value is stored under ([`Pending::tags`]).
+    pub(crate) tags: Option<Arc<TagSet>>,
 }
 
 /// A result-driven TTL, type-erased (it downcasts to the value type it was made for).
@@ -67,6 +71,7 @@ impl Cache {
         V: Clone + Send + Sync + 'static,
     {
         let local = self.inner.local.as_ref();
+        let tags = &self.inner.tags;
         let prefix = space.prefix();
         // The closure's results go to these out-slots rather than through its return value: a
         // large return value (value, key, error) copied through the encoder's layers cost
@@ -81,8 +86,10 @@ impl Cache {
                     if let Some(entry) = entry {
                         let now = local_clock::now();
                         if let Some(v) = entry.fresh::<V>(now) {
-                            refresh = entry.claim_refresh(now);
-                            hit = Some(v);
+                            if tags.admits(entry.tags.as_deref(), now) {
+                                refresh = entry.claim_refresh(now);
+                                hit = Some(v);
+                            }
                         }
                     }
                 });
@@ -116,6 +123,7 @@ impl Cache {
                     started: Instant::now(),
                     soft: None,
                     hard: None,
+                    tags: None,
                 })
             }
             Err(e) => {
@@ -130,6 +138,7 @@ impl Cache {
                     started: Instant::now(),
                     soft: None,
                     hard: None,
+                    tags: None,
                 })
             }
         }
@@ -241,11 +250,11 @@ impl Cache {
                 Lookup::Hit(v) => return Some(v),
                 Lookup::Miss(_) => owned?,
             };
-            let (v, meta, size) = this.inner.shared_get::<V>(&text).await?;
+            let (v, meta, size, stamp) = this.inner.shared_get::<V>(&text).await?;
             if unix_ms() >= meta.expires_ms() {
                 return None;
             }
-            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap);
+            this.inner.insert_local(key, Some(&text), &v, &meta, size, this.local_cap, stamp);
             Some(v)
         }
     }
@@ -286,6 +295,7 @@ impl Cache {
             started: Instant::now(),
             soft: None,
             hard: None,
+            tags: None,
         }
     }
 }
@@ -369,6 +379,20 @@ impl Pending {
         self
     }
 
+    /// Stores the value under these tags: [`Cache::invalidate_tag`] with any of them retires
+    /// it in every tier and process (`docs/cache.md`, "Tags"). Tags are strings of 1 to 256
+    /// bytes, at most 32 per entry; invalid ones make the call compute without storing (and
+    /// log a warning). The tags' tokens are read before the value is computed, so an
+    /// invalidation during the computation retires the value it produces.
+    pub fn tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags = Some(Arc::new(TagSet::new(tags)));
+        self
+    }
+
     /// The TTL for `v`.
     pub(crate) fn ttl_for<V: CacheValue>(&self, v: &V) -> Duration {
         self.ttl_of.as_ref().and_then(|f| f(v as &dyn Any)).unwrap_or(self.ttl)
@@ -398,11 +422,12 @@ impl Pending {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let stamp = self.cache.inner.stamp_for(self.tags.as_deref()).await;
         let start = Instant::now();
         let r = f()
             .instrument(tracing::debug_span!("larder_cache.compute", namespace = self.space.namespace()))
             .await;
-        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+        if let Some(w) = self.settle_refresh(&r, start.elapsed(), &stamp) {
             w.run(&self.cache.inner).await;
         }
         r
@@ -426,29 +451,54 @@ impl Pending {
         V: CacheValue,
         F: FnOnce() -> Result<V, E>,
     {
+        let stamp = self.stamp_blocking();
         let start = Instant::now();
         let r = f();
-        if let Some(w) = self.settle_refresh(&r, start.elapsed()) {
+        if let Some(w) = self.settle_refresh(&r, start.elapsed(), &stamp) {
             block_on(w.run(&self.cache.inner));
         }
         r
     }
 
     /// The synchronous part of a refresh (both paths): count the computation, store an `Ok`
-    /// in the local tier, and return what is left for the shared tier (`None`: nothing).
-    fn settle_refresh<V: CacheValue, E>(&mut self, r: &Result<V, E>, took: Duration) -> Option<WriteBack> {
+    /// in the local tier (under the tags' tokens read before computing; nothing when they
+    /// could not be read), and return what is left for the shared tier (`None`: nothing).
+    fn settle_refresh<V: CacheValue, E>(
+        &mut self,
+        r: &Result<V, E>,
+        took: Duration,
+        stamp: &Stamped,
+    ) -> Option<WriteBack> {
         let inner = &self.cache.inner;
         inner.record(Event::Computed(self.space.namespace(), took));
         if r.is_err() {
             inner.record(Event::ComputeError(self.space.namespace()));
         }
-        let (Ok(v), Some(key)) = (r, self.key.take()) else { return None };
+        let (Ok(v), Some(key), Some(tags)) = (r, self.key.take(), stamp.storable()) else { return None };
         let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
         let prepared = inner.prepare(v, self.ttl_for(v), delta_of(took));
         if let Some((payload, meta)) = &prepared {
-            inner.insert_local(key, Some(&text), v, meta, size_of_payload(payload), self.cache.local_cap);
+            let (size, cap) = (size_of_payload(payload), self.cache.local_cap);
+            inner.insert_local(key, Some(&text), v, meta, size, cap, tags.cloned());
         }
-        inner.shared().is_some().then_some(WriteBack { text, store: prepared, lease: None, publish: true })
+        inner.shared().is_some().then(|| WriteBack {
+            text,
+            store: prepared,
+            tags: tags.cloned(),
+            lease: None,
+            publish: true,
+        })
+    }
+
+    /// The tokens to store this call's value under, read now (before computing), from blocking
+    /// code: no runtime is touched for an untagged call or a cache without a shared tier.
+    fn stamp_blocking(&self) -> Stamped {
+        let inner = &self.cache.inner;
+        match &self.tags {
+            None => Stamped::Untagged,
+            Some(_) if inner.shared().is_none() => inner.stamp_local_for(self.tags.as_deref()),
+            Some(t) => block_on(inner.stamp_for(Some(t))),
+        }
     }
 
     pub(crate) fn take_fallback<V: CacheValue>(&mut self) -> Option<V> {
@@ -554,9 +604,10 @@ impl Pending {
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
+        let stamp = inner.stamp_for(self.tags.as_deref()).await;
         let start = Instant::now();
         let r = f().instrument(tracing::debug_span!("larder_cache.compute", namespace = ns)).await;
-        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share, stamp);
         if let Some(w) = settled.write_back.take() {
             w.run(&inner).await;
         }
@@ -634,9 +685,10 @@ impl Pending {
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale.or(fallback)),
         };
+        let stamp = self.stamp_blocking();
         let start = Instant::now();
         let r = f();
-        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+        let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share, stamp);
         if let Some(w) = settled.write_back.take() {
             block_on(w.run(&inner).instrument(span.clone()));
         }
@@ -679,6 +731,8 @@ impl Pending {
     /// The one settle step of a computation, shared by the async and blocking paths, and
     /// synchronous: count it, put an `Ok` in the local tier and release this process's
     /// waiters, or on an `Err` serve the stale value (fail-safe) or hand waiters the error.
+    /// A tagged value is stored under `stamp`, the tokens read before computing; when they
+    /// could not be read, it is returned and stored nowhere.
     /// What is left for the shared tier (write the value, release the lease) is returned for
     /// the caller to await or block on; after a failure the waiters are released only once
     /// that is done ([`Settled::done`]), so one that computes next finds the lease free.
@@ -693,6 +747,7 @@ impl Pending {
         r: Result<V, E>,
         took: Duration,
         share: Share<E>,
+        stamp: Stamped,
     ) -> Settled<V, E>
     where
         V: CacheValue,
@@ -703,21 +758,29 @@ impl Pending {
         inner.record(Event::Computed(ns, took));
         match r {
             Ok(v) => {
-                let prepared = inner.prepare(&v, self.ttl_for(&v), delta_of(took));
+                let tags = stamp.storable();
+                let prepared = tags.and_then(|_| inner.prepare(&v, self.ttl_for(&v), delta_of(took)));
+                let tags = tags.flatten();
                 if let Some((payload, meta)) = &prepared {
-                    let size = size_of_payload(payload);
-                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, self.cache.local_cap);
+                    let (size, cap) = (size_of_payload(payload), self.cache.local_cap);
+                    inner.insert_local(key.clone(), text.as_deref(), &v, meta, size, cap, tags.cloned());
                 }
                 // Waiters in this process are released before the shared write.
                 complete(guard, Outcome::Value(Arc::new(v.clone())));
                 let write_back = text
-                    .map(|text| WriteBack { text, store: prepared, lease, publish: false })
+                    .map(|text| WriteBack {
+                        text,
+                        store: prepared,
+                        tags: tags.cloned(),
+                        lease,
+                        publish: false,
+                    })
                     .filter(WriteBack::has_work);
                 Settled { result: Ok(v), answer: Answer::Computed, write_back, then: None }
             }
             Err(e) => {
                 let write_back = text
-                    .map(|text| WriteBack { text, store: None, lease, publish: false })
+                    .map(|text| WriteBack { text, store: None, tags: None, lease, publish: false })
                     .filter(WriteBack::has_work);
                 inner.record(Event::ComputeError(ns));
                 let (result, answer, outcome) = match stale {
@@ -762,6 +825,8 @@ impl<V, E> Settled<V, E> {
 pub(crate) struct WriteBack {
     pub(crate) text: String,
     pub(crate) store: Option<(Vec<u8>, FrameMeta)>,
+    /// The tags and tokens the value is stored under.
+    pub(crate) tags: Option<Arc<Stamp>>,
     pub(crate) lease: Option<[u8; 16]>,
     pub(crate) publish: bool,
 }
@@ -773,7 +838,7 @@ impl WriteBack {
 
     pub(crate) async fn run(self, inner: &Inner) {
         if let Some((payload, meta)) = &self.store {
-            inner.store_shared(&self.text, payload, *meta).await;
+            inner.store_shared(&self.text, payload, *meta, self.tags.as_deref()).await;
         }
         inner.release(Some(&self.text), self.lease).await;
         if self.publish {

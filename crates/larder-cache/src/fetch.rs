@@ -7,7 +7,6 @@ use larder_key::KeySpace;
 use tracing::Instrument;
 
 use crate::cache::{ms, rand_unit, unix_ms, CacheValue, Inner};
-use crate::frame;
 use crate::local::LocalKey;
 use crate::stats::Event;
 use crate::tier::Lease;
@@ -85,13 +84,13 @@ impl Inner {
         let mut fresh_but_due: Option<V> = None;
         let mut stale: Option<V> = None;
         match self.shared_get::<V>(&text).await {
-            Some((v, meta, size)) => {
+            Some((v, meta, size, stamp)) => {
                 let now = unix_ms();
                 let expires = meta.expires_ms();
                 if now < expires {
                     if !xfetch_due(now, expires, meta.delta_ms, self.opts.xfetch_beta) {
                         self.record(Event::SharedHit(space.namespace()));
-                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                         return Fetched::Value(v);
                     }
                     self.record(Event::EarlyRefresh(space.namespace()));
@@ -99,7 +98,7 @@ impl Inner {
                         // Served now (and kept locally while it is fresh); the refresh runs in
                         // the background, under the lease.
                         self.record(Event::SharedHit(space.namespace()));
-                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                        self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp.clone());
                         return Fetched::Revalidate { value: v, written_ms: meta.written_ms };
                     }
                     fresh_but_due = Some(v);
@@ -148,15 +147,13 @@ impl Inner {
                     // counted as corrupt.)
                     if fresh_but_due.is_none() {
                         if let Ok(Some(bytes)) = self.tier_call(tier.as_ref(), tier.get(&text)).await {
-                            if let Ok(fr) = frame::open(&self.mac, &text, &bytes) {
-                                if let Ok(v) = crate::codec::decode::<V>(fr.flags, fr.payload) {
-                                    if unix_ms() < fr.meta.expires_ms() {
-                                        let size = u32::try_from(fr.payload.len()).unwrap_or(u32::MAX);
-                                        self.release(Some(&text), Some(token)).await;
-                                        self.record(Event::SharedHit(space.namespace()));
-                                        self.insert_local(key.clone(), Some(&text), &v, &fr.meta, size, cap);
-                                        return Fetched::Value(v);
-                                    }
+                            if let Some((v, meta, size, stamp)) = self.accept::<V>(&text, &bytes, true).await
+                            {
+                                if unix_ms() < meta.expires_ms() {
+                                    self.release(Some(&text), Some(token)).await;
+                                    self.record(Event::SharedHit(space.namespace()));
+                                    self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
+                                    return Fetched::Value(v);
                                 }
                             }
                         }
@@ -190,7 +187,7 @@ impl Inner {
                             ))
                             .await;
                     let got = match waited {
-                        Ok(Ok(Some(bytes))) => self.decode::<V>(&text, &bytes),
+                        Ok(Ok(Some(bytes))) => self.accept::<V>(&text, &bytes, false).await,
                         Ok(Ok(None)) => None,
                         Ok(Err(e)) => {
                             self.tier_result::<()>(&Err(e));
@@ -201,10 +198,10 @@ impl Inner {
                             break;
                         }
                     };
-                    if let Some((v, meta, size)) = got {
+                    if let Some((v, meta, size, stamp)) = got {
                         if unix_ms() < meta.expires_ms() {
                             self.record(Event::SharedHit(space.namespace()));
-                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap);
+                            self.insert_local(key.clone(), Some(&text), &v, &meta, size, cap, stamp);
                             return Fetched::Value(v);
                         }
                     }

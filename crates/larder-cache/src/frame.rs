@@ -4,15 +4,19 @@
 //! offset  size  field
 //!  0      2     magic "LC" (0x4c 0x43)
 //!  2      1     version (1)
-//!  3      1     flags: 0x02 = CBOR payload (else postcard); every other bit reserved, must be 0
+//!  3      1     flags: 0x02 = CBOR payload (else postcard); 0x04 = tagged (the body starts
+//!               with a tag block); 0x08 = a tag record (alone); other bits reserved, must be 0
 //!  4      8     write time, unix milliseconds, u64 little-endian
 //! 12      8     TTL in milliseconds, u64 LE (expiry = write time + TTL)
 //! 20      4     compute time δ in milliseconds, u32 LE (for XFetch)
 //! 24      4     payload length n, u32 LE
-//! 28      n     payload (postcard, or CBOR when flag 0x02 is set)
+//! 28      n     body: [tag block when flag 0x04] payload (postcard, or CBOR when flag 0x02)
 //! 28+n   32     MAC: keyed BLAKE3 over bytes 0..28, then u16 LE key-text length, the key text,
-//!               then the payload
+//!               then the body
 //! ```
+//!
+//! Tag block (flag 0x04): u8 count k (1..=32), then k times: u16 LE length L (1..=256), L
+//! bytes of UTF-8 tag, 16 bytes of that tag's generation token (see `crate::tags`).
 //!
 //! Parsing never panics and never trusts a length it has not checked against the input.
 
@@ -29,7 +33,18 @@ pub const MAC_LEN: usize = 32;
 /// Flag bit: the payload is CBOR (RFC 8949), the language-neutral codec, instead of postcard.
 pub const FLAG_CBOR: u8 = 0x02;
 /// Every flag bit this build understands; a frame with any other bit set is refused.
-pub const KNOWN_FLAGS: u8 = FLAG_CBOR;
+pub const KNOWN_FLAGS: u8 = FLAG_CBOR | FLAG_TAGS | FLAG_TAG_RECORD;
+/// Flag bit: the body opens with a tag block (the entry's tags and their generation tokens).
+pub const FLAG_TAGS: u8 = 0x04;
+/// Flag bit: the frame is a tag record (its payload is the tag's 16-byte generation token).
+/// Never combined with another flag.
+pub const FLAG_TAG_RECORD: u8 = 0x08;
+/// Most tags one entry may carry.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 256;
+/// Length of a tag's generation token.
+pub const TOKEN_LEN: usize = 16;
 /// The BLAKE3 `derive_key` context for the MAC key (applied through `KeySecret::derive`).
 pub const MAC_KEY_CONTEXT: &str = "larder cache value mac v1";
 
@@ -51,6 +66,9 @@ pub enum FrameError {
     KeyTooLong,
     /// The payload is longer than 4 GiB − 1.
     PayloadTooLong,
+    /// The tag block is malformed (count, a length, UTF-8), or tags were given that cannot be
+    /// framed (none, more than [`MAX_TAGS`], an empty or over-long tag).
+    BadTags,
 }
 
 impl fmt::Display for FrameError {
@@ -63,6 +81,7 @@ impl fmt::Display for FrameError {
             FrameError::BadMac => f.write_str("cache frame MAC does not verify"),
             FrameError::KeyTooLong => f.write_str("cache key text is too long to frame"),
             FrameError::PayloadTooLong => f.write_str("cache payload is too long to frame"),
+            FrameError::BadTags => f.write_str("cache frame has a malformed tag block"),
         }
     }
 }
@@ -129,6 +148,97 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
     /// The flags byte ([`FLAG_CBOR`] says how the payload is serialized).
     pub flags: u8,
+    /// The entry's tags and their tokens (empty unless [`FLAG_TAGS`] is set).
+    pub tags: FrameTags<'a>,
+}
+
+/// A frame's verified tag block: `(tag, generation token)` pairs, in the order written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameTags<'a>(&'a [u8]);
+
+impl<'a> FrameTags<'a> {
+    /// No tags.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The tags with their tokens.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, [u8; TOKEN_LEN])> + 'a {
+        let b = self.0;
+        let k = b.first().map_or(0, |&k| usize::from(k));
+        let mut at = 1;
+        (0..k).filter_map(move |_| {
+            let (tag, token, next) = tag_at(b, at)?;
+            at = next;
+            Some((tag, token))
+        })
+    }
+
+    /// Splits a tagged body into its checked tag block and the payload after it.
+    fn split(body: &'a [u8]) -> Result<(FrameTags<'a>, &'a [u8]), FrameError> {
+        let k = usize::from(*body.first().ok_or(FrameError::BadTags)?);
+        if k == 0 || k > MAX_TAGS {
+            return Err(FrameError::BadTags);
+        }
+        let mut at = 1;
+        for _ in 0..k {
+            let (_, _, next) = tag_at(body, at).ok_or(FrameError::BadTags)?;
+            at = next;
+        }
+        Ok((FrameTags(&body[..at]), &body[at..]))
+    }
+}
+
+/// The tag starting at `at`: its text, its token and where the next one starts; `None` if
+/// the bytes do not hold a well-formed one.
+fn tag_at(b: &[u8], at: usize) -> Option<(&str, [u8; TOKEN_LEN], usize)> {
+    let len_bytes = b.get(at..at.checked_add(2)?)?;
+    let len = usize::from(u16::from_le_bytes([len_bytes[0], len_bytes[1]]));
+    if len == 0 || len > MAX_TAG_LEN {
+        return None;
+    }
+    let start = at + 2;
+    let tag = std::str::from_utf8(b.get(start..start.checked_add(len)?)?).ok()?;
+    let tok = b.get(start + len..start + len + TOKEN_LEN)?;
+    let mut token = [0u8; TOKEN_LEN];
+    token.copy_from_slice(tok);
+    Some((tag, token, start + len + TOKEN_LEN))
+}
+
+/// Encodes a tag block (checked: 1..=[`MAX_TAGS`] tags of 1..=[`MAX_TAG_LEN`] bytes).
+fn tag_block(tags: &[(&str, [u8; TOKEN_LEN])]) -> Result<Vec<u8>, FrameError> {
+    if tags.is_empty() || tags.len() > MAX_TAGS {
+        return Err(FrameError::BadTags);
+    }
+    let mut out = Vec::with_capacity(1 + tags.iter().map(|(t, _)| 2 + t.len() + TOKEN_LEN).sum::<usize>());
+    out.push(u8::try_from(tags.len()).map_err(|_| FrameError::BadTags)?);
+    for (tag, token) in tags {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+            return Err(FrameError::BadTags);
+        }
+        out.extend_from_slice(&u16::try_from(tag.len()).map_err(|_| FrameError::BadTags)?.to_le_bytes());
+        out.extend_from_slice(tag.as_bytes());
+        out.extend_from_slice(token);
+    }
+    Ok(out)
+}
+
+/// Writes a tagged frame: `flags` ([`FLAG_CBOR`] or 0) plus [`FLAG_TAGS`], the tag block
+/// built from `tags`, then `payload`.
+pub fn seal_tagged(
+    mac_key: &MacKey,
+    key: &str,
+    meta: FrameMeta,
+    flags: u8,
+    tags: &[(&str, [u8; TOKEN_LEN])],
+    payload: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    if flags & !FLAG_CBOR != 0 {
+        return Err(FrameError::BadFlags(flags));
+    }
+    let mut body = tag_block(tags)?;
+    body.extend_from_slice(payload);
+    seal_with_flags(mac_key, key, meta, flags | FLAG_TAGS, &body)
 }
 
 /// Writes a frame for a postcard `payload` stored under `key`.
@@ -137,6 +247,8 @@ pub fn seal(mac_key: &MacKey, key: &str, meta: FrameMeta, payload: &[u8]) -> Res
 }
 
 /// Writes a frame with the given flags byte (e.g. [`FLAG_CBOR`]); unknown bits are refused.
+/// With [`FLAG_TAGS`], `payload` is the whole body (tag block included, unchecked here: use
+/// [`seal_tagged`]).
 pub fn seal_with_flags(
     mac_key: &MacKey,
     key: &str,
@@ -183,8 +295,9 @@ pub fn open<'a>(mac_key: &MacKey, key: &str, bytes: &'a [u8]) -> Result<Frame<'a
     if header[2] != VERSION {
         return Err(FrameError::UnsupportedVersion(header[2]));
     }
-    if header[3] & !KNOWN_FLAGS != 0 {
-        return Err(FrameError::BadFlags(header[3]));
+    let flags = header[3];
+    if flags & !KNOWN_FLAGS != 0 || (flags & FLAG_TAG_RECORD != 0 && flags != FLAG_TAG_RECORD) {
+        return Err(FrameError::BadFlags(flags));
     }
     let meta = FrameMeta {
         written_ms: le_u64(&header[4..12]),
@@ -201,7 +314,9 @@ pub fn open<'a>(mac_key: &MacKey, key: &str, bytes: &'a [u8]) -> Result<Frame<'a
     if blake3::Hash::from(expected) != blake3::Hash::from_slice(mac).map_err(|_| FrameError::Truncated)? {
         return Err(FrameError::BadMac);
     }
-    Ok(Frame { meta, payload, flags: header[3] })
+    let (tags, payload) =
+        if flags & FLAG_TAGS != 0 { FrameTags::split(payload)? } else { (FrameTags::default(), payload) };
+    Ok(Frame { meta, payload, flags, tags })
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //!   XFetch early recomputation (in the background with the detached API), stale-while-
 //!   revalidate, soft/hard factory timeouts, TTL jitter, fail-safe, fail-open with a circuit breaker,
 //!   invalidation across processes, `metrics` counters and [`Cache::stats`].
+//! * **Tags** ([`tags`]): an entry stored with [`Pending::tags`] (or `#[memoize(tags = …)]`)
+//!   is retired everywhere by [`Cache::invalidate_tag`] — one write of a new generation token
+//!   per tag, checked lazily by every reader, without finding the entries.
 //! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls,
 //!   and companions on the same key space, secret and cache: `quote::key(…)`, `peek`,
 //!   `invalidate`, `prime`, `refresh`.
@@ -55,7 +58,8 @@
 //!   cache fails open: each process computes (still once per process per key).
 //! * **Local tiers are eventually consistent.** With Redis, invalidations reach other
 //!   processes' local tiers through pub/sub; with SQLite (no backplane) another process's
-//!   local copy lives at most [`NO_BACKPLANE_LOCAL_TTL`] after an invalidation.
+//!   local copy lives at most [`NO_BACKPLANE_LOCAL_TTL`] after an invalidation, and at most
+//!   `tag_recheck` (1 s) after a tag invalidation.
 //!
 //! # What this crate does not do
 //!
@@ -102,6 +106,7 @@ mod runtime;
 pub mod sqlite;
 mod stats;
 pub mod store_secret;
+pub mod tags;
 pub mod tier;
 
 pub use builder::CacheBuilder;

@@ -119,6 +119,8 @@ pub(crate) struct LocalEntry {
     pub(crate) refreshing: AtomicBool,
     /// Approximate weight in bytes (the frame payload size when known).
     pub(crate) weight: u32,
+    /// The entry's tags and the generation tokens it was stored with (`crate::tags`).
+    pub(crate) tags: Option<Arc<crate::tags::stamp::Stamp>>,
 }
 
 impl LocalEntry {
@@ -373,6 +375,7 @@ mod tests {
             refresh_at: now + dur(ttl),
             refreshing: AtomicBool::new(false),
             weight: 8,
+            tags: None,
         }
     }
 

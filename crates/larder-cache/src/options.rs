@@ -29,6 +29,7 @@ pub(crate) struct Options {
     /// How long past its expiry a value is served at once while it is refreshed in the
     /// background (stale-while-revalidate).
     pub(crate) stale_window: Option<Duration>,
+    pub(crate) tag_recheck: Duration,
 }
 
 impl Options {
@@ -58,6 +59,7 @@ impl Default for Options {
             soft_timeout: None,
             hard_timeout: None,
             stale_window: None,
+            tag_recheck: crate::tags::DEFAULT_RECHECK,
         }
     }
 }

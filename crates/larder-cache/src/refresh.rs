@@ -33,6 +33,7 @@ use crate::flight::{Joined, LeaderGuard, Outcome, Waited};
 use crate::local::LocalKey;
 use crate::runtime::{block_on, runtime};
 use crate::stats::Event;
+use crate::tags::stamp::Stamped;
 use crate::tier::Lease;
 
 /// The error of a call whose function did not finish within its hard timeout. Nothing was
@@ -303,6 +304,9 @@ impl Pending {
             }
             Fetched::Compute { key_text, lease, stale } => (key_text, lease, stale),
         };
+        // The tags' tokens, read before the function runs (a tag invalidated meanwhile then
+        // retires this value too: docs/cache.md, "Tags").
+        let stamp = inner.stamp_for(self.tags.as_deref()).await;
         let rt = match runtime() {
             Ok(rt) if soft.is_some() || hard.is_some() => rt,
             // No timeout (or no runtime to time on): the function runs right here.
@@ -315,7 +319,8 @@ impl Pending {
                         namespace = self.space.namespace()
                     ))
                     .await;
-                let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+                let mut settled =
+                    self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share, stamp);
                 if let Some(w) = settled.write_back.take() {
                     w.run(&inner).await;
                 }
@@ -334,7 +339,7 @@ impl Pending {
                         let v = served.clone();
                         inner.record(Event::StaleServedByTimeout);
                         complete(guard, Outcome::Value(Arc::new(v.clone())));
-                        self.finish_in_background(rt, key, text, lease, start, handle);
+                        self.finish_in_background(rt, key, text, lease, start, handle, stamp);
                         return Ok(v);
                     }
                 }
@@ -367,7 +372,8 @@ impl Pending {
         };
         match outcome {
             Ok(r) => {
-                let mut settled = self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share);
+                let mut settled =
+                    self.settle(guard, &key, text, lease, stale, r, start.elapsed(), share, stamp);
                 if let Some(w) = settled.write_back.take() {
                     w.run(&inner).await;
                 }
@@ -414,17 +420,26 @@ impl Pending {
                     return; // refreshed elsewhere, or being refreshed elsewhere
                 };
                 let lease = match lease {
-                    RefreshLease::Newer(v, meta, size) => {
-                        inner.insert_local(key, text.as_deref(), &v, &meta, size, self.cache.local_cap);
+                    RefreshLease::Newer(v, meta, size, stamp) => {
+                        inner.insert_local(
+                            key,
+                            text.as_deref(),
+                            &v,
+                            &meta,
+                            size,
+                            self.cache.local_cap,
+                            stamp,
+                        );
                         guard.complete(Outcome::Value(Arc::new(v)));
                         return;
                     }
                     RefreshLease::Mine(token) => token,
                 };
+                let stamp = inner.stamp_for(self.tags.as_deref()).await;
                 inner.record(Event::RefreshStarted);
                 let start = Instant::now();
                 let r = factory.run_in_task().await;
-                self.store_refreshed(guard, key, text, lease, start, r).await;
+                self.store_refreshed(guard, key, text, lease, start, r, stamp).await;
             }
             .instrument(span),
         );
@@ -445,7 +460,7 @@ impl Pending {
         match inner.tier_call(tier.as_ref(), tier.try_lease(&text, &token, inner.opts.lease_ttl)).await {
             Ok(Lease::Acquired) => {
                 // Another worker may have refreshed between our read and our lease.
-                if let Some((v, meta, size)) = inner.shared_get::<V>(&text).await {
+                if let Some((v, meta, size, stamp)) = inner.shared_get::<V>(&text).await {
                     let now = unix_ms();
                     let newer = now < meta.expires_ms()
                         && match seen_ms {
@@ -456,7 +471,7 @@ impl Pending {
                         };
                     if newer {
                         inner.release(Some(&text), Some(token)).await;
-                        return Some((Some(text), RefreshLease::Newer(v, meta, size)));
+                        return Some((Some(text), RefreshLease::Newer(v, meta, size, stamp)));
                     }
                 }
                 Some((Some(text), RefreshLease::Mine(Some(token))))
@@ -477,6 +492,7 @@ impl Pending {
         lease: Option<[u8; 16]>,
         start: Instant,
         handle: tokio::task::JoinHandle<Result<V, E>>,
+        stamp: Stamped,
     ) where
         V: CacheValue,
         E: Send + Sync + 'static,
@@ -490,7 +506,7 @@ impl Pending {
         inner.record(Event::RefreshStarted);
         rt.spawn(async move {
             let r = joined(handle.await);
-            self.store_refreshed_opt(guard, key, text, lease, start, r).await;
+            self.store_refreshed_opt(guard, key, text, lease, start, r, stamp).await;
         });
     }
 
@@ -502,11 +518,12 @@ impl Pending {
         lease: Option<[u8; 16]>,
         start: Instant,
         r: Result<Result<V, E>, Panicked>,
+        stamp: Stamped,
     ) where
         V: CacheValue,
         E: Send + Sync + 'static,
     {
-        self.store_refreshed_opt(Some(guard), key, text, lease, start, r).await;
+        self.store_refreshed_opt(Some(guard), key, text, lease, start, r, stamp).await;
     }
 
     /// The settle step of a background computation: count it, store an `Ok` in both tiers
@@ -520,6 +537,7 @@ impl Pending {
         lease: Option<[u8; 16]>,
         start: Instant,
         r: Result<Result<V, E>, Panicked>,
+        stamp: Stamped,
     ) where
         V: CacheValue,
         E: Send + Sync + 'static,
@@ -529,11 +547,23 @@ impl Pending {
         match r {
             Ok(Ok(v)) => {
                 inner.record(Event::Computed(self.space.namespace(), took));
-                if let Some((payload, meta)) = inner.prepare(&v, self.ttl_for(&v), delta_of(took)) {
+                // Stored only when the tags' tokens could be read (as in the settle step).
+                let tags = stamp.storable();
+                let prepared = tags.and_then(|_| inner.prepare(&v, self.ttl_for(&v), delta_of(took)));
+                let tags = tags.flatten();
+                if let Some((payload, meta)) = prepared {
                     let size = size_of_payload(&payload);
-                    inner.insert_local(key, text.as_deref(), &v, &meta, size, self.cache.local_cap);
+                    inner.insert_local(
+                        key,
+                        text.as_deref(),
+                        &v,
+                        &meta,
+                        size,
+                        self.cache.local_cap,
+                        tags.cloned(),
+                    );
                     if let Some(text) = &text {
-                        inner.store_shared(text, &payload, meta).await;
+                        inner.store_shared(text, &payload, meta, tags.map(|t| &**t)).await;
                     }
                 }
                 inner.release(text.as_deref(), lease).await;
@@ -565,7 +595,7 @@ impl Pending {
 /// What a refresh found after taking the lease.
 enum RefreshLease<V> {
     /// A newer entry than the one served: nothing to compute.
-    Newer(V, crate::frame::FrameMeta, u32),
+    Newer(V, crate::frame::FrameMeta, u32, Option<Arc<crate::tags::stamp::Stamp>>),
     /// Compute; the lease token (`None`: no shared tier, or it is failing).
     Mine(Option<[u8; 16]>),
 }

@@ -20,7 +20,9 @@
 //! * **Waiting**: bounded polling (`poll_interval`) for the value, ending early when the lease
 //!   row disappears or expires without a value.
 //! * **Expiry and size**: every `SWEEP_EVERY` writes (and on open) expired entries and leases
-//!   are deleted, then the oldest entries beyond `max_entries` / `max_bytes`.
+//!   are deleted, then the oldest entries beyond `max_entries` / `max_bytes`. Tag records
+//!   (key texts starting with `#`, see `crate::tags`) only expire: evicting one would retire
+//!   every entry under its tag.
 //! * **Reads on the calling thread**: a `get` (the hit path of every worker) runs where it is
 //!   called, on a reader connection whose busy timeout is zero. In WAL mode a reader does not
 //!   wait for the writer, so this is a B-tree lookup in pages the OS already caches, a few
@@ -247,7 +249,7 @@ impl Shared {
         if excess > 0 {
             conn.execute(
                 "DELETE FROM larder_entries WHERE key IN \
-                 (SELECT key FROM larder_entries ORDER BY written_ms LIMIT ?1)",
+                 (SELECT key FROM larder_entries WHERE substr(key, 1, 1) <> '#' ORDER BY written_ms LIMIT ?1)",
                 params![excess],
             )
             .map_err(err)?;
@@ -289,6 +291,29 @@ impl Shared {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn set_if_absent(&self, key: &str, frame: &[u8], ttl: Duration) -> Result<bool, TierError> {
+        self.with_conn(|c| {
+            let now = now_ms();
+            // An expired row counts as absent (it is only waiting for a sweep).
+            c.prepare_cached(
+                "INSERT INTO larder_entries (key, frame, expires_ms, written_ms, size) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(key) DO UPDATE SET frame = excluded.frame, expires_ms = excluded.expires_ms, \
+                 written_ms = excluded.written_ms, size = excluded.size WHERE larder_entries.expires_ms <= ?4",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    key,
+                    frame,
+                    now.saturating_add(dur_ms(ttl)),
+                    now,
+                    i64::try_from(frame.len()).unwrap_or(i64::MAX)
+                ])
+            })
+            .map(|changed| changed == 1)
+            .map_err(err)
         })
     }
 
@@ -482,6 +507,17 @@ impl SharedTier for SqliteTier {
         let key = key.to_owned();
         let frame = frame.to_vec();
         Box::pin(self.blocking(move |s| s.set(&key, &frame, ttl)))
+    }
+
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        frame: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, TierError>> {
+        let key = key.to_owned();
+        let frame = frame.to_vec();
+        Box::pin(self.blocking(move |s| s.set_if_absent(&key, &frame, ttl)))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>> {

@@ -109,6 +109,9 @@ pub struct CacheStats {
     pub stale_served_by_timeout: u64,
     /// Calls that failed because the function ran past its hard timeout.
     pub hard_timeouts: u64,
+    /// Tagged entries read from the shared tier and refused because a tag of theirs was
+    /// invalidated (or its record is missing or unreadable) since they were stored.
+    pub tag_stale: u64,
 }
 
 /// Something the core counts (see [`Counters::record`]); the `&str` is the call's namespace.
@@ -164,6 +167,9 @@ pub(crate) enum Event<'a> {
     StaleServedByTimeout,
     /// A call failed because the function passed its hard timeout.
     HardTimeout,
+    /// A tagged entry read from the shared tier and refused: a tag of it was invalidated
+    /// since it was stored (or the tag's record is missing or unreadable).
+    TagStale,
 }
 
 /// How a call that missed the local tier was answered (the `outcome` label and span field).
@@ -224,6 +230,7 @@ pub(crate) struct Counters {
     stale_served: AtomicU64,
     stale_served_by_timeout: AtomicU64,
     hard_timeouts: AtomicU64,
+    tag_stale: AtomicU64,
     m: TierMetrics,
     namespaces: Namespaces,
 }
@@ -233,6 +240,7 @@ struct TierMetrics {
     store_errors: Counter,
     corrupt: Counter,
     oversize: Counter,
+    tag_stale: Counter,
     breaker_open: Gauge,
     refreshes_started: Counter,
     refreshes_finished: Counter,
@@ -247,6 +255,7 @@ impl TierMetrics {
             store_errors: metrics::counter!("larder_cache_store_errors_total", "tier" => shared),
             corrupt: metrics::counter!("larder_cache_corrupt_entries_total", "tier" => shared),
             oversize: metrics::counter!("larder_cache_oversize_values_total"),
+            tag_stale: metrics::counter!("larder_cache_tag_stale_total", "tier" => shared),
             breaker_open: metrics::gauge!("larder_cache_breaker_open", "tier" => shared),
             refreshes_started: metrics::counter!("larder_cache_refreshes_started_total"),
             refreshes_finished: metrics::counter!("larder_cache_refreshes_finished_total"),
@@ -392,6 +401,7 @@ impl Counters {
             stale_served: AtomicU64::new(0),
             stale_served_by_timeout: AtomicU64::new(0),
             hard_timeouts: AtomicU64::new(0),
+            tag_stale: AtomicU64::new(0),
             m: TierMetrics::new(shared),
             namespaces: Namespaces::new(shared, metric_namespaces),
         }
@@ -491,6 +501,10 @@ impl Counters {
                 bump(&self.hard_timeouts);
                 self.m.hard_timeouts.increment(1);
             }
+            Event::TagStale => {
+                bump(&self.tag_stale);
+                self.m.tag_stale.increment(1);
+            }
         }
     }
 
@@ -519,6 +533,7 @@ impl Counters {
             stale_served: l(&self.stale_served),
             stale_served_by_timeout: l(&self.stale_served_by_timeout),
             hard_timeouts: l(&self.hard_timeouts),
+            tag_stale: l(&self.tag_stale),
         }
     }
 }

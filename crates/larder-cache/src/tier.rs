@@ -142,6 +142,25 @@ pub trait SharedTier: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), TierError>>;
 
+    /// Stores `frame` under `key` only if nothing (unexpired) is stored there; `true` if it
+    /// was stored. Tag records are created with it, so workers that see a new tag together
+    /// agree on one generation token. The default (a `get`, then a `set`) is not atomic: two
+    /// workers may then both create one, which costs a recomputation, never a wrong value.
+    /// The SQLite and Redis tiers do it atomically.
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        frame: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, TierError>> {
+        Box::pin(async move {
+            if self.get(key).await?.is_some() {
+                return Ok(false);
+            }
+            self.set(key, frame, ttl).await.map(|()| true)
+        })
+    }
+
     /// Removes `key`.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>>;
 

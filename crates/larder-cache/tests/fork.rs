@@ -5,6 +5,9 @@
 //! right, inputs the parent computed must not be computed again, and every new input must be
 //! computed exactly once across all children (the shared tier's leases).
 //!
+//! The same for tags (module [`tags`]): a child's `invalidate_tag` reaches its siblings and the
+//! parent.
+//!
 //! Its own binary: a `fork()` in a process whose other test threads hold locks would hand the
 //! children locks nobody can release.
 
@@ -163,4 +166,95 @@ fn forked_children_of_an_async_parent_keep_working() {
     }
     drop(rt);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Tags in children made by `fork()` from a parent that built, warmed and tagged its cache:
+/// the inherited tag table and local tier stay right, a child's invalidation reaches its
+/// siblings and the parent, and new tokens are the child's own (never a sibling's).
+#[cfg(all(feature = "sqlite", feature = "redis"))]
+mod tags {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use larder_cache::{Cache, KeySecret, KeySpace, Lookup};
+    use larder_testkit::redis::RedisServer;
+
+    const TTL: Duration = Duration::from_secs(600);
+    const CHILDREN: u64 = 4;
+
+    fn call(cache: &Cache, space: &KeySpace, log: &Path, k: u64) -> u64 {
+        match cache.lookup::<u64, u64>(space, &k, TTL) {
+            Lookup::Hit(v) => v,
+            Lookup::Miss(p) => {
+                p.tags([if k.is_multiple_of(2) { "even" } else { "odd" }]).compute_blocking(|| {
+                    let mut f = OpenOptions::new().create(true).append(true).open(log).unwrap();
+                    f.write_all(format!("{k}\n").as_bytes()).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                    k + 100
+                })
+            }
+        }
+    }
+
+    fn computed(log: &Path) -> usize {
+        std::fs::read_to_string(log).unwrap_or_default().lines().count()
+    }
+
+    #[test]
+    fn forked_children_invalidate_tags_for_siblings_and_parent() {
+        let _serial = super::serial();
+        let server = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (log, go) = (dir.path().join("log"), dir.path().join("go"));
+        let secret = KeySecret::from_bytes(b"tags fork test secret, 32 bytes").unwrap();
+        let cache = larder_cache::config::parse(&format!("local:100,{}", server.url()))
+            .unwrap()
+            .secret(&secret)
+            .tag_recheck(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let space = KeySpace::new_with_secret("tags_fork", 1, &secret).unwrap();
+        for k in 0..10 {
+            call(&cache, &space, &log, k);
+        }
+        assert_eq!(computed(&log), 10);
+        let children: Vec<_> = (0..CHILDREN)
+            .map(|i| {
+                let (cache, space, log, go) = (cache.clone(), space.clone(), log.clone(), go.clone());
+                larder_forktest::fork(move || {
+                    // Inherited entries: no computation.
+                    if (0..10).any(|k| call(&cache, &space, &log, k) != k + 100) {
+                        return 1;
+                    }
+                    if i == 0 {
+                        if cache.invalidate_tag_blocking("even").is_err() {
+                            return 2;
+                        }
+                        std::fs::write(&go, b"").unwrap();
+                    }
+                    while !go.exists() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    std::thread::sleep(Duration::from_millis(400)); // past tag_recheck
+                    if (0..10).any(|k| call(&cache, &space, &log, k) != k + 100) {
+                        return 3;
+                    }
+                    0
+                })
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            assert_eq!(c.wait_timeout(Duration::from_secs(60)), 0, "child {i} failed or hung");
+        }
+        assert_eq!(computed(&log), 15, "the five `even` keys once more across all children, nothing else");
+        // The parent's local copies of `even` entries are retired too; it reads the children's.
+        std::thread::sleep(Duration::from_millis(400));
+        for k in 0..10 {
+            assert_eq!(call(&cache, &space, &log, k), k + 100);
+        }
+        assert_eq!(computed(&log), 15, "the parent computed nothing");
+        assert!(cache.stats().shared_hits >= 5, "{:?}", cache.stats());
+    }
 }

@@ -45,7 +45,10 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
         match command {
             CacheCommand::Stats { store, out } => stats(&store, out).await,
             CacheCommand::Get { store, key, out } => get(&store, &key, out).await,
-            CacheCommand::Invalidate { store, key, out } => invalidate(&store, &key, out).await,
+            CacheCommand::Invalidate { store, tag: Some(tag), out, .. } => {
+                invalidate_tag(&store, &tag, out).await
+            }
+            CacheCommand::Invalidate { store, key, tag: None, out } => invalidate(&store, &key, out).await,
         }
     })
 }
@@ -255,6 +258,28 @@ async fn invalidate(store: &StoreArgs, key: &KeyArgs, out: OutputArgs) -> anyhow
         println!("invalidated {text}");
     } else {
         println!("{text} was not stored; other processes were told to drop local copies anyway");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `invalidate --tag`: a new generation for the tag (the library's one write), announced on
+/// the backplane.
+async fn invalidate_tag(store: &StoreArgs, tag: &str, out: OutputArgs) -> anyhow::Result<ExitCode> {
+    use larder::cache::tags;
+    tags::validate(tag).map_err(Usage::err)?;
+    let mac = mac_key(store)?;
+    let (_, tier) = open(store).await?;
+    let record = tags::record_key(tag);
+    tags::invalidate_in(&*tier, &mac, tag)
+        .await
+        .map_err(|e| anyhow!("cannot write the record of tag {tag}: {e}"))?;
+    tier.publish_invalidation(&tags::message(tag)).await.map_err(|e| {
+        anyhow!("invalidated tag {tag} in the shared tier, but cannot tell other processes (they stop serving local copies within their tag_recheck): {e}")
+    })?;
+    if out.json() {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tag": tag, "record": record }))?);
+    } else {
+        println!("invalidated tag {tag} (record {record})");
     }
     Ok(ExitCode::SUCCESS)
 }

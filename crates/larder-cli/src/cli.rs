@@ -244,15 +244,22 @@ pub enum CacheCommand {
         out: OutputArgs,
     },
     /// Delete one entry from the shared tier and tell every process to drop its local copy
-    /// (Redis backplane; SQLite processes drop theirs within 30 s).
+    /// (Redis backplane; SQLite processes drop theirs within 30 s). With --tag: retire every
+    /// entry stored under a tag instead (one write; see docs/cache.md, "Tags").
     #[command(after_help = "Examples:\n  \
         larder cache invalidate --store sqlite:/var/tmp/larder.db --namespace loan_calc --value '{\"user_id\":7}'\n  \
-        larder cache invalidate --key loan_calc:v1:6a4w7dnilsmi2vbtef7eijaezryzvv2c")]
+        larder cache invalidate --key loan_calc:v1:6a4w7dnilsmi2vbtef7eijaezryzvv2c\n  \
+        larder cache invalidate --tag user:7 --store redis://127.0.0.1:6379")]
     Invalidate {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
         key: KeyArgs,
+        /// Retire every entry stored under this tag (in every process: at once through the
+        /// Redis backplane, within their tag_recheck, 1 s by default, otherwise). The tag
+        /// record is sealed with the services' secret, as `cache get` checks entries.
+        #[arg(long, value_name = "TAG", group = "KeyArgs", conflicts_with_all = ["key", "namespace", "value"])]
+        tag: Option<String>,
         #[command(flatten)]
         out: OutputArgs,
     },

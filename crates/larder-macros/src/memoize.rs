@@ -35,6 +35,10 @@
 //!   it while the computation goes on and stores its value; past the hard one the call
 //!   returns `E::from(FactoryTimeout)` (so `hard_timeout` needs `Result<T, E>` with
 //!   `E: From<FactoryTimeout>`), nothing is cached and the next call computes again;
+//! * `tags = expr`: the tags each call's entry is stored under, an expression of the arguments
+//!   giving any `IntoIterator` of `Into<String>` (`tags = [format!("user:{user_id}")]`);
+//!   `Cache::invalidate_tag` with one of them retires the entry everywhere. Evaluated before
+//!   the call computes, never from the result (docs/cache.md, "Tags");
 //! * `crate = "path"`: where to find `larder-cache` (default: found from `Cargo.toml`);
 //! * `handles = "type" | "assoc" | "none"`: where the companions go (below).
 //!
@@ -51,7 +55,7 @@
 //! | `quote::key(args…) -> Option<String>` | the shared-tier key text of that call |
 //! | `quote::peek(args…) -> Option<V>` | the cached value, if a tier has a fresh one; computes nothing |
 //! | `quote::invalidate(args…)` | removes the entry from every tier (and other processes' local tiers) |
-//! | `quote::prime(args…, value: V)` | stores `value` with the function's TTL |
+//! | `quote::prime(args…, value: V)` | stores `value` with the function's TTL (and its `tags`) |
 //! | `quote::refresh(args…) -> R` | runs the function now, stores an `Ok`/value, returns it |
 //! | `quote::space() -> Option<&'static KeySpace>` | the key space (`None`: malformed `LARDER_KEY_SECRET`) |
 //!
@@ -88,6 +92,7 @@ struct Opts {
     detach: bool,
     soft_timeout_ms: Option<u64>,
     hard_timeout_ms: Option<u64>,
+    tags: Option<Expr>,
 }
 
 /// Where the companions of a memoized function go (`handles = "…"`).
@@ -181,6 +186,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
         detach: false,
         soft_timeout_ms: None,
         hard_timeout_ms: None,
+        tags: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -222,6 +228,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
             ("detach", Meta::Path(_)) => o.detach = true,
             ("cache", Meta::NameValue(nv)) => o.cache = Some(nv.value.clone()),
             ("key", Meta::NameValue(nv)) => o.key = Some(nv.value.clone()),
+            ("tags", Meta::NameValue(nv)) => o.tags = Some(nv.value.clone()),
             ("crate", Meta::NameValue(nv)) => {
                 let s: LitStr = syn::parse2(nv.value.to_token_stream())?;
                 o.krate = Some(s.parse()?);
@@ -242,7 +249,7 @@ fn parse_opts(attr: TokenStream) -> syn::Result<Opts> {
                 return Err(syn::Error::new(
                     meta.span(),
                     "expected `namespace = \"..\"`, `version = N`, `ttl = \"10m\"`, `cache = expr`, \
-                     `key = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, `detach`, \
+                     `key = expr`, `tags = expr`, `receiver`, `cache_err`, `err_ttl = \"30s\"`, `ttl_fn = path`, `detach`, \
                      `soft_timeout = \"200ms\"`, `hard_timeout = \"2s\"`, \
                      `handles = \"type\"|\"assoc\"|\"none\"` or `crate = \"path\"`",
                 ))
@@ -409,6 +416,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (None, Some(f)) => quote!(.ttl_by(|__v: &#value_ty| (#f)(__v))),
         (None, None) => quote!(),
     };
+    // Tags: read by the cache before the computation (so evaluated before the call's
+    // arguments move into it).
+    let tags_by = match &opts.tags {
+        Some(t) => quote!(.tags(#t)),
+        None => quote!(),
+    };
     let prime_ttl = |v: &syn::Ident| match (opts.err_ttl_ms, &opts.ttl_fn) {
         (Some(err_ms), _) => {
             let ok = ttl_of_ok(quote!(__v));
@@ -532,30 +545,30 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let (finish, uncached) = if detach && is_async {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by #timeouts .try_compute_detached_with(move || #compute_call, #share, #on_timeout).await)
+            quote!(__p #ttl_by #tags_by #timeouts .try_compute_detached_with(move || #compute_call, #share, #on_timeout).await)
         } else {
-            quote!(__p #ttl_by #timeouts .compute_detached(move || #compute_call).await)
+            quote!(__p #ttl_by #tags_by #timeouts .compute_detached(move || #compute_call).await)
         };
         (finish, quote!(#compute_call.await))
     } else if detach {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by #timeouts .try_compute_blocking_detached_with(move || #compute_call, #share, #on_timeout))
+            quote!(__p #ttl_by #tags_by #timeouts .try_compute_blocking_detached_with(move || #compute_call, #share, #on_timeout))
         } else {
-            quote!(__p #ttl_by #timeouts .compute_blocking_detached(move || #compute_call))
+            quote!(__p #ttl_by #tags_by #timeouts .compute_blocking_detached(move || #compute_call))
         };
         (finish, compute_call.clone())
     } else if is_async {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute_with(move || #compute_call, #share).await)
+            quote!(__p #ttl_by #tags_by .try_compute_with(move || #compute_call, #share).await)
         } else {
-            quote!(__p #ttl_by .compute(move || #compute_call).await)
+            quote!(__p #ttl_by #tags_by .compute(move || #compute_call).await)
         };
         (finish, quote!(#compute_call.await))
     } else {
         let finish = if fallible.is_some() {
-            quote!(__p #ttl_by .try_compute_blocking_with(move || #compute_call, #share))
+            quote!(__p #ttl_by #tags_by .try_compute_blocking_with(move || #compute_call, #share))
         } else {
-            quote!(__p #ttl_by .compute_blocking(move || #compute_call))
+            quote!(__p #ttl_by #tags_by .compute_blocking(move || #compute_call))
         };
         (finish, compute_call.clone())
     };
@@ -628,6 +641,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             if fallible.is_some() { quote!(try_refresh_blocking) } else { quote!(refresh_blocking) },
         )
     };
+    // `prime` of a tagged function stores through a `Pending` so the value carries its tags'
+    // current tokens (a plain `set` would store it untagged, out of reach of invalidate_tag).
+    let prime_store = match &opts.tags {
+        None => quote!(#cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok),
+        Some(_) => {
+            let (store, value) = if is_async {
+                (quote!(refresh), quote!(async move { #value_param }))
+            } else {
+                (quote!(refresh_blocking), quote!(#value_param))
+            };
+            quote! {
+                let __pending = #cache_expr.pending(__space, &__larder_key, __ttl) #tags_by;
+                let _ = __pending.#store(move || #value) #await_tok;
+            }
+        }
+    };
     let name_str = ident.to_string();
     let doc_space = format!("The key space of `{name_str}`'s calls (`None` when `LARDER_KEY_SECRET` is malformed: the calls then run uncached).");
     let doc_key = format!("The shared-tier key text `{{namespace}}:v{{version}}:{{digest}}` a call of `{name_str}` with these arguments uses (`None`: the arguments cannot be a key, the call runs uncached).");
@@ -676,7 +705,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             let ::core::option::Option::Some(__space) = #space_call else { return };
             let __larder_key = #key_expr;
             let __ttl = #prime_ttl_tok;
-            #cache_expr.#set(__space, &__larder_key, #value_param, __ttl) #await_tok
+            #prime_store
         }
 
         #(#cfgs)*
@@ -687,7 +716,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 ::core::option::Option::Some(__space) => {
                     let __pending = {
                         let __larder_key = #key_expr;
-                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by
+                        #cache_expr.pending(__space, &__larder_key, #ttl) #ttl_by #tags_by
                     };
                     __pending.#refresh(move || #compute_from_handle) #await_tok
                 }

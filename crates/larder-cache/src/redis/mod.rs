@@ -578,6 +578,24 @@ impl SharedTier for RedisTier {
         })
     }
 
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        frame: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, TierError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.value_key(key)).arg(frame).arg("NX").arg("PX").arg(px(ttl));
+            match self.query::<Value>(cmd).await? {
+                Value::Nil => Ok(false),
+                Value::Okay => Ok(true),
+                Value::SimpleString(s) if s == "OK" => Ok(true),
+                other => Err(TierError::Server(format!("unexpected reply to SET NX: {other:?}"))),
+            }
+        })
+    }
+
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), TierError>> {
         Box::pin(async move {
             let mut cmd = redis::cmd("DEL");

@@ -20,6 +20,18 @@ struct Case {
     key: &'static str,
     meta: FrameMeta,
     payload: Vec<u8>,
+    /// Flags besides the tag bit (0, or `FLAG_TAG_RECORD` for a tag record).
+    flags: u8,
+    /// Tags and tokens of a tagged entry (flag 0x04); empty: untagged.
+    tags: Vec<(&'static str, [u8; 16])>,
+}
+
+fn seal(mac: &MacKey, c: &Case) -> Vec<u8> {
+    if c.tags.is_empty() {
+        frame::seal_with_flags(mac, c.key, c.meta, c.flags, &c.payload).unwrap()
+    } else {
+        frame::seal_tagged(mac, c.key, c.meta, c.flags, &c.tags, &c.payload).unwrap()
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -31,13 +43,17 @@ fn cases() -> Vec<Case> {
             key: "t:v1:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             meta: FrameMeta { written_ms: 0, ttl_ms: 0, delta_ms: 0 },
             payload: vec![],
+            flags: 0,
+            tags: vec![],
         },
         Case {
             name: "loan quote (postcard of (u64, &str))",
             secret_hex: "5a".repeat(32),
             key: "loan_calc:v1:mzxw6ytboi2gs4tfmvzxg5dpnzsxe3dt",
             meta: FrameMeta { written_ms: 1_795_000_000_000, ttl_ms: 600_000, delta_ms: 104 },
-            payload: quote,
+            payload: quote.clone(),
+            flags: 0,
+            tags: vec![],
         },
         Case {
             name: "large fields",
@@ -45,6 +61,28 @@ fn cases() -> Vec<Case> {
             key: "n:v4294967295:77777777777777777777777777777777",
             meta: FrameMeta { written_ms: u64::MAX, ttl_ms: u64::MAX, delta_ms: u32::MAX },
             payload: (0..=255u8).collect(),
+            flags: 0,
+            tags: vec![],
+        },
+        // Flag 0x04: the loan quote stored under two tags (docs/cache-value-format.md, "Tags").
+        Case {
+            name: "tagged loan quote (user:7, team:1)",
+            secret_hex: "5a".repeat(32),
+            key: "loan_calc:v1:mzxw6ytboi2gs4tfmvzxg5dpnzsxe3dt",
+            meta: FrameMeta { written_ms: 1_795_000_000_000, ttl_ms: 600_000, delta_ms: 104 },
+            payload: quote,
+            flags: 0,
+            tags: vec![("team:1", [0x11; 16]), ("user:7", *b"0123456789abcdef")],
+        },
+        // Flag 0x08: the tag record of `user:7` (key text: tags::record_key("user:7")).
+        Case {
+            name: "tag record of user:7",
+            secret_hex: "5a".repeat(32),
+            key: Box::leak(larder_cache::tags::record_key("user:7").into_boxed_str()),
+            meta: FrameMeta { written_ms: 1_795_000_000_000, ttl_ms: 2_592_000_000, delta_ms: 0 },
+            payload: b"0123456789abcdef".to_vec(),
+            flags: frame::FLAG_TAG_RECORD,
+            tags: vec![],
         },
     ]
 }
@@ -58,6 +96,7 @@ fn error_name(e: FrameError) -> &'static str {
         FrameError::BadMac => "bad_mac",
         FrameError::KeyTooLong => "key_too_long",
         FrameError::PayloadTooLong => "payload_too_long",
+        FrameError::BadTags => "bad_tags",
         _ => "other",
     }
 }
@@ -67,8 +106,8 @@ fn build() -> Value {
     let mut bad = Vec::new();
     for c in cases() {
         let mac = MacKey::from_secret(&KeySecret::from_hex(&c.secret_hex).unwrap());
-        let f = frame::seal(&mac, c.key, c.meta, &c.payload).unwrap();
-        good.push(json!({
+        let f = seal(&mac, &c);
+        let mut v = json!({
             "name": c.name,
             "secret_hex": c.secret_hex,
             "key": c.key,
@@ -77,7 +116,35 @@ fn build() -> Value {
             "delta_ms": c.meta.delta_ms,
             "payload_hex": hex(&c.payload),
             "frame_hex": hex(&f),
-        }));
+        });
+        if !c.tags.is_empty() {
+            v["tags"] = c.tags.iter().map(|(t, k)| json!({ "tag": t, "token_hex": hex(k) })).collect();
+        }
+        good.push(v);
+        if c.name.starts_with("tagged") {
+            let mut push = |name: &str, bytes: Vec<u8>, err: FrameError| {
+                assert_eq!(frame::open(&mac, c.key, &bytes).unwrap_err(), err, "{name}");
+                bad.push(json!({
+                    "name": name, "secret_hex": c.secret_hex, "key": c.key,
+                    "frame_hex": hex(&bytes), "error": error_name(err),
+                }));
+            };
+            // A token changed after sealing: the MAC covers the tag block.
+            let mut t = f.clone();
+            let at = f.len() - frame::MAC_LEN - c.payload.len() - 1;
+            t[at] ^= 1;
+            push("tag token altered", t, FrameError::BadMac);
+            // Well sealed, but the block claims 0 tags / a tag longer than the body.
+            let zero = frame::seal_with_flags(&mac, c.key, c.meta, frame::FLAG_TAGS, &[0]).unwrap();
+            push("tag block with no tags", zero, FrameError::BadTags);
+            let long = frame::seal_with_flags(&mac, c.key, c.meta, frame::FLAG_TAGS, &[1, 0xff, 0x00, b'x'])
+                .unwrap();
+            push("tag length past the body", long, FrameError::BadTags);
+            // The tag-record bit with another bit.
+            let mut fl = f.clone();
+            fl[3] = frame::FLAG_TAGS | frame::FLAG_TAG_RECORD;
+            push("tag record bit with the tag bit", fl, FrameError::BadFlags(0x0c));
+        }
         if c.name.starts_with("loan") {
             let mut push = |name: &str, key: &str, bytes: Vec<u8>| {
                 let err = frame::open(&mac, key, &bytes).unwrap_err();
@@ -109,7 +176,7 @@ fn build() -> Value {
         }
     }
     json!({
-        "format": "larder cache value frame v1 (docs/cache-value-format.md)",
+        "format": "larder cache value frame v1, flags 0x02 CBOR, 0x04 tagged, 0x08 tag record (docs/cache-value-format.md)",
         "mac_key": "KeySecret::from_hex(secret_hex).derive(\"larder cache value mac v1\")",
         "valid": good,
         "invalid": bad,
@@ -133,13 +200,16 @@ fn frames_match_the_checked_in_vectors() {
         let mac = MacKey::from_secret(&KeySecret::from_hex(v["secret_hex"].as_str().unwrap()).unwrap());
         let bytes = unhex(v["frame_hex"].as_str().unwrap());
         let f = frame::open(&mac, v["key"].as_str().unwrap(), &bytes).unwrap();
+        let tags: Vec<Value> =
+            f.tags.iter().map(|(t, k)| json!({ "tag": t, "token_hex": hex(&k) })).collect();
+        assert_eq!(tags, v["tags"].as_array().cloned().unwrap_or_default(), "{}", v["name"]);
         assert_eq!(f.meta.written_ms, v["written_ms"].as_u64().unwrap());
         assert_eq!(f.meta.ttl_ms, v["ttl_ms"].as_u64().unwrap());
         assert_eq!(u64::from(f.meta.delta_ms), v["delta_ms"].as_u64().unwrap());
         assert_eq!(hex(f.payload), v["payload_hex"].as_str().unwrap());
     }
     let invalid = stored["invalid"].as_array().unwrap();
-    assert_eq!(invalid.len(), 8);
+    assert_eq!(invalid.len(), 12);
     for v in invalid {
         let mac = MacKey::from_secret(&KeySecret::from_hex(v["secret_hex"].as_str().unwrap()).unwrap());
         let bytes = unhex(v["frame_hex"].as_str().unwrap());

@@ -40,3 +40,5 @@ mod spans;
 mod sqlite_processes;
 mod store_secret;
 mod sync_async;
+#[cfg(all(feature = "sqlite", feature = "redis"))]
+mod tags;

@@ -1,5 +1,6 @@
 //! The blocking API and the async API are one machine: the same scenario — misses, local and
-//! shared hits, computations, an error, a fail-safe serve, a wait for another worker's lease —
+//! shared hits, computations, an error, a fail-safe serve, a wait for another worker's lease,
+//! a tagged entry refused after its tag's invalidation —
 //! run through `*_blocking` and through the async calls, each on its own cache and SQLite file,
 //! leaves identical `Cache::stats()` and identical `metrics` (every counter and gauge, and the
 //! number of histogram samples), recorded by a `DebuggingRecorder` local to the test.
@@ -10,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use larder_cache::sqlite::{SqliteOptions, SqliteTier};
-use larder_cache::{Cache, CacheStats, KeySpace, Lease, SharedTier};
+use larder_cache::{Cache, CacheStats, KeySpace, Lease, Lookup, SharedTier};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -46,6 +47,8 @@ trait Api {
     fn compute(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64) -> u64;
     fn fail(&self, cache: &Cache, space: &KeySpace, k: u32) -> Result<u64, Boom>;
     fn set(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, ttl: Duration);
+    fn compute_tagged(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, tag: &str) -> u64;
+    fn invalidate_tag(&self, cache: &Cache, tag: &str);
 }
 
 struct Blocking;
@@ -59,6 +62,15 @@ impl Api for Blocking {
     }
     fn set(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, ttl: Duration) {
         cache.set_blocking(space, &k, v, ttl);
+    }
+    fn compute_tagged(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, tag: &str) -> u64 {
+        match cache.lookup::<u32, u64>(space, &k, TTL) {
+            Lookup::Hit(v) => v,
+            Lookup::Miss(p) => p.tags([tag]).compute_blocking(|| v),
+        }
+    }
+    fn invalidate_tag(&self, cache: &Cache, tag: &str) {
+        cache.invalidate_tag_blocking(tag).unwrap();
     }
 }
 
@@ -81,6 +93,15 @@ impl Api for Async {
     }
     fn set(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, ttl: Duration) {
         self.run(Box::pin(cache.set(space, &k, v, ttl)));
+    }
+    fn compute_tagged(&self, cache: &Cache, space: &KeySpace, k: u32, v: u64, tag: &str) -> u64 {
+        match cache.lookup::<u32, u64>(space, &k, TTL) {
+            Lookup::Hit(v) => v,
+            Lookup::Miss(p) => self.run(Box::pin(p.tags([tag]).compute(|| async move { v }))),
+        }
+    }
+    fn invalidate_tag(&self, cache: &Cache, tag: &str) {
+        self.run(Box::pin(cache.invalidate_tag(tag))).unwrap();
     }
 }
 
@@ -132,6 +153,12 @@ fn scenario(api: &dyn Api) -> (CacheStats, Vec<String>) {
         // Another worker holds the lease: wait for it (lease_wait), then compute anyway.
         hold_lease(&db, &space, 4);
         assert_eq!(api.compute(&cache, &space, 4, 40), 40);
+        // A tagged entry whose tag is invalidated, read back from the shared tier (this
+        // process forgets its local copy): refused as tag-stale, computed again.
+        assert_eq!(api.compute_tagged(&cache, &space, 5, 50, "t"), 50);
+        api.invalidate_tag(&cache, "t");
+        cache.clear_local();
+        assert_eq!(api.compute_tagged(&cache, &space, 5, 51, "t"), 51);
         cache.stats()
     });
     (stats, metric_lines(&recorder))
@@ -145,7 +172,7 @@ fn blocking_and_async_apis_count_the_same() {
     let (async_stats, async_metrics) = scenario(&Async(rt));
 
     // The scenario did what it says (so equal numbers are not two equal zeros).
-    assert_eq!(sync_stats.computations, 4, "{sync_stats:?}"); // keys 1 and 4, and the two failures
+    assert_eq!(sync_stats.computations, 6, "{sync_stats:?}"); // keys 1 and 4, the two failures, key 5 twice
     assert_eq!(sync_stats.local_hits, 2, "{sync_stats:?}");
     assert_eq!(sync_stats.shared_hits, 1, "{sync_stats:?}");
     assert_eq!(sync_stats.compute_errors, 2, "{sync_stats:?}");
@@ -153,10 +180,19 @@ fn blocking_and_async_apis_count_the_same() {
     assert_eq!(sync_stats.lease_waits, 1, "{sync_stats:?}");
     assert_eq!(sync_stats.lease_timeouts, 1, "{sync_stats:?}");
     assert_eq!(sync_stats.store_errors, 0, "{sync_stats:?}");
+    assert!(sync_stats.tag_stale >= 1, "{sync_stats:?}");
     assert!(
         sync_metrics
             .iter()
             .any(|l| l.starts_with("larder_cache_fail_safe_served_total") && l.ends_with("counter 1")),
+        "{sync_metrics:#?}"
+    );
+    // tag_stale reaches the metrics too, with the same count.
+    let tag_stale = format!("counter {}", sync_stats.tag_stale);
+    assert!(
+        sync_metrics
+            .iter()
+            .any(|l| l.starts_with("larder_cache_tag_stale_total{tier=sqlite}") && l.ends_with(&tag_stale)),
         "{sync_metrics:#?}"
     );
 

@@ -270,3 +270,64 @@ fn output_json_on_every_data_subcommand() {
     assert_eq!(new, old);
     assert_eq!(new["plaintext_bytes"], 13);
 }
+
+/// Reads `k` from `cache` the way a tagged service call does (tag `user:{k % 2}`, none for
+/// k ≥ 10), counting computations.
+fn tagged_call(cache: &Cache, k: u64, computed: &std::sync::atomic::AtomicU64) -> u64 {
+    let space = KeySpace::new("tagged", 1).unwrap();
+    match cache.lookup::<u64, u64>(&space, &k, TTL) {
+        larder::cache::Lookup::Hit(v) => v,
+        larder::cache::Lookup::Miss(p) => {
+            let p = if k < 10 { p.tags([format!("user:{}", k % 2)]) } else { p };
+            p.compute_blocking(|| {
+                computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                k * 3
+            })
+        }
+    }
+}
+
+/// `larder cache invalidate --tag`: a SQLite file (per-store secret) and a Redis server
+/// (secret in the URL). A running service stops serving the tag's entries; entries under
+/// other tags and untagged ones keep hitting.
+#[test]
+fn invalidate_tag_retires_entries_in_running_services() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sb = Sandbox::new();
+    let server = RedisServer::start();
+    let sqlite = format!("sqlite:{}", sb.path("tags.db").display());
+    let redis = format!("{}?secret={}", server.url(), "42".repeat(32));
+    for store in [sqlite, redis] {
+        // Local tier with a short tag_recheck (SQLite has no backplane).
+        let service = larder::cache::config::parse(&format!("local:100,{store}"))
+            .unwrap()
+            .tag_recheck(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let computed = AtomicU64::new(0);
+        for k in [0, 1, 2, 3, 10] {
+            tagged_call(&service, k, &computed);
+        }
+        assert_eq!(computed.load(Ordering::SeqCst), 5, "{store}");
+        let out = json_out(sb.larder().args([
+            "cache",
+            "invalidate",
+            "--tag",
+            "user:0",
+            "--store",
+            &store,
+            "-o",
+            "json",
+        ]));
+        assert_eq!(out["tag"], "user:0");
+        assert!(out["record"].as_str().unwrap().starts_with("#tag:v1:"), "{out}");
+        std::thread::sleep(Duration::from_millis(250));
+        for k in [0, 1, 2, 3, 10] {
+            assert_eq!(tagged_call(&service, k, &computed), k * 3);
+        }
+        assert_eq!(computed.load(Ordering::SeqCst), 7, "{store}: exactly keys 0 and 2 (user:0) again");
+        // A bad tag is a usage error.
+        let bad = sb.larder().args(["cache", "invalidate", "--tag", "", "--store", &store]).output().unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    }
+}

@@ -1,7 +1,7 @@
 //! What the integration tests share: the multi-process scenario harness used by
 //! `sqlite_processes.rs` and `redis_processes.rs` (call `common::worker_main_if_requested()`
-//! first in each test that spawns workers), [`test_path`] for re-running one test of this
-//! binary in a child process, and the Redis conformance suite ([`redis`]).
+//! first in each test that spawns workers), [`test_path`] and [`spawn_self`] for re-running one
+//! test of this binary in a child process, and the Redis conformance suite ([`redis`]).
 //!
 //! A test binary re-invokes itself as worker processes: the test function calls
 //! [`worker_main_if_requested`] first; in a worker (the environment variable [`WORKER_ENV`]
@@ -269,15 +269,22 @@ fn compute_through(cache: &Cache, space: &KeySpace, spec: &WorkerSpec, input: u3
 /// Spawns this test binary as a worker running `test_name` (which must call
 /// [`worker_main_if_requested`] first).
 pub fn spawn_worker(test_name: &str, spec: &WorkerSpec) -> Child {
+    spawn_self(test_name, WORKER_ENV, &spec.encode())
+}
+
+/// Spawns this test binary running only `test_name` (a [`test_path`]), with `env` set to
+/// `value`: the test looks for `env` first and, when set, plays the child's part and exits.
+/// The child's stdout is dropped, its stderr shown.
+pub fn spawn_self(test_name: &str, env: &str, value: &str) -> Child {
     let exe = std::env::current_exe().expect("current test executable");
     Command::new(exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(WORKER_ENV, spec.encode())
+        .env(env, value)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn worker process")
+        .expect("spawn a child process of this test binary")
 }
 
 /// Computations recorded in `count_file`, per input.
