@@ -14,7 +14,9 @@
 //!   MAC-authenticated [frames](frame).
 //! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
 //!   XFetch early recomputation, TTL jitter, fail-safe, fail-open with a circuit breaker,
-//!   invalidation across processes, `metrics` counters and [`Cache::stats`].
+//!   invalidation across processes, `metrics` series labelled by namespace (bounded: the
+//!   first [`DEFAULT_METRIC_NAMESPACES`], then `(other)`), an `info` span per call that misses
+//!   the local tier, and [`Cache::stats`] (`docs/cache.md`, "Observability").
 //! * **`#[memoize]`** (in `larder-macros`, re-exported by the `larder` facade) writes the calls,
 //!   and companions on the same key space, secret and cache: `quote::key(…)`, `peek`,
 //!   `invalidate`, `prime`, `refresh`.
