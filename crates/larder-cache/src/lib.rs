@@ -90,6 +90,7 @@ mod fetch;
 mod flight;
 pub mod frame;
 mod local;
+mod lookup;
 mod open;
 mod options;
 #[cfg(feature = "redis")]
@@ -104,12 +105,13 @@ pub mod tier;
 pub use builder::CacheBuilder;
 pub use cache::{Cache, CacheValue, NO_BACKPLANE_LOCAL_TTL};
 pub use codec::ValueCodec;
-pub use compute::{LeaderFailed, Lookup, Pending, Share};
+pub use compute::{LeaderFailed, Pending, Share};
 pub use default::default_cache;
 pub use error::CacheError;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
+pub use lookup::Lookup;
 pub use runtime::{blocking_calls_on_runtime, spawn_blocking};
 pub use stats::{CacheStats, DEFAULT_METRIC_NAMESPACES, OTHER_NAMESPACES};
 pub use tier::{
