@@ -14,8 +14,10 @@
 //!   MAC-authenticated [frames](frame).
 //! * **The core** ([`Cache`]): single-flight inside the process, leases across processes,
 //!   XFetch early recomputation (in the background with the detached API), stale-while-
-//!   revalidate, soft/hard factory timeouts, TTL jitter, fail-safe, fail-open with a circuit breaker,
-//!   invalidation across processes, `metrics` counters and [`Cache::stats`].
+//!   revalidate, soft/hard factory timeouts, TTL jitter, fail-safe, fail-open with a circuit
+//!   breaker, invalidation across processes, `metrics` series labelled by namespace (bounded:
+//!   the first [`DEFAULT_METRIC_NAMESPACES`], then `(other)`), an `info` span per call that
+//!   misses the local tier, and [`Cache::stats`] (`docs/cache.md`, "Observability").
 //! * **Tags** ([`tags`]): an entry stored with [`Pending::tags`] (or `#[memoize(tags = …)]`)
 //!   is retired everywhere by [`Cache::invalidate_tag`] — one write of a new generation token
 //!   per tag, checked lazily by every reader, without finding the entries.
@@ -96,6 +98,7 @@ mod fetch;
 mod flight;
 pub mod frame;
 mod local;
+mod lookup;
 mod open;
 mod options;
 #[cfg(feature = "redis")]
@@ -112,12 +115,13 @@ pub mod tier;
 pub use builder::CacheBuilder;
 pub use cache::{Cache, CacheValue, NO_BACKPLANE_LOCAL_TTL};
 pub use codec::ValueCodec;
-pub use compute::{LeaderFailed, Lookup, Pending, Share};
+pub use compute::{LeaderFailed, Pending, Share};
 pub use default::default_cache;
 pub use error::CacheError;
 pub use larder_key::{KeySecret, KeySpace, StableKey};
 /// Memoizes a function through a [`Cache`]; see the `larder-macros` docs for the options.
 pub use larder_macros::memoize;
+pub use lookup::Lookup;
 pub use refresh::{FactoryTimeout, OnTimeout};
 pub use runtime::{blocking_calls_on_runtime, spawn_blocking};
 pub use stats::{CacheStats, DEFAULT_METRIC_NAMESPACES, OTHER_NAMESPACES};
