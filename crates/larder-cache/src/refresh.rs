@@ -484,6 +484,7 @@ impl Pending {
 
     /// A soft timeout passed: the caller got the stale value; the function goes on in the
     /// background and its value is stored when it ends.
+    #[allow(clippy::too_many_arguments)] // the key's whole state, as in `Pending::settle`
     fn finish_in_background<V, E>(
         self,
         rt: &tokio::runtime::Runtime,
@@ -510,6 +511,7 @@ impl Pending {
         });
     }
 
+    #[allow(clippy::too_many_arguments)] // the key's whole state, as in `Pending::settle`
     async fn store_refreshed<V, E>(
         self,
         guard: LeaderGuard,
@@ -529,6 +531,7 @@ impl Pending {
     /// The settle step of a background computation: count it, store an `Ok` in both tiers
     /// (an `Err` or a panic keeps the current entry), release the lease, then release this
     /// process's callers waiting for the refresh.
+    #[allow(clippy::too_many_arguments)] // the key's whole state, as in `Pending::settle`
     async fn store_refreshed_opt<V, E>(
         self,
         guard: Option<LeaderGuard>,
