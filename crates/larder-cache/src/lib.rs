@@ -166,18 +166,12 @@ pub mod __private {
         let mut s = raw.replace("::", ".").to_ascii_lowercase();
         s = s
             .chars()
-            .map(|c| {
-                if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii() && larder_key::namespace::allowed_byte(c as u8) { c } else { '_' })
             .collect();
         if s.is_empty() {
             s.push('_');
         }
-        if s.len() > 64 {
+        if s.len() > larder_key::namespace::MAX_LEN {
             let h = blake3::hash(s.as_bytes());
             let hex: String = h.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
             s.truncate(47);

@@ -69,6 +69,10 @@
 //! by default: the macro cannot tell an inherent `impl` from a trait `impl`, where extra items
 //! are not allowed. A function without `self` inside an `impl` needs `handles = "assoc"` (or
 //! `"none"`): a type cannot be declared there.
+// Length: one attribute's parsing, checks and the expansion of its calls and companions; the
+// `quote!` templates of the sync, async, fallible and detached calls share their pieces (key
+// space, TTL, tags, timeouts), so splitting them across files would scatter one generated
+// function. Unit tests from `mod tests`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};

@@ -58,6 +58,7 @@ fn counters_reach_the_recorder() {
                 | "larder_cache_stale_served_total"
                 | "larder_cache_stale_served_by_timeout_total"
                 | "larder_cache_hard_timeouts_total"
+                | "larder_cache_tag_stale_total"
         );
         let ns = labels.iter().find(|(k, _)| k == "namespace").map(|(_, v)| v.as_str());
         assert_eq!(ns, per_call.then_some("metrics"), "{name} {labels:?}");
