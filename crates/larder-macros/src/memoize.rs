@@ -302,7 +302,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(p) => quote!(#p),
         None => cache_crate_path(),
     };
-    let ItemFn { attrs, vis, sig, block } = &func;
+    let ItemFn { attrs, vis, modifiers, sig, block } = &func;
+    // `default fn` (specialization) has no meaning for a memoized function.
+    modifiers.require_empty()?;
     let is_async = sig.asyncness.is_some();
     let fn_name = sig.ident.to_string();
 
@@ -327,7 +329,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             FnArg::Receiver(r) => {
                 has_receiver = true;
                 let mut r2 = r.clone();
-                if r2.reference.is_none() {
+                if !matches!(r2.kind, syn::ReceiverKind::Reference(..)) {
                     r2.mutability = None;
                 }
                 handle_receiver = Some(quote!(#r2));
