@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use larder_cache::{memoize, Cache, KeySpace, StableKey};
 
-#[derive(StableKey, Clone, Copy)]
+#[derive(StableKey, Clone, Copy, Hash, PartialEq, Eq)]
 struct LoanQuote {
     user_id: u64,
     amount_won: u64,
@@ -68,7 +68,7 @@ fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
 /// Alternates batches of memoized hits and bare quick_cache gets, on 1 thread and on 2, and
 /// prints the medians of their per-op times and the ratio: drift in machine load (other builds
 /// on a shared VM) hits both sides equally, so this ratio is the one to trust.
-fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>) {
+fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>, qs: &quick_cache::sync::Cache<LoanQuote, u64>) {
     const ROUNDS: usize = 2_000;
     const BATCH: u64 = 1_000;
     let per_op = |d: Duration| d.as_secs_f64() * 1e9 / BATCH as f64;
@@ -90,12 +90,23 @@ fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>) {
         }
         t.elapsed()
     };
-    let (mut m, mut q) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    // The hand-written equivalent of the memoized call: quick_cache keyed by the same
+    // arguments (derived `Hash`/`Eq`, quick_cache's default hasher).
+    let batch_qs = || {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            black_box(qs.get(black_box(&Q)));
+        }
+        t.elapsed()
+    };
+    let (mut m, mut q, mut k) =
+        (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
     for _ in 0..ROUNDS {
         m.push(per_op(batch_memo()));
         q.push(per_op(batch_qc()));
+        k.push(per_op(batch_qs()));
     }
-    let (m1, q1) = (median(&mut m), median(&mut q));
+    let (m1, q1, k1) = (median(&mut m), median(&mut q), median(&mut k));
     let (mut m, mut q) = (Vec::with_capacity(ROUNDS / 4), Vec::with_capacity(ROUNDS / 4));
     for _ in 0..ROUNDS / 4 {
         m.push(per_op(two_threads(BATCH, || {
@@ -108,9 +119,10 @@ fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>) {
     let (m2, q2) = (median(&mut m), median(&mut q));
     eprintln!(
         "interleaved medians, {ROUNDS} rounds of {BATCH}: 1 thread: #[memoize] hit {m1:.1} ns, bare quick_cache get \
-         {q1:.1} ns ({:.2}x); 2 threads ({} rounds, per op per thread): #[memoize] hit {m2:.1} ns, bare \
+         {q1:.1} ns ({:.2}x), quick_cache get keyed by the LoanQuote itself {k1:.1} ns ({:.2}x); 2 threads ({} rounds, per op per thread): #[memoize] hit {m2:.1} ns, bare \
          quick_cache get {q2:.1} ns ({:.2}x)",
         m1 / q1,
+        m1 / k1,
         ROUNDS / 4,
         m2 / q2
     );
@@ -119,13 +131,15 @@ fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>) {
 fn local_hits(c: &mut Criterion) {
     let qc: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(10_000);
     let mk: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(10_000);
+    let qs: quick_cache::sync::Cache<LoanQuote, u64> = quick_cache::sync::Cache::new(10_000);
     for i in 0..1000u64 {
         qc.insert(i, i);
         mk.insert(i, i);
+        qs.insert(LoanQuote { user_id: i, ..Q }, i);
     }
     quote(Q);
     cached_quote(7);
-    interleaved(&qc);
+    interleaved(&qc, &qs);
 
     let mut g = c.benchmark_group("local_hit_1_thread");
     g.bench_function("memoize_loanquote", |b| b.iter(|| black_box(quote(black_box(Q)))));
