@@ -619,6 +619,13 @@ impl fmt::Debug for CacheKey {
     }
 }
 
+impl From<CacheKey> for String {
+    /// The key text, without copying it.
+    fn from(key: CacheKey) -> String {
+        key.text
+    }
+}
+
 impl AsRef<str> for CacheKey {
     fn as_ref(&self) -> &str {
         &self.text
