@@ -190,7 +190,7 @@ impl Cache {
 
     pub(crate) fn owned_key<A: StableKey + ?Sized>(space: &KeySpace, args: &A) -> Option<(LocalKey, String)> {
         let enc = space.encode(args).ok()?;
-        let text = space.key_from_encoding(&enc).as_str().to_owned();
+        let text = String::from(space.key_from_encoding(&enc));
         Some((LocalKey::new(space.prefix(), &enc), text))
     }
 

@@ -80,7 +80,7 @@ impl Inner {
         let Some(tier) = self.shared() else {
             return Fetched::Compute { key_text: None, lease: None, stale: None };
         };
-        let text = space.key_from_encoding(key.encoding()).as_str().to_owned();
+        let text = String::from(space.key_from_encoding(key.encoding()));
         let mut fresh_but_due: Option<V> = None;
         let mut stale: Option<V> = None;
         match self.shared_get::<V>(&text).await {
@@ -121,6 +121,26 @@ impl Inner {
                 self.record(Event::SharedMiss(space.namespace()));
             }
         }
+        // The lease loop is boxed: its futures (lease calls, waits, sleeps) would otherwise
+        // make every call's future larger, and a future is moved (copied) as it is built and
+        // spawned — a cost every shared-tier hit paid without ever entering the loop.
+        Box::pin(self.lease_loop(space, key, cap, mode, tier, text, fresh_but_due, stale)).await
+    }
+
+    /// After a shared-tier miss (or an XFetch refresh): take the lease and compute, or wait for
+    /// its holder's value (up to `lease_wait`).
+    #[allow(clippy::too_many_arguments)]
+    async fn lease_loop<V: CacheValue>(
+        &self,
+        space: &KeySpace,
+        key: &LocalKey,
+        cap: Option<Duration>,
+        mode: Mode,
+        tier: std::sync::Arc<dyn crate::tier::SharedTier>,
+        text: String,
+        fresh_but_due: Option<V>,
+        stale: Option<V>,
+    ) -> Fetched<V> {
         let token = random_token();
         // Waiting for another worker's lease is bounded by `lease_wait` in total. When a
         // holder dies or gives up, its lease disappears without a value: the waiters then try

@@ -455,7 +455,7 @@ impl Pending {
         let Some(tier) = inner.shared() else {
             return Some((None, RefreshLease::Mine(None)));
         };
-        let text = self.space.key_from_encoding(key.encoding()).as_str().to_owned();
+        let text = String::from(self.space.key_from_encoding(key.encoding()));
         let token = random_token();
         match inner.tier_call(tier.as_ref(), tier.try_lease(&text, &token, inner.opts.lease_ttl)).await {
             Ok(Lease::Acquired) => {
