@@ -180,7 +180,97 @@ fn local_hits(c: &mut Criterion) {
     g.finish();
 }
 
+/// A SQLite-tier miss + store (blocking API, no local tier, a new key each call) against its
+/// floor in the same process, interleaved: the same statements on a raw rusqlite connection to
+/// a file of the same layout — the miss `SELECT`, the lease `INSERT … ON CONFLICT`, the
+/// re-check `SELECT` after winning it, the entry `INSERT … ON CONFLICT` (each its own
+/// autocommit transaction) and the lease `DELETE` — with a frame-sized blob.
+fn sqlite_miss_floor() {
+    const ROUNDS: usize = 9;
+    const OPS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .shared_url(&format!("sqlite:{}", dir.path().join("larder.db").display()))
+        .xfetch_beta(0.0)
+        .build()
+        .unwrap();
+    let space = KeySpace::new("bench_sqlite", 1).unwrap();
+    let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    raw.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).unwrap();
+    raw.execute_batch(
+        "PRAGMA synchronous=NORMAL;
+         CREATE TABLE e (key TEXT PRIMARY KEY, frame BLOB NOT NULL, expires_ms INTEGER NOT NULL,
+           written_ms INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE INDEX e_written ON e(written_ms);
+         CREATE TABLE l (key TEXT PRIMARY KEY, token BLOB NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let frame = vec![7u8; 80];
+    let token = [9u8; 16];
+    let raw_miss = |k: u64| {
+        let key = format!("bench_sqlite:v1:{k:032}");
+        let now = 1_000_000i64;
+        let get = || {
+            raw.prepare_cached("SELECT frame FROM e WHERE key = ?1")
+                .unwrap()
+                .query_row([&key], |r| r.get::<_, Vec<u8>>(0))
+                .is_ok()
+        };
+        assert!(!get());
+        let won = raw
+            .prepare_cached(
+                "INSERT INTO l (key, token, expires_ms) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO UPDATE \
+                 SET token = excluded.token, expires_ms = excluded.expires_ms WHERE l.expires_ms <= ?4",
+            )
+            .unwrap()
+            .execute(rusqlite::params![key, &token[..], now + 30_000, now])
+            .unwrap();
+        assert_eq!(won, 1);
+        assert!(!get());
+        raw.prepare_cached(
+            "INSERT INTO e (key, frame, expires_ms, written_ms, size) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(key) DO UPDATE SET frame = excluded.frame, expires_ms = excluded.expires_ms, \
+             written_ms = excluded.written_ms, size = excluded.size",
+        )
+        .unwrap()
+        .execute(rusqlite::params![key, frame, now + 3_600_000, now, 80])
+        .unwrap();
+        raw.prepare_cached("DELETE FROM l WHERE key = ?1 AND token = ?2")
+            .unwrap()
+            .execute(rusqlite::params![key, &token[..]])
+            .unwrap();
+    };
+    let (mut l, mut r) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    let mut next = 0u64;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for _ in 0..OPS {
+            next += 1;
+            black_box(cache.get_or_compute_blocking(&space, &next, Duration::from_secs(3600), || next));
+        }
+        l.push(t.elapsed().as_secs_f64() * 1e6 / OPS as f64);
+        let t = Instant::now();
+        for _ in 0..OPS {
+            next += 1;
+            raw_miss(next);
+        }
+        r.push(t.elapsed().as_secs_f64() * 1e6 / OPS as f64);
+    }
+    let st = cache.stats();
+    assert_eq!(st.computations, ROUNDS as u64 * OPS, "every larder call was a miss that computed");
+    for v in [&mut l, &mut r] {
+        v.sort_by(f64::total_cmp);
+    }
+    let (lm, rm) = (l[ROUNDS / 2], r[ROUNDS / 2]);
+    eprintln!(
+        "interleaved medians, {ROUNDS} rounds of {OPS}: SQLite miss + store {lm:.1} us, raw statements \
+         (SELECT, lease INSERT, SELECT, entry INSERT, lease DELETE) {rm:.1} us ({:.2}x)",
+        lm / rm
+    );
+}
+
 fn sqlite_tier(c: &mut Criterion) {
+    sqlite_miss_floor();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("bench.db").display());
     // No local tier: every call goes to SQLite.

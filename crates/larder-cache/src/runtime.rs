@@ -119,11 +119,52 @@ where
         }
     };
     if tokio::runtime::Handle::try_current().is_err() {
-        rt.block_on(fut)
+        as_blocking_caller(|| rt.block_on(fut))
     } else {
-        std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
+        std::thread::scope(|s| match s.spawn(|| as_blocking_caller(|| rt.block_on(fut))).join() {
             Ok(v) => v,
             Err(p) => std::panic::resume_unwind(p),
         })
+    }
+}
+
+thread_local! {
+    /// Set while this thread is inside [`block_on`]: a sync caller blocked on a cache call.
+    static BLOCKING_CALLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+pub(crate) fn as_blocking_caller<R>(f: impl FnOnce() -> R) -> R {
+    let before = BLOCKING_CALLER.with(|b| b.replace(true));
+    let r = f();
+    BLOCKING_CALLER.with(|b| b.set(before));
+    r
+}
+
+/// True when the code running now is a sync caller's own cache call, driven by [`block_on`]
+/// on the caller's thread (not a task: a task spawned meanwhile on a current-thread runtime
+/// runs on this thread too, and must not block it). A tier may then do blocking I/O here
+/// rather than hand it to the blocking pool and wait for it: the caller waits either way, and
+/// the hand-off (two thread wake-ups) costs more than a small SQLite write.
+pub(crate) fn is_blocking_caller() -> bool {
+    BLOCKING_CALLER.with(std::cell::Cell::get) && tokio::task::try_id().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sync_callers_own_call_is_a_blocking_caller() {
+        assert!(!is_blocking_caller(), "a plain thread has not called the cache");
+        assert!(block_on(async { is_blocking_caller() }), "inside block_on, on the caller's thread");
+        let in_task = block_on(async { tokio::spawn(async { is_blocking_caller() }).await.unwrap() });
+        assert!(!in_task, "a task is never a blocking caller");
+        // A task run by a current-thread runtime on the caller's own thread is not either.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let local = as_blocking_caller(|| {
+            rt.block_on(async { tokio::task::spawn(async { is_blocking_caller() }).await.unwrap() })
+        });
+        assert!(!local);
+        assert!(!is_blocking_caller(), "the mark ends with the call");
     }
 }
