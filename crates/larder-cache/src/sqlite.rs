@@ -707,7 +707,7 @@ mod tests {
             .build()
             .unwrap();
         let opts = SqliteOptions::default().timeout(Duration::from_secs(30));
-        let tier = Arc::new(SqliteTier::open(&dir.path().join("c.db"), opts, rt.handle().clone()).unwrap());
+        let tier = Arc::new(SqliteTier::open(dir.path().join("c.db"), opts, rt.handle().clone()).unwrap());
         let (release, held) = std::sync::mpsc::channel::<()>();
         let occupant = rt.spawn_blocking(move || held.recv());
         std::thread::sleep(Duration::from_millis(50)); // the occupant takes the pool's thread
