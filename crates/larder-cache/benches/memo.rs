@@ -107,24 +107,34 @@ fn interleaved(qc: &quick_cache::sync::Cache<u64, u64>, qs: &quick_cache::sync::
         k.push(per_op(batch_qs()));
     }
     let (m1, q1, k1) = (median(&mut m), median(&mut q), median(&mut k));
-    let (mut m, mut q) = (Vec::with_capacity(ROUNDS / 4), Vec::with_capacity(ROUNDS / 4));
-    for _ in 0..ROUNDS / 4 {
-        m.push(per_op(two_threads(BATCH, || {
+    // 2 threads: batches long enough (200,000 ops, milliseconds) that the two threads really
+    // run at once; with 1,000-op batches the second thread was barely started when the first
+    // finished, and contention never showed.
+    const ROUNDS2: usize = 21;
+    const BATCH2: u64 = 200_000;
+    let per_op2 = |d: Duration| d.as_secs_f64() * 1e9 / BATCH2 as f64;
+    let (mut m, mut q, mut k) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS2 {
+        m.push(per_op2(two_threads(BATCH2, || {
             black_box(quote(black_box(Q)));
         })));
-        q.push(per_op(two_threads(BATCH, || {
+        q.push(per_op2(two_threads(BATCH2, || {
             black_box(qc.get(black_box(&7)));
         })));
+        k.push(per_op2(two_threads(BATCH2, || {
+            black_box(qs.get(black_box(&Q)));
+        })));
     }
-    let (m2, q2) = (median(&mut m), median(&mut q));
+    let (m2, q2, k2) = (median(&mut m), median(&mut q), median(&mut k));
     eprintln!(
         "interleaved medians, {ROUNDS} rounds of {BATCH}: 1 thread: #[memoize] hit {m1:.1} ns, bare quick_cache get \
-         {q1:.1} ns ({:.2}x), quick_cache get keyed by the LoanQuote itself {k1:.1} ns ({:.2}x); 2 threads ({} rounds, per op per thread): #[memoize] hit {m2:.1} ns, bare \
-         quick_cache get {q2:.1} ns ({:.2}x)",
+         {q1:.1} ns ({:.2}x), quick_cache get keyed by the LoanQuote itself {k1:.1} ns ({:.2}x); 2 threads on one key \
+         ({ROUNDS2} rounds of {BATCH2}, per op per thread): #[memoize] hit {m2:.1} ns, bare quick_cache get {q2:.1} ns \
+         ({:.2}x), keyed by the LoanQuote {k2:.1} ns ({:.2}x)",
         m1 / q1,
         m1 / k1,
-        ROUNDS / 4,
-        m2 / q2
+        m2 / q2,
+        m2 / k2
     );
 }
 
