@@ -253,6 +253,19 @@ def test_threads_single_flight_and_shared_exceptions(cache_url):
     assert len(attempts) < 10  # waiters shared the leader's exception
     with pytest.raises(ValueError):
         boom(1)  # not cached: computed again
+    # Every computation that raised is counted, as in Rust's CacheStats (all of whose
+    # counters the dict carries).
+    s = cache.stats()
+    assert s["compute_errors"] == len(attempts)
+    assert set(s) >= {
+        "compute_errors",
+        "refreshes_started",
+        "refreshes_finished",
+        "stale_served",
+        "stale_served_by_timeout",
+        "hard_timeouts",
+        "tag_stale",
+    }
 
 
 def test_values_round_trip_and_unsupported_values():

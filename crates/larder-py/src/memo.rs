@@ -146,6 +146,13 @@ fn stats_dict<'py>(py: Python<'py>, s: &CacheStats) -> PyResult<Bound<'py, PyDic
     d.set_item("fail_safe_served", s.fail_safe_served)?;
     d.set_item("shared_writes", s.shared_writes)?;
     d.set_item("invalidations_received", s.invalidations_received)?;
+    d.set_item("compute_errors", s.compute_errors)?;
+    d.set_item("refreshes_started", s.refreshes_started)?;
+    d.set_item("refreshes_finished", s.refreshes_finished)?;
+    d.set_item("stale_served", s.stale_served)?;
+    d.set_item("stale_served_by_timeout", s.stale_served_by_timeout)?;
+    d.set_item("hard_timeouts", s.hard_timeouts)?;
+    d.set_item("tag_stale", s.tag_stale)?;
     Ok(d)
 }
 
