@@ -191,9 +191,10 @@ fn interleaved_throughput(
     const TASKS: u64 = 64;
     const PER_TASK: u64 = 200;
     const ROUNDS: usize = 41;
-    let round = |cache_side: bool| -> f64 {
+    let round = |cache_side: bool| -> (f64, f64) {
         let (s, space, keys) = (Arc::clone(s), space.clone(), Arc::clone(keys));
-        rt.block_on(async move {
+        let cpu0 = process_cpu_seconds();
+        let ops = rt.block_on(async move {
             let start = Instant::now();
             let hs: Vec<_> = (0..TASKS)
                 .map(|task| {
@@ -214,17 +215,22 @@ fn interleaved_throughput(
                 h.await.expect("task");
             }
             (TASKS * PER_TASK) as f64 / start.elapsed().as_secs_f64()
-        })
+        });
+        (ops, (process_cpu_seconds() - cpu0) * 1e6 / (TASKS * PER_TASK) as f64)
     };
-    let (mut bare, mut hit) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    let (mut bare, mut hit, mut bare_cpu, mut hit_cpu) = (Vec::new(), Vec::new(), 0.0, 0.0);
     for i in 0..ROUNDS {
         // Alternate which side goes first, so neither always follows the other.
-        if i % 2 == 0 {
-            bare.push(round(false));
-            hit.push(round(true));
-        } else {
-            hit.push(round(true));
-            bare.push(round(false));
+        let order = if i % 2 == 0 { [false, true] } else { [true, false] };
+        for cache_side in order {
+            let (ops, cpu) = round(cache_side);
+            if cache_side {
+                hit.push(ops);
+                hit_cpu += cpu / ROUNDS as f64;
+            } else {
+                bare.push(ops);
+                bare_cpu += cpu / ROUNDS as f64;
+            }
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -234,10 +240,21 @@ fn interleaved_throughput(
     let (b, h) = (median(&mut bare), median(&mut hit));
     eprintln!(
         "interleaved 64-task throughput, median of {ROUNDS} rounds of {} ops: bare multiplexed GETs {b:.0}/s, \
-         cache hits {h:.0}/s ({:.2}x bare)",
+         cache hits {h:.0}/s ({:.2}x bare); this process's CPU per op (mean): bare {bare_cpu:.2} us, \
+         cache hit {hit_cpu:.2} us",
         TASKS * PER_TASK,
         h / b
     );
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat (clock ticks of 10 ms,
+/// so only sums over many operations mean anything).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn run_redis_benchmark(server: &RedisServer, data_size: usize) -> Option<f64> {
