@@ -134,10 +134,16 @@ thread_local! {
 }
 
 pub(crate) fn as_blocking_caller<R>(f: impl FnOnce() -> R) -> R {
-    let before = BLOCKING_CALLER.with(|b| b.replace(true));
-    let r = f();
-    BLOCKING_CALLER.with(|b| b.set(before));
-    r
+    /// Restores the mark when the call ends, by return or by unwinding.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0;
+            let _ = BLOCKING_CALLER.try_with(|b| b.set(before));
+        }
+    }
+    let _restore = Restore(BLOCKING_CALLER.with(|b| b.replace(true)));
+    f()
 }
 
 /// True when the code running now is a sync caller's own cache call, driven by [`block_on`]
@@ -166,5 +172,8 @@ mod tests {
         });
         assert!(!local);
         assert!(!is_blocking_caller(), "the mark ends with the call");
+        let caught = std::panic::catch_unwind(|| as_blocking_caller(|| panic!("a panicking call")));
+        assert!(caught.is_err());
+        assert!(!is_blocking_caller(), "and with a call that panicked");
     }
 }
