@@ -454,6 +454,7 @@ impl Inner {
         } else {
             expires
         };
+        let hit_metric = self.counters.local_hit_counter(key.namespace());
         local.insert(
             key,
             text,
@@ -464,6 +465,7 @@ impl Inner {
                 refreshing: AtomicBool::new(false),
                 weight: size,
                 tags,
+                hit_metric,
             },
         );
     }

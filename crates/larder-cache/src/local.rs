@@ -75,6 +75,14 @@ impl LocalKey {
         &self.bytes[self.prefix_len..]
     }
 
+    /// The namespace: the prefix (`{namespace}:v{version}:`) up to its first `:` (a namespace
+    /// never contains one).
+    pub(crate) fn namespace(&self) -> &str {
+        let prefix = self.bytes.get(..self.prefix_len).unwrap_or_default();
+        let ns = prefix.split(|b| *b == b':').next().unwrap_or_default();
+        std::str::from_utf8(ns).unwrap_or_default()
+    }
+
     fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -121,6 +129,8 @@ pub(crate) struct LocalEntry {
     pub(crate) weight: u32,
     /// The entry's tags and the generation tokens it was stored with (`crate::tags`).
     pub(crate) tags: Option<Arc<crate::tags::stamp::Stamp>>,
+    /// Its namespace's local-hit `metrics` handle (counted on every hit, no lookup).
+    pub(crate) hit_metric: metrics::Counter,
 }
 
 impl LocalEntry {
@@ -376,6 +386,7 @@ mod tests {
             refreshing: AtomicBool::new(false),
             weight: 8,
             tags: None,
+            hit_metric: metrics::Counter::noop(),
         }
     }
 

@@ -33,6 +33,7 @@ impl Cache {
     {
         let local = self.inner.local.as_ref();
         let tags = &self.inner.tags;
+        let counters = &self.inner.counters;
         let prefix = space.prefix();
         // The closure's results go to these out-slots rather than through its return value: a
         // large return value (value, key, error) copied through the encoder's layers cost
@@ -49,6 +50,10 @@ impl Cache {
                         if let Some(v) = entry.fresh::<V>(now) {
                             if tags.admits(entry.tags.as_deref(), now) {
                                 refresh = entry.claim_refresh(now);
+                                if !refresh {
+                                    // Counted here, with the handle the entry carries.
+                                    counters.local_hit(&entry.hit_metric);
+                                }
                                 hit = Some(v);
                             }
                         }
@@ -64,7 +69,6 @@ impl Cache {
             Ok(()) => {
                 if !refresh {
                     if let Some(v) = hit {
-                        self.inner.record(Event::LocalHit(space.namespace()));
                         return Lookup::Hit(v);
                     }
                 }

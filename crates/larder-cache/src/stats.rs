@@ -8,7 +8,7 @@
 //! `metric_namespaces` namespaces a cache sees (default [`DEFAULT_METRIC_NAMESPACES`]) get a
 //! label of their own, every later one shares [`OTHER_NAMESPACES`]. Their handles are
 //! registered on first use of the namespace, with the recorder installed then; each thread
-//! remembers the last namespace it counted, so a hit does not look the handles up.
+//! remembers the last namespace it counted; a local hit uses the handle its entry carries.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -117,8 +117,6 @@ pub struct CacheStats {
 /// Something the core counts (see [`Counters::record`]); the `&str` is the call's namespace.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Event<'a> {
-    /// A fresh value from the local tier.
-    LocalHit(&'a str),
     /// A lookup that missed the local tier.
     LocalMiss(&'a str),
     /// A fresh value from the shared tier.
@@ -407,16 +405,27 @@ impl Counters {
         }
     }
 
+    /// Counts a local hit: the striped `Stats` counter here, and `hit` — the namespace's
+    /// `larder_cache_hits_total{tier="local"}` handle, which the entry carries (from
+    /// [`local_hit_counter`](Self::local_hit_counter)) so the hit path looks nothing up.
+    #[inline]
+    pub(crate) fn local_hit(&self, hit: &Counter) {
+        self.local_hits.incr();
+        hit.increment(1);
+    }
+
+    /// The local-hit handle of namespace `ns`, for the entries stored under it.
+    pub(crate) fn local_hit_counter(&self, ns: &str) -> Counter {
+        self.namespaces.find(ns).local_hit.clone()
+    }
+
     /// Counts one event: the `Stats` counter and the `metrics` handle together, so the two
-    /// cannot drift apart. The only way the core counts anything.
+    /// cannot drift apart. The only way the core counts anything (with
+    /// [`local_hit`](Self::local_hit), the hit path's own).
     #[inline]
     pub(crate) fn record(&self, e: Event<'_>) {
         let ns = |ns: &str, f: &dyn Fn(&NsMetrics)| self.namespaces.with(ns, f);
         match e {
-            Event::LocalHit(n) => {
-                self.local_hits.incr();
-                ns(n, &|m| m.local_hit.increment(1));
-            }
             Event::LocalMiss(n) => {
                 bump(&self.local_misses);
                 ns(n, &|m| m.local_miss.increment(1));

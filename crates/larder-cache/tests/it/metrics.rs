@@ -81,6 +81,14 @@ fn namespace_labels_are_bounded() {
             let space = KeySpace::new(ns, 1).unwrap();
             cache.get_or_compute_blocking(&space, &1u8, Duration::from_secs(60), || 1u8);
         }
+        // Two local hits each: counted through the handle each entry carries.
+        for ns in ["alpha", "beta", "gamma", "delta", "alpha", "beta", "gamma", "delta"] {
+            let space = KeySpace::new(ns, 1).unwrap();
+            let v: u8 = cache
+                .get_or_compute_blocking(&space, &1u8, Duration::from_secs(60), || unreachable!("a hit"));
+            assert_eq!(v, 1);
+        }
+        assert_eq!(cache.stats().local_hits, 8);
     });
     let snap = snapshot_map(snapshotter.snapshot());
     let computations = |ns: &str| {
@@ -96,6 +104,19 @@ fn namespace_labels_are_bounded() {
     assert_eq!(computations("gamma"), None);
     assert_eq!(computations("delta"), None);
     assert_eq!(computations(larder_cache::OTHER_NAMESPACES), Some(&DebugValue::Counter(2)));
+    let local_hits = |ns: &str| {
+        snap.iter()
+            .find(|(k, l, _)| {
+                k == "larder_cache_hits_total"
+                    && l.iter().any(|(lk, lv)| lk == "tier" && lv == "local")
+                    && l.iter().any(|(lk, lv)| lk == "namespace" && lv == ns)
+            })
+            .map(|(_, _, v)| v)
+    };
+    assert_eq!(local_hits("alpha"), Some(&DebugValue::Counter(2)));
+    assert_eq!(local_hits("beta"), Some(&DebugValue::Counter(2)));
+    assert_eq!(local_hits("gamma"), None);
+    assert_eq!(local_hits(larder_cache::OTHER_NAMESPACES), Some(&DebugValue::Counter(4)));
     let labels: std::collections::BTreeSet<&str> = snap
         .iter()
         .flat_map(|(_, l, _)| l.iter().filter(|(k, _)| k == "namespace").map(|(_, v)| v.as_str()))
