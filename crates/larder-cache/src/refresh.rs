@@ -439,7 +439,7 @@ impl Pending {
                 inner.record(Event::RefreshStarted);
                 let start = Instant::now();
                 let r = factory.run_in_task().await;
-                self.store_refreshed(guard, key, text, lease, start, r, stamp).await;
+                self.store_refreshed(Some(guard), key, text, lease, start, r, stamp).await;
             }
             .instrument(span),
         );
@@ -507,32 +507,15 @@ impl Pending {
         inner.record(Event::RefreshStarted);
         rt.spawn(async move {
             let r = joined(handle.await);
-            self.store_refreshed_opt(guard, key, text, lease, start, r, stamp).await;
+            self.store_refreshed(guard, key, text, lease, start, r, stamp).await;
         });
-    }
-
-    #[allow(clippy::too_many_arguments)] // the key's whole state, as in `Pending::settle`
-    async fn store_refreshed<V, E>(
-        self,
-        guard: LeaderGuard,
-        key: LocalKey,
-        text: Option<String>,
-        lease: Option<[u8; 16]>,
-        start: Instant,
-        r: Result<Result<V, E>, Panicked>,
-        stamp: Stamped,
-    ) where
-        V: CacheValue,
-        E: Send + Sync + 'static,
-    {
-        self.store_refreshed_opt(Some(guard), key, text, lease, start, r, stamp).await;
     }
 
     /// The settle step of a background computation: count it, store an `Ok` in both tiers
     /// (an `Err` or a panic keeps the current entry), release the lease, then release this
     /// process's callers waiting for the refresh.
     #[allow(clippy::too_many_arguments)] // the key's whole state, as in `Pending::settle`
-    async fn store_refreshed_opt<V, E>(
+    async fn store_refreshed<V, E>(
         self,
         guard: Option<LeaderGuard>,
         key: LocalKey,
